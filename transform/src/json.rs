@@ -1,0 +1,457 @@
+//! A strict JSON reader that pulls named string members out of one object, in a single pass with no
+//! recursion: deep nesting costs a counter, not stack, so hostile input cannot overflow the small stack
+//! the module runs on.
+
+use std::ops::Range;
+
+/// Nesting deeper than this (the top-level object is depth 1) is refused.
+pub const MAX_DEPTH: u32 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonError {
+    /// Not valid JSON (with the byte offset where reading stopped).
+    Syntax(usize),
+    /// Valid JSON, but not an object.
+    NotObject,
+    /// Nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+}
+
+/// The JSON type of a member that is not a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    Object,
+    Array,
+    Number,
+    Boolean,
+    Null,
+    String,
+}
+
+impl JsonKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            JsonKind::Object => "an object",
+            JsonKind::Array => "an array",
+            JsonKind::Number => "a number",
+            JsonKind::Boolean => "a boolean",
+            JsonKind::Null => "null",
+            JsonKind::String => "a string",
+        }
+    }
+}
+
+/// What an object held under one wanted name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member<'a> {
+    Missing,
+    Text(&'a str),
+    Other(JsonKind),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    Missing,
+    Text(Range<usize>),
+    Other(JsonKind),
+}
+
+/// Reads objects and keeps the members named at construction. Reusable: buffers persist across calls.
+pub struct MemberReader {
+    names: Vec<String>,
+    slots: Vec<Slot>,
+    decoded: String,
+    key: String,
+    member_count: usize,
+}
+
+impl MemberReader {
+    pub fn new(names: Vec<String>) -> Self {
+        let slots = vec![Slot::Missing; names.len()];
+        MemberReader { names, slots, decoded: String::new(), key: String::new(), member_count: 0 }
+    }
+
+    /// Reads `input`, which must be exactly one JSON object (surrounding white space allowed).
+    /// When a name repeats, the last member wins, as in Flink's JSON format.
+    pub fn read(&mut self, input: &str) -> Result<(), JsonError> {
+        self.slots.iter_mut().for_each(|slot| *slot = Slot::Missing);
+        self.decoded.clear();
+        self.member_count = 0;
+        let mut cursor = Cursor { bytes: input.as_bytes(), pos: 0 };
+        cursor.skip_whitespace();
+        if cursor.peek() != Some(b'{') {
+            // Tell "valid JSON but not an object" apart from "not JSON".
+            cursor.skip_value(0)?;
+            cursor.expect_end()?;
+            return Err(JsonError::NotObject);
+        }
+        cursor.pos += 1;
+        cursor.skip_whitespace();
+        if cursor.peek() == Some(b'}') {
+            cursor.pos += 1;
+            return cursor.expect_end();
+        }
+        loop {
+            self.key.clear();
+            cursor.read_string(Some(&mut self.key))?;
+            cursor.skip_whitespace();
+            cursor.expect(b':')?;
+            cursor.skip_whitespace();
+            self.member_count += 1;
+            match self.names.iter().position(|name| *name == self.key) {
+                Some(index) if cursor.peek() == Some(b'"') => {
+                    let start = self.decoded.len();
+                    cursor.read_string(Some(&mut self.decoded))?;
+                    self.slots[index] = Slot::Text(start..self.decoded.len());
+                }
+                Some(index) => self.slots[index] = Slot::Other(cursor.skip_value(1)?),
+                None => {
+                    cursor.skip_value(1)?;
+                }
+            }
+            cursor.skip_whitespace();
+            match cursor.next() {
+                Some(b',') => cursor.skip_whitespace(),
+                Some(b'}') => return cursor.expect_end(),
+                _ => return Err(cursor.syntax_error()),
+            }
+        }
+    }
+
+    /// The member under the `index`-th wanted name, as of the last successful [`read`](Self::read).
+    pub fn member(&self, index: usize) -> Member<'_> {
+        match &self.slots[index] {
+            Slot::Missing => Member::Missing,
+            Slot::Text(range) => Member::Text(&self.decoded[range.clone()]),
+            Slot::Other(kind) => Member::Other(*kind),
+        }
+    }
+
+    /// How many members the object had (repeated names count each time).
+    pub fn member_count(&self) -> usize {
+        self.member_count
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.pos += 1;
+        Some(byte)
+    }
+
+    fn syntax_error(&self) -> JsonError {
+        JsonError::Syntax(self.pos)
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), JsonError> {
+        if self.next() == Some(byte) {
+            Ok(())
+        } else {
+            Err(JsonError::Syntax(self.pos.saturating_sub(1)))
+        }
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn expect_end(&mut self) -> Result<(), JsonError> {
+        self.skip_whitespace();
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(self.syntax_error())
+        }
+    }
+
+    /// Skips one value that starts at the cursor, inside `depth` enclosing containers, and returns its type.
+    /// Containers are tracked in a bit stack (1 = object), so nesting uses no call stack.
+    fn skip_value(&mut self, depth: u32) -> Result<JsonKind, JsonError> {
+        let mut open: u64 = 0;
+        let mut level: u32 = 0;
+        let mut outer_kind = None;
+        loop {
+            // At the start of a value.
+            let kind = match self.peek() {
+                Some(opening @ (b'{' | b'[')) => {
+                    self.pos += 1;
+                    if depth + level + 1 > MAX_DEPTH {
+                        return Err(JsonError::TooDeep);
+                    }
+                    open = (open << 1) | u64::from(opening == b'{');
+                    level += 1;
+                    self.skip_whitespace();
+                    let closing = if opening == b'{' { b'}' } else { b']' };
+                    if self.peek() == Some(closing) {
+                        self.pos += 1;
+                        open >>= 1;
+                        level -= 1;
+                    } else {
+                        if opening == b'{' {
+                            self.read_member_name()?;
+                        }
+                        outer_kind.get_or_insert(if opening == b'{' { JsonKind::Object } else { JsonKind::Array });
+                        continue;
+                    }
+                    if opening == b'{' { JsonKind::Object } else { JsonKind::Array }
+                }
+                Some(b'"') => {
+                    self.read_string(None)?;
+                    JsonKind::String
+                }
+                Some(b't') => self.literal(b"true", JsonKind::Boolean)?,
+                Some(b'f') => self.literal(b"false", JsonKind::Boolean)?,
+                Some(b'n') => self.literal(b"null", JsonKind::Null)?,
+                Some(b'-' | b'0'..=b'9') => self.number()?,
+                _ => return Err(self.syntax_error()),
+            };
+            outer_kind.get_or_insert(kind);
+            // After a value: close containers or move to the next element.
+            loop {
+                if level == 0 {
+                    return Ok(outer_kind.unwrap_or(kind));
+                }
+                self.skip_whitespace();
+                let in_object = open & 1 == 1;
+                match self.next() {
+                    Some(b',') => {
+                        self.skip_whitespace();
+                        if in_object {
+                            self.read_member_name()?;
+                        }
+                        break;
+                    }
+                    Some(b'}') if in_object => {}
+                    Some(b']') if !in_object => {}
+                    _ => return Err(JsonError::Syntax(self.pos.saturating_sub(1))),
+                }
+                open >>= 1;
+                level -= 1;
+            }
+        }
+    }
+
+    /// Reads `"name"` and the colon after it, leaving the cursor at the member's value.
+    fn read_member_name(&mut self) -> Result<(), JsonError> {
+        self.read_string(None)?;
+        self.skip_whitespace();
+        self.expect(b':')?;
+        self.skip_whitespace();
+        Ok(())
+    }
+
+    fn literal(&mut self, word: &[u8], kind: JsonKind) -> Result<JsonKind, JsonError> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(kind)
+        } else {
+            Err(self.syntax_error())
+        }
+    }
+
+    fn number(&mut self) -> Result<JsonKind, JsonError> {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.next() {
+            Some(b'0') => {}
+            Some(b'1'..=b'9') => self.skip_digits(),
+            _ => return Err(JsonError::Syntax(self.pos.saturating_sub(1))),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            self.require_digits()?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            self.require_digits()?;
+        }
+        Ok(JsonKind::Number)
+    }
+
+    fn skip_digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+    }
+
+    fn require_digits(&mut self) -> Result<(), JsonError> {
+        let start = self.pos;
+        self.skip_digits();
+        if self.pos == start {
+            Err(self.syntax_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads a string at the cursor, appending its decoded text to `out` when given.
+    fn read_string(&mut self, mut out: Option<&mut String>) -> Result<(), JsonError> {
+        self.expect(b'"')?;
+        loop {
+            let run_start = self.pos;
+            while matches!(self.peek(), Some(byte) if byte != b'"' && byte != b'\\' && byte >= 0x20) {
+                self.pos += 1;
+            }
+            if let Some(out) = out.as_deref_mut() {
+                // The input is a `str` and the run stops only at ASCII bytes, so the slice is whole characters.
+                out.push_str(std::str::from_utf8(&self.bytes[run_start..self.pos]).map_err(|_| self.syntax_error())?);
+            }
+            match self.next() {
+                Some(b'"') => return Ok(()),
+                Some(b'\\') => {
+                    let decoded = self.escape()?;
+                    if let Some(out) = out.as_deref_mut() {
+                        out.push(decoded);
+                    }
+                }
+                _ => return Err(JsonError::Syntax(self.pos.saturating_sub(1))),
+            }
+        }
+    }
+
+    fn escape(&mut self) -> Result<char, JsonError> {
+        Ok(match self.next() {
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                let unit = self.hex4()?;
+                let code = match unit {
+                    0xD800..=0xDBFF => {
+                        self.expect(b'\\')?;
+                        self.expect(b'u')?;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(self.syntax_error());
+                        }
+                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => return Err(self.syntax_error()),
+                    _ => unit,
+                };
+                char::from_u32(code).ok_or_else(|| self.syntax_error())?
+            }
+            _ => return Err(JsonError::Syntax(self.pos.saturating_sub(1))),
+        })
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or_else(|| self.syntax_error())?;
+        let text = std::str::from_utf8(digits).map_err(|_| self.syntax_error())?;
+        if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(self.syntax_error());
+        }
+        self.pos += 4;
+        u32::from_str_radix(text, 16).map_err(|_| self.syntax_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader() -> MemberReader {
+        MemberReader::new(vec!["timestamp".into(), "user_id".into()])
+    }
+
+    #[test]
+    fn picks_named_string_members() {
+        let mut reader = reader();
+        reader
+            .read(r#"{"timestamp": "2020-11-16 22:59:59", "event": "view", "user_id": "u\u00e9\n", "n": [1, {"x": null}]}"#)
+            .unwrap();
+        assert_eq!(reader.member(0), Member::Text("2020-11-16 22:59:59"));
+        assert_eq!(reader.member(1), Member::Text("ué\n"));
+        assert_eq!(reader.member_count(), 4);
+    }
+
+    #[test]
+    fn reports_missing_and_non_string_members() {
+        let mut reader = reader();
+        reader.read(r#"{"user_id": 42}"#).unwrap();
+        assert_eq!(reader.member(0), Member::Missing);
+        assert_eq!(reader.member(1), Member::Other(JsonKind::Number));
+        for (text, kind) in [
+            ("{\"user_id\": {}}", JsonKind::Object),
+            ("{\"user_id\": [1]}", JsonKind::Array),
+            ("{\"user_id\": true}", JsonKind::Boolean),
+            ("{\"user_id\": null}", JsonKind::Null),
+        ] {
+            reader.read(text).unwrap();
+            assert_eq!(reader.member(1), Member::Other(kind), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_last_repeated_member_wins_and_old_values_are_forgotten() {
+        let mut reader = reader();
+        reader.read(r#"{"user_id": "a", "user_id": "b"}"#).unwrap();
+        assert_eq!(reader.member(1), Member::Text("b"));
+        reader.read(r#"{"timestamp": "t"}"#).unwrap();
+        assert_eq!(reader.member(1), Member::Missing);
+    }
+
+    #[test]
+    fn decodes_surrogate_pairs() {
+        let mut reader = reader();
+        reader.read(r#"{"user_id": "\ud83d\ude00"}"#).unwrap();
+        assert_eq!(reader.member(1), Member::Text("😀"));
+    }
+
+    #[test]
+    fn tells_not_an_object_from_not_json() {
+        let mut reader = reader();
+        for text in ["[]", "1", "\"s\"", "null", " [1, {\"a\": [true]}] "] {
+            assert_eq!(reader.read(text), Err(JsonError::NotObject), "{text}");
+        }
+        for text in [
+            "", "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":1} x", "[1,]", "{'a':1}", "{\"a\":NaN}",
+            "{\"a\":Infinity}", "{\"a\":-}", "{\"a\":01}", "{\"a\":1.}", "{\"a\":1e}", "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"tab\there\"}", "{\"a\":tru}", "{\"a\":[1 2]}",
+            "{\"a\":{\"b\":1]}", "{\"a\":[1}", "{\"a\":\"\\u12\"}", "{\"a\" 1}", "nul",
+        ] {
+            assert!(matches!(reader.read(text), Err(JsonError::Syntax(_))), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn accepts_every_value_form() {
+        let mut reader = reader();
+        let text = r#" { "a" : [ ] , "b" : { } , "c" : [ -0.5e+3 , 1E-2 , 0 , "x" , [ [ ] ] , { "d" : false } ] } "#;
+        reader.read(text).unwrap();
+        assert_eq!(reader.member_count(), 3);
+        reader.read("{}").unwrap();
+        assert_eq!(reader.member_count(), 0);
+    }
+
+    #[test]
+    fn refuses_nesting_deeper_than_the_limit() {
+        let mut reader = reader();
+        let nested = |depth: u32| format!("{{\"a\":{}1{}}}", "[".repeat(depth as usize - 1), "]".repeat(depth as usize - 1));
+        assert_eq!(reader.read(&nested(MAX_DEPTH)), Ok(()));
+        assert_eq!(reader.read(&nested(MAX_DEPTH + 1)), Err(JsonError::TooDeep));
+        let hostile = "[".repeat(1_000_000);
+        assert_eq!(reader.read(&hostile), Err(JsonError::TooDeep));
+    }
+}
