@@ -1,1 +1,5 @@
+//! Shared pieces of the integration tests: an independent reference model of the Flink job, and
+//! random clickstreams to compare implementations on.
 
+pub mod reference;
+pub mod streams;

@@ -1,0 +1,79 @@
+//! The native aggregator against the brute-force reference, on random streams.
+
+use clickstream_aggregation::aggregator::{Aggregator, Output, Reason};
+use clickstream_aggregation::config::Config;
+use integration_tests::reference::{row_from_json, RefRow, Reference};
+use integration_tests::streams::{streams, Disorder, Stream, RECORD_MS};
+use proptest::prelude::*;
+
+/// Collects what the aggregator writes, in the model's terms.
+struct Collect {
+    group_by: Vec<String>,
+    rows: Vec<RefRow>,
+    dead_letters: Vec<&'static str>,
+}
+
+impl Output for Collect {
+    fn row(&mut self, _key: &[u8], value: &[u8], incomplete: bool) {
+        self.rows.push(row_from_json(value, &self.group_by, incomplete));
+    }
+    fn dead_letter(&mut self, _topic: &str, reason: Reason, _detail: &str) {
+        self.dead_letters.push(reason.name());
+    }
+    fn log(&mut self, _line: &str) {}
+}
+
+fn check(stream: &Stream) -> Result<(), TestCaseError> {
+    let mut vars = stream.vars.clone();
+    vars.push(("STATE_BUDGET".into(), "4096MiB".into()));
+    vars.push(("REDPANDA_OUTPUT_TOPIC_0".into(), "out".into()));
+    vars.push(("REDPANDA_OUTPUT_TOPIC_1".into(), "dlq".into()));
+    let config = Config::from_env(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).unwrap();
+    let mut aggregator = Aggregator::new(config);
+    let mut reference = Reference::new(stream.reference_config());
+    let mut out = Collect { group_by: stream.reference_config().group_by, rows: Vec::new(), dead_letters: Vec::new() };
+    for (index, value) in stream.values.iter().enumerate() {
+        let expected = reference.on_record(value.as_deref(), RECORD_MS);
+        let outcome = aggregator.on_record(value.as_deref(), RECORD_MS, &mut out);
+        let got = match outcome {
+            clickstream_aggregation::aggregator::Outcome::Counted => "counted",
+            clickstream_aggregation::aggregator::Outcome::Heartbeat => "heartbeat",
+            clickstream_aggregation::aggregator::Outcome::DeadLetter(reason) => reason.name(),
+        };
+        prop_assert_eq!(got, expected.as_str(), "record {}: {:?}", index, value.as_deref().map(String::from_utf8_lossy));
+        prop_assert_eq!(out.rows.len(), reference.rows.len(), "row count differs after record {}", index);
+    }
+    prop_assert_eq!(&out.rows, &reference.rows);
+    let dead_letters = out.dead_letters.len() as u64;
+    let totals = aggregator.totals();
+    prop_assert_eq!(totals.counted + totals.heartbeats + dead_letters, stream.values.len() as u64);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn in_order_streams_match_the_reference(stream in streams(5, Disorder::InOrder, 0, 300)) {
+        check(&stream)?;
+    }
+
+    #[test]
+    fn out_of_order_and_late_streams_match_the_reference(stream in streams(5, Disorder::Jitter(400_000), 0, 300)) {
+        check(&stream)?;
+    }
+
+    #[test]
+    fn streams_with_malformed_records_match_the_reference(stream in streams(5, Disorder::Jitter(30_000), 25, 300)) {
+        check(&stream)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    #[test]
+    fn many_keys_match_the_reference(stream in streams(2_000, Disorder::Jitter(20_000), 5, 1_500)) {
+        check(&stream)?;
+    }
+}
