@@ -19,3 +19,18 @@ test: build
 clean:
 	$(CARGO) clean
 	rm -f $(MODULE)
+
+HARNESS := target/debug/harness
+DEMO_DIR := demo-out
+
+# Generate 30 minutes of a realistic clickstream (with some disorder, late and malformed records),
+# replay it through the module as the broker would, and show the busiest groups.
+demo: build
+	$(CARGO) build -p harness
+	@mkdir -p $(DEMO_DIR)
+	$(HARNESS) generate --seed 42 --events 36000 --users 200 --rate 20 --jitter 3s \
+		--late-percent 0.5 --malformed-percent 0.5 --output $(DEMO_DIR)/clickstream.jsonl
+	$(HARNESS) replay --wasm $(MODULE) --transform-yaml transform.yaml --input $(DEMO_DIR)/clickstream.jsonl \
+		--partitions 3 --shards 2 --output $(DEMO_DIR)/clickstream_aggregated.jsonl \
+		--dlq $(DEMO_DIR)/clickstream_dlq.jsonl --logs $(DEMO_DIR)/module.log --top 10
+	@echo "rows: $(DEMO_DIR)/clickstream_aggregated.jsonl  dead letters: $(DEMO_DIR)/clickstream_dlq.jsonl  module log: $(DEMO_DIR)/module.log"

@@ -1,0 +1,558 @@
+//! The VM: one instance of a transform module, driven the broker's way.
+//!
+//! `_start` runs on its own thread. The guest's `read_batch_header` blocks on a channel until the host
+//! hands it a batch, and re-entering it tells the host the previous batch is done, exactly the
+//! handshake the broker performs on its fiber. Host functions follow the broker's code (see
+//! `redpanda_transform`, [`crate::wasi`] and [`crate::schema_registry`]).
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use wasmtime::{Caller, Config, Engine, Extern, ExternType, InstancePre, Linker, Module, Store, Trap, ValType};
+
+use crate::wire::{decode_payload, decode_write_options, Payload};
+
+/// The broker's default limits; each is a flag of the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory per VM (`data_transforms_per_function_memory_limit`).
+    pub memory_bytes: u64,
+    /// CPU per record (`data_transforms_runtime_limit_ms`), as fuel at 2,000,000 units per ms.
+    pub runtime_ms: u64,
+    /// Native wasm stack (`max_wasm_stack`).
+    pub stack_bytes: usize,
+    /// Largest module accepted (`data_transforms_binary_max_size`).
+    pub binary_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 2 << 20, runtime_ms: 3_000, stack_bytes: 64 << 10, binary_bytes: 10 << 20 }
+    }
+}
+
+pub const FUEL_PER_MS: u64 = 2_000_000;
+/// Log lines kept for a failure report.
+const LOG_TAIL: usize = 20;
+
+/// Which transform this VM is: its name (argv[0]), topics and user environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformMeta {
+    pub name: String,
+    pub input_topic: String,
+    pub output_topics: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// One record of an input batch, payload already in wire form.
+#[derive(Debug, Clone)]
+pub struct BatchRecord {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub payload: Vec<u8>,
+}
+
+/// An input batch as the broker reads it from a partition.
+#[derive(Debug, Clone)]
+pub struct InputBatch {
+    pub partition: u32,
+    pub records: Vec<BatchRecord>,
+}
+
+/// One record the guest wrote, and to which output topic (index into `output_topics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub topic: usize,
+    pub payload: Payload,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// stdout
+    Info,
+    /// stderr
+    Warn,
+}
+
+/// One `fd_write` to stdout or stderr: one log event in the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub text: String,
+}
+
+/// What one batch produced.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutput {
+    pub written: Vec<Written>,
+    pub logs: Vec<LogLine>,
+    /// The most fuel any record of the batch used.
+    pub max_record_fuel: u64,
+    /// The largest linear memory so far, in bytes.
+    pub peak_memory_bytes: u64,
+}
+
+/// Why a VM stopped: the broker would mark the processor `errored` and restart it.
+#[derive(Debug, Clone)]
+pub struct VmFailure {
+    pub reason: String,
+    /// Partition and offset of the record being handled, if any.
+    pub record: Option<(u32, i64)>,
+    pub last_logs: Vec<LogLine>,
+}
+
+impl std::fmt::Display for VmFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.reason)?;
+        if let Some((partition, offset)) = self.record {
+            write!(f, "\n  while handling partition {partition} offset {offset}")?;
+        }
+        if !self.last_logs.is_empty() {
+            write!(f, "\n  last log lines of the module:")?;
+            for line in &self.last_logs {
+                write!(f, "\n    {}", line.text.trim_end())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for VmFailure {}
+
+/// A compiled, validated module, ready to start VMs from (a restart reuses it, as the broker's cache does).
+#[derive(Clone)]
+pub struct TransformModule {
+    engine: Engine,
+    pre: InstancePre<GuestState>,
+    limits: Limits,
+    pub imports_schema_registry: bool,
+}
+
+impl TransformModule {
+    /// Compiles `bytes` (a `.wasm`, or `.wat` text) and refuses what the broker's deploy would refuse.
+    pub fn load(bytes: &[u8], limits: Limits) -> anyhow::Result<TransformModule> {
+        anyhow::ensure!(
+            bytes.len() <= limits.binary_bytes,
+            "invalid WebAssembly module: {} bytes is over the {}-byte limit (data_transforms_binary_max_size)",
+            bytes.len(),
+            limits.binary_bytes
+        );
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        config.max_wasm_stack(limits.stack_bytes);
+        let engine = Engine::new(&config)?;
+        let module = Module::new(&engine, bytes).map_err(|e| anyhow::anyhow!("invalid WebAssembly module: {e}"))?;
+        let imports_schema_registry = validate(&module)?;
+        let mut linker = Linker::new(&engine);
+        link_transform_abi(&mut linker)?;
+        crate::schema_registry::link(&mut linker)?;
+        crate::wasi::link(&mut linker)?;
+        let pre = linker.instantiate_pre(&module).map_err(|e| {
+            anyhow::anyhow!("the module imports a function the broker does not provide, so Redpanda would refuse it: {e}")
+        })?;
+        Ok(TransformModule { engine, pre, limits, imports_schema_registry })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+/// The deploy-time checks of the broker (`wasmtime_runtime::validate`). Returns whether the module uses
+/// the schema-registry ABI.
+fn validate(module: &Module) -> anyhow::Result<bool> {
+    let is_void = |ty: &ExternType| matches!(ty, ExternType::Func(f) if f.params().len() == 0 && f.results().len() == 0);
+    let start = module.exports().find(|export| export.name() == "_start");
+    anyhow::ensure!(
+        start.is_some_and(|export| is_void(&export.ty())),
+        "invalid WebAssembly - missing required WASI functions: no `_start` export of type [] -> []"
+    );
+    let mut memory_exports = module.exports().filter(|export| matches!(export.ty(), ExternType::Memory(_)));
+    match memory_exports.next() {
+        Some(export) if export.name() != "memory" => {
+            anyhow::bail!("invalid WebAssembly module: invalid memory export name {:?} (must be \"memory\")", export.name())
+        }
+        Some(export) if matches!(export.ty(), ExternType::Memory(m) if m.is_64()) => {
+            anyhow::bail!("invalid WebAssembly module: 64-bit memories are not supported")
+        }
+        Some(_) => {}
+        None => anyhow::bail!("invalid WebAssembly module: no memory export named \"memory\""),
+    }
+    let mut abi = false;
+    let mut schema_registry = false;
+    for import in module.imports() {
+        match (import.module(), import.name()) {
+            ("redpanda_transform", "check_abi_version_1" | "check_abi_version_2") if is_void(&import.ty()) => abi = true,
+            ("redpanda_schema_registry", name) if name.starts_with("check_abi_version_") => {
+                anyhow::ensure!(
+                    name == "check_abi_version_0" && is_void(&import.ty()),
+                    "invalid WebAssembly - unsupported Schema Registry client: imports redpanda_schema_registry.{name}"
+                );
+                schema_registry = true;
+            }
+            _ => {}
+        }
+    }
+    anyhow::ensure!(
+        abi,
+        "invalid WebAssembly - missing required transform functions: no import of redpanda_transform.check_abi_version_1 or _2"
+    );
+    Ok(schema_registry)
+}
+
+/// What the guest thread tells the host.
+enum GuestEvent {
+    /// The guest reached its first `read_batch_header`: started.
+    Ready(Vec<LogLine>),
+    /// The guest asked for the next batch: the previous one is done.
+    BatchDone(BatchOutput),
+    /// `_start` ended: a trap, `proc_exit`, or a return.
+    Exited(VmFailure),
+}
+
+/// State of one VM, owned by its store on the guest thread.
+pub(crate) struct GuestState {
+    limiter: MemoryLimiter,
+    fuel_per_record: u64,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<String>,
+    output_topics: Vec<String>,
+    batches: Receiver<Arc<InputBatch>>,
+    events: Sender<GuestEvent>,
+    current: Option<(Arc<InputBatch>, usize)>,
+    started: bool,
+    output: BatchOutput,
+    log_tail: VecDeque<LogLine>,
+    /// Milliseconds: the current record's timestamp (0 before the first batch).
+    pub(crate) wall_clock_ms: i64,
+    pub(crate) monotonic_ns: u64,
+    pub(crate) schema_registry: crate::schema_registry::Registry,
+}
+
+impl GuestState {
+    pub(crate) fn log(&mut self, level: LogLevel, text: String) {
+        let line = LogLine { level, text };
+        if self.log_tail.len() == LOG_TAIL {
+            self.log_tail.pop_front();
+        }
+        self.log_tail.push_back(line.clone());
+        self.output.logs.push(line);
+    }
+
+    fn current_record(&self) -> Option<(u32, i64)> {
+        let (batch, next) = self.current.as_ref()?;
+        Some((batch.partition, batch.records.get(next.checked_sub(1)?)?.offset))
+    }
+}
+
+struct MemoryLimiter {
+    limit: u64,
+    peak: u64,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Refusing makes `memory.grow` return −1, as in the broker; the guest's allocator then aborts.
+        if desired as u64 > self.limit {
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired as u64);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 16_384)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// A running VM. Dropping it stops the guest the broker's way: its pending `read_batch_header` traps.
+pub struct Vm {
+    batches: Option<Sender<Arc<InputBatch>>>,
+    events: Receiver<GuestEvent>,
+    thread: Option<JoinHandle<()>>,
+    failed: Option<VmFailure>,
+}
+
+impl Vm {
+    /// Instantiates the module and runs `main()` until it first waits for a batch.
+    /// Returns the start-up log lines, or the start-up failure.
+    pub fn start(module: &TransformModule, meta: &TransformMeta) -> Result<(Vm, Vec<LogLine>), VmFailure> {
+        let (batch_sender, batch_receiver) = mpsc::channel();
+        let (event_sender, event_receiver) = mpsc::channel();
+        let mut env: Vec<String> = meta.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push(format!("REDPANDA_INPUT_TOPIC={}", meta.input_topic));
+        env.extend(meta.output_topics.iter().enumerate().map(|(i, topic)| format!("REDPANDA_OUTPUT_TOPIC_{i}={topic}")));
+        let fuel_per_record = module.limits.runtime_ms * FUEL_PER_MS;
+        let state = GuestState {
+            limiter: MemoryLimiter { limit: module.limits.memory_bytes, peak: 0 },
+            fuel_per_record,
+            args: vec![meta.name.clone()],
+            env,
+            output_topics: meta.output_topics.clone(),
+            batches: batch_receiver,
+            events: event_sender.clone(),
+            current: None,
+            started: false,
+            output: BatchOutput::default(),
+            log_tail: VecDeque::new(),
+            wall_clock_ms: 0,
+            monotonic_ns: 0,
+            schema_registry: Default::default(),
+        };
+        let module = module.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("vm-{}", meta.name))
+            .stack_size(8 << 20)
+            .spawn(move || {
+                let failure = run_guest(&module, state);
+                let _ = event_sender.send(GuestEvent::Exited(failure));
+            })
+            .expect("spawning the VM thread");
+        let vm = Vm { batches: Some(batch_sender), events: event_receiver, thread: Some(thread), failed: None };
+        match vm.events.recv() {
+            Ok(GuestEvent::Ready(logs)) => Ok((vm, logs)),
+            Ok(GuestEvent::Exited(failure)) => Err(failure),
+            Ok(GuestEvent::BatchDone(_)) | Err(_) => Err(VmFailure {
+                reason: "the VM thread stopped unexpectedly".into(),
+                record: None,
+                last_logs: Vec::new(),
+            }),
+        }
+    }
+
+    /// Runs one batch to completion: until the guest asks for the next one.
+    pub fn transform(&mut self, batch: Arc<InputBatch>) -> Result<BatchOutput, VmFailure> {
+        if let Some(failure) = &self.failed {
+            return Err(failure.clone());
+        }
+        if batch.records.is_empty() {
+            return Ok(BatchOutput::default()); // the broker skips empty batches
+        }
+        let sent = self.batches.as_ref().is_some_and(|sender| sender.send(batch).is_ok());
+        let event = if sent { self.events.recv().ok() } else { None };
+        let failure = match event {
+            Some(GuestEvent::BatchDone(output)) => return Ok(output),
+            Some(GuestEvent::Exited(failure)) => failure,
+            _ => VmFailure { reason: "the VM is not running".into(), record: None, last_logs: Vec::new() },
+        };
+        self.failed = Some(failure.clone());
+        Err(failure)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.batches = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_guest(module: &TransformModule, state: GuestState) -> VmFailure {
+    let fuel = state.fuel_per_record;
+    let mut store = Store::new(&module.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    let outcome = store.set_fuel(fuel).and_then(|()| {
+        let instance = module.pre.instantiate(&mut store)?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        start.call(&mut store, ())
+    });
+    let state = store.data();
+    let reason = match outcome {
+        Ok(()) => "vm has exited: _start returned".to_string(),
+        Err(error) => describe_trap(&error, module.limits),
+    };
+    VmFailure { reason, record: state.current_record(), last_logs: state.log_tail.iter().cloned().collect() }
+}
+
+fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {
+    let what = match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => {
+            format!("wasm trap: out of fuel: the record used more than the CPU limit of {} ms", limits.runtime_ms)
+        }
+        Some(Trap::StackOverflow) => {
+            format!("wasm trap: stack overflow: the wasm stack limit is {} bytes", limits.stack_bytes)
+        }
+        Some(Trap::UnreachableCodeReached) => {
+            "wasm trap: unreachable executed (a Rust panic or abort, e.g. an allocation beyond the memory limit)".into()
+        }
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{error:#}"),
+    };
+    match error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        Some(trace) if !trace.frames().is_empty() => format!("{what}\n{trace}"),
+        _ => what,
+    }
+}
+
+type Ctx<'a> = Caller<'a, GuestState>;
+
+pub(crate) fn memory(caller: &mut Ctx<'_>) -> wasmtime::Result<wasmtime::Memory> {
+    caller
+        .get_export("memory")
+        .and_then(Extern::into_memory)
+        .ok_or_else(|| wasmtime::format_err!("failure executing host function: Missing memory export"))
+}
+
+fn out_of_bounds() -> wasmtime::Error {
+    wasmtime::format_err!("failure executing host function: Out of bounds memory access in FFI")
+}
+
+pub(crate) fn read_guest(caller: &mut Ctx<'_>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+    let memory = memory(caller)?;
+    let mut bytes = vec![0; len as u32 as usize];
+    memory.read(&*caller, ptr as u32 as usize, &mut bytes).map_err(|_| out_of_bounds())?;
+    Ok(bytes)
+}
+
+pub(crate) fn write_guest(caller: &mut Ctx<'_>, ptr: i32, bytes: &[u8]) -> wasmtime::Result<()> {
+    let memory = memory(caller)?;
+    memory.write(&mut *caller, ptr as u32 as usize, bytes).map_err(|_| out_of_bounds())
+}
+
+const NO_ACTIVE_TRANSFORM: i32 = -1;
+const INVALID_BUFFER: i32 = -2;
+const INVALID_WRITE: i32 = -3;
+
+fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    const MODULE: &str = "redpanda_transform";
+    linker.func_wrap(MODULE, "check_abi_version_1", || {})?;
+    linker.func_wrap(MODULE, "check_abi_version_2", || {})?;
+    linker.func_wrap(
+        MODULE,
+        "read_batch_header",
+        |mut caller: Ctx<'_>,
+         base_offset: i32,
+         record_count: i32,
+         leader_epoch: i32,
+         attributes: i32,
+         last_offset_delta: i32,
+         base_timestamp: i32,
+         max_timestamp: i32,
+         producer_id: i32,
+         producer_epoch: i32,
+         base_sequence: i32|
+         -> wasmtime::Result<i32> {
+            note_record_fuel(&mut caller)?;
+            let state = caller.data_mut();
+            let finished = std::mem::take(&mut state.output);
+            state.current = None;
+            let event = if state.started {
+                GuestEvent::BatchDone(BatchOutput { peak_memory_bytes: state.limiter.peak, ..finished })
+            } else {
+                state.started = true;
+                GuestEvent::Ready(finished.logs)
+            };
+            let _ = state.events.send(event);
+            let Ok(batch) = state.batches.recv() else {
+                return Err(wasmtime::format_err!("vm was shutdown"));
+            };
+            let first = &batch.records[0];
+            let last = batch.records.last().expect("batches are not empty");
+            let max_timestamp_ms = batch.records.iter().map(|r| r.timestamp_ms).max().unwrap_or(first.timestamp_ms);
+            let largest = batch.records.iter().map(|r| r.payload.len()).max().unwrap_or(0);
+            state.wall_clock_ms = first.timestamp_ms;
+            let fields: [(i32, Vec<u8>); 10] = [
+                (base_offset, first.offset.to_le_bytes().to_vec()),
+                (record_count, (batch.records.len() as i32).to_le_bytes().to_vec()),
+                (leader_epoch, 1i32.to_le_bytes().to_vec()),
+                (attributes, 0i16.to_le_bytes().to_vec()),
+                (last_offset_delta, ((last.offset - first.offset) as i32).to_le_bytes().to_vec()),
+                (base_timestamp, first.timestamp_ms.to_le_bytes().to_vec()),
+                (max_timestamp, max_timestamp_ms.to_le_bytes().to_vec()),
+                (producer_id, (-1i64).to_le_bytes().to_vec()),
+                (producer_epoch, (-1i16).to_le_bytes().to_vec()),
+                (base_sequence, (-1i32).to_le_bytes().to_vec()),
+            ];
+            state.current = Some((batch, 0));
+            for (ptr, bytes) in fields {
+                write_guest(&mut caller, ptr, &bytes)?;
+            }
+            Ok(largest as i32)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "read_next_record",
+        |mut caller: Ctx<'_>, attributes: i32, timestamp: i32, offset: i32, buf: i32, len: i32| -> wasmtime::Result<i32> {
+            let Some((batch, next)) = caller.data().current.clone() else { return Ok(NO_ACTIVE_TRANSFORM) };
+            let Some(record) = batch.records.get(next) else { return Ok(NO_ACTIVE_TRANSFORM) };
+            if next > 0 {
+                note_record_fuel(&mut caller)?;
+            }
+            if (len as u32 as usize) < record.payload.len() {
+                return Ok(INVALID_BUFFER); // not consumed: a retry with a larger buffer would succeed
+            }
+            write_guest(&mut caller, attributes, &[0])?;
+            write_guest(&mut caller, timestamp, &record.timestamp_ms.to_le_bytes())?;
+            write_guest(&mut caller, offset, &record.offset.to_le_bytes())?;
+            write_guest(&mut caller, buf, &record.payload)?;
+            let state = caller.data_mut();
+            state.current = Some((batch.clone(), next + 1));
+            state.wall_clock_ms = record.timestamp_ms;
+            let fuel = state.fuel_per_record;
+            caller.set_fuel(fuel)?;
+            Ok(record.payload.len() as i32)
+        },
+    )?;
+    linker.func_wrap(MODULE, "write_record", |mut caller: Ctx<'_>, buf: i32, len: i32| -> wasmtime::Result<i32> {
+        if caller.data().current.is_none() {
+            return Ok(NO_ACTIVE_TRANSFORM);
+        }
+        let bytes = read_guest(&mut caller, buf, len)?;
+        let Some(payload) = decode_payload(&bytes) else { return Ok(INVALID_BUFFER) };
+        caller.data_mut().output.written.push(Written { topic: 0, payload });
+        Ok(len)
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "write_record_with_options",
+        |mut caller: Ctx<'_>, buf: i32, len: i32, options: i32, options_len: i32| -> wasmtime::Result<i32> {
+            if caller.data().current.is_none() {
+                return Ok(NO_ACTIVE_TRANSFORM);
+            }
+            let bytes = read_guest(&mut caller, buf, len)?;
+            let Some(payload) = decode_payload(&bytes) else { return Ok(INVALID_BUFFER) };
+            let options = read_guest(&mut caller, options, options_len)?;
+            let topic = match decode_write_options(&options) {
+                Ok(None) => 0,
+                Ok(Some(name)) => match caller.data().output_topics.iter().position(|topic| *topic == name) {
+                    Some(index) => index,
+                    None => return Ok(INVALID_WRITE),
+                },
+                Err(()) => return Ok(INVALID_BUFFER),
+            };
+            caller.data_mut().output.written.push(Written { topic, payload });
+            Ok(len)
+        },
+    )?;
+    Ok(())
+}
+
+/// Records how much fuel the record that just finished used (fuel is refilled per record).
+fn note_record_fuel(caller: &mut Ctx<'_>) -> wasmtime::Result<()> {
+    let used = caller.data().fuel_per_record.saturating_sub(caller.get_fuel()?);
+    let output = &mut caller.data_mut().output;
+    output.max_record_fuel = output.max_record_fuel.max(used);
+    Ok(())
+}
+
+/// The wasm type list of a signature written as letters: `i` for i32, `I` for i64.
+pub(crate) fn val_types(letters: &str) -> Vec<ValType> {
+    letters.chars().map(|c| if c == 'I' { ValType::I64 } else { ValType::I32 }).collect()
+}

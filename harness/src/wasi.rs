@@ -1,0 +1,182 @@
+//! `wasi_snapshot_preview1` as the broker implements it (`src/v/wasm/wasi.cc`): argv is the transform
+//! name, the wall clock is the current record's timestamp, the monotonic clock ticks 1 ms per read,
+//! random bytes are all 9, stdout and stderr are log lines, `proc_exit` traps, the rest is ENOSYS.
+
+use wasmtime::{FuncType, Linker, Val};
+
+use crate::host::{read_guest, val_types, write_guest, GuestState, LogLevel};
+
+const SUCCESS: i32 = 0;
+const BADF: i32 = 8;
+const INVAL: i32 = 16;
+const NOSYS: i32 = 52;
+
+const MODULE: &str = "wasi_snapshot_preview1";
+
+/// Every other function the broker defines, with its parameters (`i` i32, `I` i64); all return ENOSYS.
+/// Not listed and so not linked, as in the broker: `fd_fdstat_set_rights`, `proc_raise`.
+const UNSUPPORTED: [(&str, &str); 32] = [
+    ("fd_advise", "iIIi"),
+    ("fd_allocate", "iII"),
+    ("fd_close", "i"),
+    ("fd_datasync", "i"),
+    ("fd_fdstat_get", "ii"),
+    ("fd_fdstat_set_flags", "ii"),
+    ("fd_filestat_get", "ii"),
+    ("fd_filestat_set_size", "iI"),
+    ("fd_filestat_set_times", "iIIi"),
+    ("fd_pread", "iiiIi"),
+    ("fd_prestat_dir_name", "iii"),
+    ("fd_pwrite", "iiiIi"),
+    ("fd_read", "iiii"),
+    ("fd_readdir", "iiiIi"),
+    ("fd_renumber", "ii"),
+    ("fd_seek", "iIii"),
+    ("fd_sync", "i"),
+    ("fd_tell", "ii"),
+    ("path_create_directory", "iii"),
+    ("path_filestat_get", "iiiii"),
+    ("path_filestat_set_times", "iiiiIIi"),
+    ("path_link", "iiiiiii"),
+    ("path_open", "iiiiiIIii"),
+    ("path_readlink", "iiiiii"),
+    ("path_remove_directory", "iii"),
+    ("path_rename", "iiiiii"),
+    ("path_symlink", "iiiii"),
+    ("path_unlink_file", "iii"),
+    ("sock_accept", "iii"),
+    ("sock_recv", "iiiiii"),
+    ("sock_send", "iiiii"),
+    ("sock_shutdown", "ii"),
+];
+
+type Ctx<'a> = wasmtime::Caller<'a, GuestState>;
+
+/// Writes NUL-terminated strings and their pointer table, as `args_get` and `environ_get` do.
+fn write_string_table(caller: &mut Ctx<'_>, strings: &[String], pointers: i32, buffer: i32) -> wasmtime::Result<i32> {
+    let mut at = buffer as u32;
+    for (index, text) in strings.iter().enumerate() {
+        write_guest(caller, pointers.wrapping_add(4 * index as i32), &at.to_le_bytes())?;
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.push(0);
+        write_guest(caller, at as i32, &bytes)?;
+        at += bytes.len() as u32;
+    }
+    Ok(SUCCESS)
+}
+
+fn write_table_sizes(caller: &mut Ctx<'_>, strings: &[String], count: i32, size: i32) -> wasmtime::Result<i32> {
+    let bytes: usize = strings.iter().map(|s| s.len() + 1).sum();
+    write_guest(caller, count, &(strings.len() as u32).to_le_bytes())?;
+    write_guest(caller, size, &(bytes as u32).to_le_bytes())?;
+    Ok(SUCCESS)
+}
+
+pub(crate) fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    linker.func_wrap(MODULE, "args_sizes_get", |mut caller: Ctx<'_>, count: i32, size: i32| {
+        let args = caller.data().args.clone();
+        write_table_sizes(&mut caller, &args, count, size)
+    })?;
+    linker.func_wrap(MODULE, "args_get", |mut caller: Ctx<'_>, pointers: i32, buffer: i32| {
+        let args = caller.data().args.clone();
+        write_string_table(&mut caller, &args, pointers, buffer)
+    })?;
+    linker.func_wrap(MODULE, "environ_sizes_get", |mut caller: Ctx<'_>, count: i32, size: i32| {
+        let env = caller.data().env.clone();
+        write_table_sizes(&mut caller, &env, count, size)
+    })?;
+    linker.func_wrap(MODULE, "environ_get", |mut caller: Ctx<'_>, pointers: i32, buffer: i32| {
+        let env = caller.data().env.clone();
+        write_string_table(&mut caller, &env, pointers, buffer)
+    })?;
+    linker.func_wrap(MODULE, "clock_res_get", |mut caller: Ctx<'_>, id: i32, out: i32| -> wasmtime::Result<i32> {
+        if !(0..=3).contains(&id) {
+            return Ok(INVAL);
+        }
+        write_guest(&mut caller, out, &1_000_000u64.to_le_bytes())?;
+        Ok(SUCCESS)
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "clock_time_get",
+        |mut caller: Ctx<'_>, id: i32, _precision: i64, out: i32| -> wasmtime::Result<i32> {
+            let state = caller.data_mut();
+            let nanos = match id {
+                0 => (state.wall_clock_ms as u64).wrapping_mul(1_000_000),
+                1..=3 => {
+                    state.monotonic_ns += 1_000_000;
+                    state.monotonic_ns
+                }
+                _ => return Ok(INVAL),
+            };
+            write_guest(&mut caller, out, &nanos.to_le_bytes())?;
+            Ok(SUCCESS)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_write",
+        |mut caller: Ctx<'_>, fd: i32, iovecs: i32, count: i32, written: i32| -> wasmtime::Result<i32> {
+            let level = match fd {
+                1 => LogLevel::Info,
+                2 => LogLevel::Warn,
+                _ => return Ok(NOSYS),
+            };
+            let table = read_guest(&mut caller, iovecs, count.wrapping_mul(8))?;
+            let mut text = Vec::new();
+            for iovec in table.chunks_exact(8) {
+                let ptr = i32::from_le_bytes(iovec[0..4].try_into().expect("4 bytes"));
+                let len = i32::from_le_bytes(iovec[4..8].try_into().expect("4 bytes"));
+                text.extend(read_guest(&mut caller, ptr, len)?);
+            }
+            write_guest(&mut caller, written, &(text.len() as u32).to_le_bytes())?;
+            // All iovecs of one call are one log event.
+            caller.data_mut().log(level, String::from_utf8_lossy(&text).into_owned());
+            Ok(SUCCESS)
+        },
+    )?;
+    linker.func_wrap(MODULE, "fd_prestat_get", |_: Ctx<'_>, fd: i32, _out: i32| if (0..=2).contains(&fd) { NOSYS } else { BADF })?;
+    linker.func_wrap(
+        MODULE,
+        "poll_oneoff",
+        |mut caller: Ctx<'_>, subscriptions: i32, events: i32, count: i32, written: i32| -> wasmtime::Result<i32> {
+            const SUBSCRIPTION_BYTES: i32 = 48;
+            const EVENT_BYTES: i32 = 32;
+            let table = read_guest(&mut caller, subscriptions, count.wrapping_mul(SUBSCRIPTION_BYTES))?;
+            let mut out = Vec::new();
+            for subscription in table.chunks_exact(SUBSCRIPTION_BYTES as usize) {
+                let tag = subscription[8];
+                // Clocks fire at once (no real sleep); fd reads and writes are not supported.
+                let error: u16 = match tag {
+                    0 => 0,
+                    1 | 2 => NOSYS as u16,
+                    _ => return Ok(NOSYS),
+                };
+                let mut event = [0u8; EVENT_BYTES as usize];
+                event[0..8].copy_from_slice(&subscription[0..8]);
+                event[8..10].copy_from_slice(&error.to_le_bytes());
+                event[10] = tag;
+                out.extend_from_slice(&event);
+            }
+            write_guest(&mut caller, events, &out)?;
+            write_guest(&mut caller, written, &(count as u32).to_le_bytes())?;
+            Ok(SUCCESS)
+        },
+    )?;
+    linker.func_wrap(MODULE, "random_get", |mut caller: Ctx<'_>, buffer: i32, len: i32| -> wasmtime::Result<i32> {
+        write_guest(&mut caller, buffer, &vec![9u8; len as u32 as usize])?;
+        Ok(SUCCESS)
+    })?;
+    linker.func_wrap(MODULE, "proc_exit", |_: Ctx<'_>, code: i32| -> wasmtime::Result<()> {
+        Err(wasmtime::format_err!("exited with code: {code}"))
+    })?;
+    linker.func_wrap(MODULE, "sched_yield", || SUCCESS)?;
+    for (name, params) in UNSUPPORTED {
+        let ty = FuncType::new(linker.engine(), val_types(params), val_types("i"));
+        linker.func_new(MODULE, name, ty, |_, _, results: &mut [Val]| {
+            results[0] = Val::I32(NOSYS);
+            Ok(())
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The byte formats that cross the transform ABI: zigzag varints, record payloads and write options.
+
+/// One Kafka record header; a null value is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The part of a Kafka record that crosses the ABI: key, value and headers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Payload {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+}
+
+pub fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        let byte = (zigzag & 0x7f) as u8;
+        zigzag >>= 7;
+        if zigzag == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_sized(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            put_varint(out, bytes.len() as i64);
+            out.extend_from_slice(bytes);
+        }
+        None => put_varint(out, -1),
+    }
+}
+
+/// Encodes as Kafka stores it, from `keyLength` on.
+pub fn encode_payload(payload: &Payload) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_sized(&mut out, payload.key.as_deref());
+    put_sized(&mut out, payload.value.as_deref());
+    put_varint(&mut out, payload.headers.len() as i64);
+    for header in &payload.headers {
+        put_sized(&mut out, Some(&header.key));
+        put_sized(&mut out, header.value.as_deref());
+    }
+    out
+}
+
+/// Reads varints and sized byte strings from a buffer.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, pos: 0 }
+    }
+
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+
+    pub(crate) fn varint(&mut self) -> Option<i64> {
+        let mut value: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let byte = *self.bytes.get(self.pos)?;
+            self.pos += 1;
+            value |= u64::from(byte & 0x7f).checked_shl(shift)?;
+            if byte & 0x80 == 0 {
+                return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
+        }
+        None
+    }
+
+    /// A length-prefixed byte string; `Some(None)` for length −1.
+    pub(crate) fn sized(&mut self) -> Option<Option<Vec<u8>>> {
+        match self.varint()? {
+            -1 => Some(None),
+            len if len >= 0 => {
+                let end = self.pos.checked_add(usize::try_from(len).ok()?)?;
+                let bytes = self.bytes.get(self.pos..end)?.to_vec();
+                self.pos = end;
+                Some(Some(bytes))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Decodes and validates a payload the guest wrote, with the broker's rules: lengths ≥ −1, a header count
+/// ≥ 0, everything inside the buffer and nothing after it. `None` means the broker would answer −2.
+pub fn decode_payload(bytes: &[u8]) -> Option<Payload> {
+    let mut reader = Reader::new(bytes);
+    let key = reader.sized()?;
+    let value = reader.sized()?;
+    let count = reader.varint()?;
+    if count < 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    for _ in 0..count {
+        let key = reader.sized()?.unwrap_or_default();
+        let value = reader.sized()?;
+        headers.push(Header { key, value });
+    }
+    reader.at_end().then_some(Payload { key, value, headers })
+}
+
+/// Parses write options: empty means the default topic; else `0x01`, a sized topic name, nothing after.
+/// `Err(())` is a malformed buffer (−2).
+pub fn decode_write_options(bytes: &[u8]) -> Result<Option<String>, ()> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    if bytes[0] != 0x01 {
+        return Err(());
+    }
+    let mut reader = Reader::new(&bytes[1..]);
+    match reader.sized() {
+        Some(Some(topic)) if reader.at_end() => String::from_utf8(topic).map(Some).map_err(|_| ()),
+        _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_as_the_sdk_does() {
+        let payload = Payload {
+            key: Some(b"k1".to_vec()),
+            value: Some(b"v1".to_vec()),
+            headers: vec![
+                Header { key: b"h".to_vec(), value: Some(b"x".to_vec()) },
+                Header { key: b"n".to_vec(), value: None },
+            ],
+        };
+        let bytes = encode_payload(&payload);
+        assert_eq!(bytes, [4, b'k', b'1', 4, b'v', b'1', 4, 2, b'h', 2, b'x', 2, b'n', 1]);
+        assert_eq!(decode_payload(&bytes), Some(payload));
+        let empty = Payload { key: None, value: Some(Vec::new()), headers: Vec::new() };
+        assert_eq!(encode_payload(&empty), [1, 0, 0]);
+    }
+
+    #[test]
+    fn varints_round_trip_at_the_extremes() {
+        for value in [0, 1, -1, 63, -64, 64, 300, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            put_varint(&mut out, value);
+            assert_eq!(Reader::new(&out).varint(), Some(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_broker_refuses() {
+        assert_eq!(decode_payload(&[1, 1, 0, 0]), None, "trailing byte");
+        assert_eq!(decode_payload(&[3, 0, 0]), None, "length -2");
+        assert_eq!(decode_payload(&[10, b'a']), None, "past the end");
+        assert_eq!(decode_payload(&[1, 1, 1]), None, "negative header count");
+        assert_eq!(decode_payload(&[0x80]), None, "cut varint");
+    }
+
+    #[test]
+    fn reads_write_options() {
+        assert_eq!(decode_write_options(&[]), Ok(None));
+        assert_eq!(decode_write_options(&[1, 2, b'b']), Ok(Some("b".into())));
+        assert_eq!(decode_write_options(&[2, 2, b'b']), Err(()));
+        assert_eq!(decode_write_options(&[1, 2, b'b', 0]), Err(()));
+        assert_eq!(decode_write_options(&[1, 4, b'b']), Err(()));
+    }
+}
