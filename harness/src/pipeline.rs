@@ -82,6 +82,8 @@ impl Default for PipelineConfig {
 pub struct OutputRecord<'a> {
     pub topic: &'a str,
     pub topic_index: usize,
+    /// The shard whose VM wrote it.
+    pub shard: u32,
     pub partition: u32,
     pub offset: i64,
     /// Append time: the broker's clock when the output batch is built.
@@ -96,6 +98,8 @@ pub trait OutputSink {
     fn record(&mut self, record: &OutputRecord<'_>) -> anyhow::Result<()>;
     /// A log line of the VM on `shard`.
     fn log(&mut self, shard: u32, line: &LogLine);
+    /// A batch handed to the VM on `shard` (re-deliveries after restarts included); for tests and traces.
+    fn delivered(&mut self, _shard: u32, _batch: &InputBatch) {}
 }
 
 /// Totals of a run.
@@ -355,6 +359,7 @@ impl<'a> Pipeline<'a> {
             state.delivered_through = state.delivered_through.max(last.offset);
         }
         self.stats.deliveries += handled.records.len() as u64;
+        self.sink.delivered(shard as u32, &handled);
         let output = match self.vm(shard)?.transform(handled.clone()) {
             Ok(output) => output,
             Err(failure) => {
@@ -443,6 +448,7 @@ impl<'a> Pipeline<'a> {
             let record = OutputRecord {
                 topic: &self.meta.output_topics[written.topic],
                 topic_index: written.topic,
+                shard,
                 partition,
                 offset: *offset,
                 timestamp_ms: append_time,

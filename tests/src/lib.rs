@@ -2,4 +2,5 @@
 //! random clickstreams to compare implementations on.
 
 pub mod reference;
+pub mod replay;
 pub mod streams;

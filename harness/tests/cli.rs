@@ -1,0 +1,138 @@
+//! The `harness` command end to end, on the real module.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn module() -> PathBuf {
+    let path = std::env::var_os("CLICKSTREAM_WASM").map(PathBuf::from).unwrap_or_else(|| root().join("clickstream-aggregation.wasm"));
+    assert!(path.exists(), "{}: run `make build` (or `make test`) first", path.display());
+    path
+}
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir(root()).output().expect("runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("harness-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn a_captured_topic_replays_as_it_was() {
+    let dir = scratch("rpk");
+    let events = dir.join("events.jsonl");
+    let out = harness(&["generate", "--events", "3000", "--seed", "4", "--jitter", "2s", "--output", events.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The same events as `rpk topic consume` would print them from a 2-partition topic keyed by user_id.
+    let mut captured = String::new();
+    for (offset, line) in std::fs::read_to_string(&events).unwrap().lines().enumerate() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = value["user_id"].as_str().unwrap();
+        let time = clickstream_aggregation::time::parse_timestamp_ms(value["timestamp"].as_str().unwrap()).unwrap();
+        let partition = (harness::pipeline::murmur2(key.as_bytes()) & 0x7fff_ffff) % 2;
+        let record = serde_json::json!({
+            "topic": "clickstream", "key": key, "value": line, "timestamp": time, "partition": partition, "offset": offset,
+        });
+        captured.push_str(&format!("{record}\n"));
+    }
+    let captured_path = dir.join("captured.jsonl");
+    std::fs::write(&captured_path, captured).unwrap();
+
+    let replay = |input: &Path, rows: &Path, extra: &[&str]| {
+        let (module, input, rows_arg) = (module(), input.display().to_string(), rows.display().to_string());
+        let mut args = vec!["replay", "--wasm", module.to_str().unwrap(), "--input", &input, "--output", &rows_arg];
+        args.extend_from_slice(&["--close-windows", "--quiet"]);
+        args.extend_from_slice(extra);
+        let out = harness(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (std::fs::read_to_string(rows).unwrap(), text(&out.stderr))
+    };
+    let (from_capture, summary) = replay(&captured_path, &dir.join("a.jsonl"), &[]);
+    let (from_values, _) = replay(&events, &dir.join("b.jsonl"), &["--partitions", "2", "--record-time", "event"]);
+    assert!(summary.contains("(partitions: 1, shards: 1)"), "{summary}");
+    assert!(from_capture.lines().count() > 1_000);
+    assert_eq!(from_capture, from_values);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn replay_writes_records_dead_letters_and_a_summary() {
+    let dir = scratch("summary");
+    let input = dir.join("in.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"timestamp":"2020-11-16 19:00:03","event":"view_item","user_id":"u1","site_id":"s","url":"/item/1"}"#, "\n",
+            "not json\n",
+            r#"{"timestamp":"2020-11-16 19:10:00"}"#, "\n",
+        ),
+    )
+    .unwrap();
+    let rows = dir.join("rows.jsonl");
+    let dlq = dir.join("dlq.jsonl");
+    let out = harness(&[
+        "replay", "--wasm", module().to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", rows.to_str().unwrap(),
+        "--dlq", dlq.to_str().unwrap(), "--format", "records", "--top", "3",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("replayed 3 records"), "{stderr}");
+    assert!(stderr.contains("clickstream_aggregated: 30 records"), "{stderr}");
+    assert!(stderr.contains("clickstream_dlq: 1 records (not_json=1)"), "{stderr}");
+    assert!(stderr.contains("busiest groups in the last closed window [2020-11-16 19:00:00, 2020-11-16 19:05:00)"), "{stderr}");
+    let first: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&rows).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(first["key"], r#"["2020-11-16 18:55:10","u1","view_item","/item/1"]"#);
+    assert_eq!(first["headers"][0]["key"], "window-incomplete");
+    let dead: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&dlq).unwrap().trim()).unwrap();
+    assert_eq!(dead["value"], "not json");
+    assert_eq!(dead["headers"][0]["value"], "not_json");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_bad_configuration_stops_the_module_at_start_with_one_clear_message() {
+    let out = harness(&["replay", "--wasm", module().to_str().unwrap(), "--input", "/dev/null", "--env", "WINDOW_SLIDE=7s"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("exited with code: 1"), "{stderr}");
+    assert!(
+        stderr.contains("clickstream-aggregation cannot start: invalid configuration: WINDOW_SIZE=\"5m\": the window size must be a whole multiple of WINDOW_SLIDE (7s)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_trap_exits_non_zero_with_the_reason() {
+    let out = harness(&["replay", "--wasm", module().to_str().unwrap(), "--input", "/dev/null", "--runtime-limit", "0ms"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("out of fuel"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_refused_with_the_flag_named() {
+    for (args, expected) in [
+        (vec!["generate", "--jitter", "2x"], "--jitter \"2x\""),
+        (vec!["generate", "--late-percent", "101"], "--late-percent 101"),
+        (vec!["replay", "--wasm", "/nonexistent.wasm", "--input", "-"], "reading /nonexistent.wasm"),
+        (vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--memory-limit", "2GB"], "--memory-limit \"2GB\""),
+        (vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--env", "REDPANDA_X=1"], "reserved"),
+        (vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--restart-at", "x"], "--restart-at \"x\""),
+    ] {
+        let out = harness(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

@@ -1,0 +1,118 @@
+//! Running the real module through the harness, and collecting everything it produces.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use harness::host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure};
+use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord, RunStats};
+use harness::wire::{decode_payload, Payload};
+
+/// The module `make build` leaves at the workspace root (or `CLICKSTREAM_WASM`), compiled once per test binary.
+pub fn module(limits: Limits) -> TransformModule {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    let bytes = BYTES.get_or_init(|| {
+        let path = std::env::var_os("CLICKSTREAM_WASM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clickstream-aggregation.wasm"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `make build` (or `make test`) first", path.display()))
+    });
+    TransformModule::load(bytes, limits).expect("the module loads")
+}
+
+/// The project's transform.yaml with `env` overrides applied.
+pub fn meta(env: &[(&str, &str)]) -> TransformMeta {
+    let mut meta = harness::meta::read_transform_yaml(include_str!("../../transform.yaml")).unwrap();
+    let overrides: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    harness::meta::apply_overrides(&mut meta, &overrides).unwrap();
+    meta
+}
+
+/// One output record, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced {
+    pub topic_index: usize,
+    pub shard: u32,
+    pub partition: u32,
+    pub payload: Payload,
+    pub replayed: bool,
+}
+
+impl Produced {
+    pub fn value_text(&self) -> String {
+        String::from_utf8_lossy(self.payload.value.as_deref().unwrap_or_default()).into_owned()
+    }
+
+    pub fn header(&self, key: &str) -> Option<String> {
+        let header = self.payload.headers.iter().find(|h| h.key == key.as_bytes())?;
+        Some(String::from_utf8_lossy(header.value.as_deref()?).into_owned())
+    }
+}
+
+/// Everything a run produced: output records in order, log lines, and what each shard's VM was given.
+#[derive(Default)]
+pub struct Collected {
+    pub produced: Vec<Produced>,
+    pub logs: Vec<(u32, LogLine)>,
+    /// Per shard: (record value, record timestamp) in delivery order.
+    pub delivered: Vec<Vec<(Option<Vec<u8>>, i64)>>,
+}
+
+impl Collected {
+    pub fn rows(&self) -> impl Iterator<Item = &Produced> {
+        self.produced.iter().filter(|p| p.topic_index == 0)
+    }
+
+    pub fn dead_letters(&self) -> impl Iterator<Item = &Produced> {
+        self.produced.iter().filter(|p| p.topic_index == 1)
+    }
+}
+
+impl OutputSink for Collected {
+    fn record(&mut self, record: &OutputRecord<'_>) -> anyhow::Result<()> {
+        self.produced.push(Produced {
+            topic_index: record.topic_index,
+            shard: record.shard,
+            partition: record.partition,
+            payload: record.payload.clone(),
+            replayed: record.replayed,
+        });
+        Ok(())
+    }
+
+    fn log(&mut self, shard: u32, line: &LogLine) {
+        self.logs.push((shard, line.clone()));
+    }
+
+    fn delivered(&mut self, shard: u32, batch: &InputBatch) {
+        if self.delivered.len() <= shard as usize {
+            self.delivered.resize(shard as usize + 1, Vec::new());
+        }
+        for record in &batch.records {
+            let payload = decode_payload(&record.payload).expect("the harness encodes valid payloads");
+            self.delivered[shard as usize].push((payload.value, record.timestamp_ms));
+        }
+    }
+}
+
+/// Replays record values through the real module.
+pub fn replay(
+    values: impl IntoIterator<Item = Vec<u8>>,
+    env: &[(&str, &str)],
+    config: PipelineConfig,
+    limits: Limits,
+    close_windows: bool,
+) -> (Collected, Result<RunStats, VmFailure>) {
+    let mut collected = Collected::default();
+    let result = (|| {
+        let mut pipeline = Pipeline::new(module(limits), meta(env), config, &mut collected);
+        pipeline.start()?;
+        for value in values {
+            pipeline.push(ProducerRecord { value: Some(value), ..Default::default() })?;
+        }
+        if close_windows {
+            pipeline.close_windows()?;
+        }
+        pipeline.finish()
+    })();
+    (collected, result)
+}

@@ -1,0 +1,123 @@
+//! The compiled module in the harness against the native aggregator and the reference model, row for
+//! row, on generated streams: in order, out of order, late, malformed, several partitions and shards.
+
+use clickstream_aggregation::aggregator::{Aggregator, Output, Reason};
+use clickstream_aggregation::config::Config;
+use harness::generate::{Generator, GeneratorConfig};
+use harness::host::Limits;
+use harness::pipeline::PipelineConfig;
+use integration_tests::reference::{row_from_json, RefRow, Reference, ReferenceConfig};
+use integration_tests::replay::{meta, replay, Collected};
+
+/// The rows the native aggregator writes for what one shard's VM was given.
+fn native_rows(env: &[(&str, &str)], delivered: &[(Option<Vec<u8>>, i64)]) -> Vec<(String, bool)> {
+    struct Rows(Vec<(String, bool)>);
+    impl Output for Rows {
+        fn row(&mut self, _key: &[u8], value: &[u8], incomplete: bool) {
+            self.0.push((String::from_utf8(value.to_vec()).unwrap(), incomplete));
+        }
+        fn dead_letter(&mut self, _topic: &str, _reason: Reason, _detail: &str) {}
+        fn log(&mut self, _line: &str) {}
+    }
+    let meta = meta(env);
+    let mut vars: Vec<(String, String)> = meta.env.clone();
+    vars.extend(meta.output_topics.iter().enumerate().map(|(i, t)| (format!("REDPANDA_OUTPUT_TOPIC_{i}"), t.clone())));
+    let config = Config::from_env(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).unwrap();
+    let mut aggregator = Aggregator::new(config);
+    let mut rows = Rows(Vec::new());
+    for (value, record_ms) in delivered {
+        aggregator.on_record(value.as_deref(), *record_ms, &mut rows);
+    }
+    rows.0
+}
+
+fn reference_rows(config: &ReferenceConfig, delivered: &[(Option<Vec<u8>>, i64)]) -> Vec<RefRow> {
+    let mut reference = Reference::new(config.clone());
+    for (value, record_ms) in delivered {
+        reference.on_record(value.as_deref(), *record_ms);
+    }
+    reference.rows
+}
+
+fn check(generator: GeneratorConfig, env: &[(&str, &str)], partitions: u32, shards: u32) -> Collected {
+    let pipeline = PipelineConfig { partitions, shards, ..PipelineConfig::default() };
+    let values: Vec<Vec<u8>> = Generator::new(generator).collect();
+    let records = values.len();
+    let (collected, result) = replay(values, env, pipeline, Limits::default(), true);
+    let stats = result.unwrap_or_else(|failure| panic!("the module failed: {failure}"));
+    assert_eq!(stats.records_in as usize, records + partitions as usize, "input and one closing heartbeat per partition");
+
+    let meta = meta(env);
+    let ms = |name: &str| {
+        let text = &meta.env.iter().find(|(k, _)| k == name).unwrap().1;
+        clickstream_aggregation::duration::parse_duration_ms(text).unwrap() as i64
+    };
+    let group_by: Vec<String> =
+        meta.env.iter().find(|(k, _)| k == "GROUP_BY").unwrap().1.split(',').map(String::from).collect();
+    let reference = ReferenceConfig {
+        size_ms: ms("WINDOW_SIZE"),
+        slide_ms: ms("WINDOW_SLIDE"),
+        delay_ms: ms("WATERMARK_DELAY"),
+        group_by: group_by.clone(),
+        timestamp_field: "timestamp".into(),
+        max_event_ahead_ms: ms("MAX_EVENT_AHEAD"),
+    };
+    let mut total_rows = 0;
+    for (shard, delivered) in collected.delivered.iter().enumerate() {
+        let wasm: Vec<(String, bool)> = collected
+            .rows()
+            .filter(|row| row.shard == shard as u32)
+            .map(|row| (row.value_text(), row.header("window-incomplete").is_some()))
+            .collect();
+        let native = native_rows(env, delivered);
+        assert_eq!(wasm.len(), native.len(), "shard {shard}: row counts, wasm vs native");
+        assert!(wasm == native, "shard {shard}: wasm and native rows differ");
+        let as_reference: Vec<RefRow> =
+            wasm.iter().map(|(value, incomplete)| row_from_json(value.as_bytes(), &group_by, *incomplete)).collect();
+        let expected = reference_rows(&reference, delivered);
+        assert_eq!(as_reference.len(), expected.len(), "shard {shard}: row counts, wasm vs reference");
+        assert!(as_reference == expected, "shard {shard}: wasm and reference rows differ");
+        total_rows += wasm.len();
+    }
+    assert!(total_rows > 0, "the stream produced rows");
+    collected
+}
+
+#[test]
+fn in_order_stream_one_partition() {
+    check(GeneratorConfig { events: 4_000, users: 30, ..Default::default() }, &[], 1, 1);
+}
+
+#[test]
+fn out_of_order_and_late_stream() {
+    let generator = GeneratorConfig { events: 4_000, jitter_ms: 20_000, late_percent: 2.0, seed: 3, ..Default::default() };
+    let collected = check(generator, &[("WATERMARK_DELAY", "5s")], 1, 1);
+    assert!(collected.dead_letters().any(|d| d.header("dead-letter-reason").as_deref() == Some("late")));
+}
+
+#[test]
+fn malformed_records_mixed_in() {
+    let generator = GeneratorConfig { events: 4_000, malformed_percent: 10.0, jitter_ms: 2_000, seed: 5, ..Default::default() };
+    let collected = check(generator, &[], 1, 1);
+    let reasons: std::collections::BTreeSet<String> =
+        collected.dead_letters().filter_map(|d| d.header("dead-letter-reason")).collect();
+    for reason in ["not_json", "missing_field", "bad_timestamp", "not_object", "wrong_type", "invalid_utf8", "too_deep", "future"] {
+        assert!(reasons.contains(reason), "no {reason} among {reasons:?}");
+    }
+}
+
+#[test]
+fn several_partitions_and_shards_share_vms() {
+    let generator = GeneratorConfig { events: 6_000, users: 80, jitter_ms: 3_000, late_percent: 1.0, seed: 9, ..Default::default() };
+    let collected = check(generator, &[], 4, 2);
+    assert_eq!(collected.delivered.len(), 2);
+    let partitions: std::collections::BTreeSet<u32> = collected.rows().map(|row| row.partition).collect();
+    assert_eq!(partitions.len(), 4, "rows land in output partition = input partition mod 4");
+    assert!(collected.rows().all(|row| row.partition % 2 == row.shard));
+}
+
+#[test]
+fn tumbling_windows_grouped_by_site() {
+    let generator = GeneratorConfig { events: 3_000, jitter_ms: 1_000, seed: 11, ..Default::default() };
+    check(generator, &[("WINDOW_SIZE", "1m"), ("WINDOW_SLIDE", "1m"), ("GROUP_BY", "site_id,event")], 2, 1);
+}
