@@ -169,6 +169,9 @@ pub struct Pipeline<'a> {
     started: Instant,
 }
 
+/// How far ahead of its producer's clock an event time is believed (the module's default MAX_EVENT_AHEAD).
+const PLAUSIBLE_AHEAD_MS: i64 = 3_600_000;
+
 /// Gives up after this many injected restarts in a row without progress (a restart loop).
 const MAX_RESTARTS_WITHOUT_PROGRESS: u32 = 100;
 
@@ -200,6 +203,10 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
     pub fn elapsed(&self) -> std::time::Duration {
         self.started.elapsed()
     }
@@ -215,10 +222,11 @@ impl<'a> Pipeline<'a> {
         self.stats.records_in += 1;
         let fields = record.value.as_deref().and_then(|value| serde_json::from_slice::<serde_json::Value>(value).ok());
         let event_ms = fields.as_ref().and_then(|f| f.get(&self.config.time_field)?.as_str()).and_then(parse_timestamp_ms);
-        if let Some(event_ms) = event_ms {
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| self.producer_time(event_ms));
+        // Only events a transform would believe (at most an hour ahead of their record) count here.
+        if let Some(event_ms) = event_ms.filter(|event_ms| *event_ms <= timestamp_ms.saturating_add(PLAUSIBLE_AHEAD_MS)) {
             self.stats.max_event_ms = Some(self.stats.max_event_ms.map_or(event_ms, |max| max.max(event_ms)));
         }
-        let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| self.producer_time(event_ms));
         if record.key.is_none() {
             if let Some(key_field) = &self.config.key_field {
                 record.key = fields.as_ref().and_then(|f| f.get(key_field)?.as_str()).map(|key| key.as_bytes().to_vec());
@@ -237,19 +245,21 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    /// Sends every partition a heartbeat far enough past the latest event to close every window: windows
-    /// and watermark delays are at most 7 days each, so 15 days ahead (stamped with that same time so
-    /// no future-event guard refuses it). This is how a replay compares with a bounded batch job.
+    /// Sends every partition a heartbeat far enough past the latest believable event to close every
+    /// window: windows and watermark delays are at most 7 days each, so 15 days ahead (or the last
+    /// expressible instant), stamped with that same time so no future-event guard refuses it. This is
+    /// how a replay compares with a bounded batch job.
     pub fn close_windows(&mut self) -> Result<(), VmFailure> {
         const AHEAD_MS: i64 = 15 * 86_400_000;
         let Some(max) = self.stats.max_event_ms else { return Ok(()) };
+        let at_ms = (max + AHEAD_MS).min(clickstream_aggregation::time::MAX_TIMESTAMP_MS);
         let mut time = String::new();
-        clickstream_aggregation::time::format_timestamp_ms(max + AHEAD_MS, &mut time);
+        clickstream_aggregation::time::format_timestamp_ms(at_ms, &mut time);
         let value = serde_json::json!({ self.config.time_field.as_str(): time }).to_string().into_bytes();
-        for partition in 0..self.partitions.len() as u32 {
+        for partition in 0..self.partition_count() {
             self.push(ProducerRecord {
                 value: Some(value.clone()),
-                timestamp_ms: Some(max + AHEAD_MS),
+                timestamp_ms: Some(at_ms),
                 partition: Some(partition),
                 ..Default::default()
             })?;
@@ -267,11 +277,10 @@ impl<'a> Pipeline<'a> {
 
     fn producer_time(&mut self, event_ms: Option<i64>) -> i64 {
         let wall = || SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        const LIVE_MAX_JUMP_MS: i64 = 3_600_000;
         let clock = match (self.config.record_time, event_ms, self.producer_clock_ms) {
             (RecordTime::Wall, _, _) => wall(),
             (RecordTime::Event, Some(event), _) => event,
-            (RecordTime::Live, Some(event), Some(clock)) if event <= clock + LIVE_MAX_JUMP_MS => clock.max(event),
+            (RecordTime::Live, Some(event), Some(clock)) if event <= clock + PLAUSIBLE_AHEAD_MS => clock.max(event),
             (RecordTime::Live, Some(event), None) => event,
             (_, _, Some(clock)) => clock,
             (_, _, None) => wall(),

@@ -94,7 +94,26 @@ impl OutputSink for Collected {
     }
 }
 
-/// Replays record values through the real module.
+/// Sends each partition one more heartbeat, a minute of record time apart, so every VM logs a summary
+/// (the module logs one per minute of record time) that covers every record it was given.
+fn log_final_summaries(pipeline: &mut Pipeline<'_>) -> Result<(), VmFailure> {
+    let after_close_ms = pipeline.stats.max_event_ms.expect("closing sent a heartbeat");
+    for partition in 0..pipeline.partition_count() {
+        let at_ms = after_close_ms + 61_000 * (i64::from(partition) + 1);
+        let mut time = String::new();
+        clickstream_aggregation::time::format_timestamp_ms(at_ms, &mut time);
+        pipeline.push(ProducerRecord {
+            value: Some(serde_json::json!({ "timestamp": time }).to_string().into_bytes()),
+            timestamp_ms: Some(at_ms),
+            partition: Some(partition),
+            ..Default::default()
+        })?;
+    }
+    Ok(())
+}
+
+/// Replays record values through the real module; `close_windows` also closes every window at the end
+/// and has each VM log a final summary.
 pub fn replay(
     values: impl IntoIterator<Item = Vec<u8>>,
     env: &[(&str, &str)],
@@ -111,6 +130,7 @@ pub fn replay(
         }
         if close_windows {
             pipeline.close_windows()?;
+            log_final_summaries(&mut pipeline)?;
         }
         pipeline.finish()
     })();

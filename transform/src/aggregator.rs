@@ -102,7 +102,7 @@ impl Aggregator {
         let names = std::iter::once(config.timestamp_field.clone()).chain(config.group_by.iter().cloned()).collect();
         Aggregator {
             engine: Engine::new(config.window, config.state_budget_bytes),
-            reader: MemberReader::new(names),
+            reader: MemberReader::new(names, MAX_FIELD_BYTES),
             rows: RowFormatter::default(),
             totals: Totals { dead_letters: vec![0; Reason::ALL.len()], ..Totals::default() },
             log: LogLimiter::default(),
@@ -213,7 +213,7 @@ impl Aggregator {
         })?;
 
         let field = &self.config.timestamp_field;
-        let timestamp = text_member(self.reader.member(0), field)?;
+        let timestamp = text_member(self.reader.member(0), field, Reason::BadTimestamp)?;
         let event_ms = parse_timestamp_ms(timestamp)
             .ok_or_else(|| (Reason::BadTimestamp, format!("field {field:?} is not a timestamp: {:?}", clip(timestamp))))?;
         if event_ms > record_ms.saturating_add(self.config.max_event_ahead_ms) {
@@ -231,11 +231,7 @@ impl Aggregator {
 
         let mut group = [""; crate::config::GROUPABLE_FIELDS.len()];
         for (index, name) in self.config.group_by.iter().enumerate() {
-            let value = text_member(self.reader.member(index + 1), name)?;
-            if value.len() > MAX_FIELD_BYTES {
-                return Err((Reason::FieldTooLong, format!("field {name:?} is {} bytes long", value.len())));
-            }
-            group[index] = value;
+            group[index] = text_member(self.reader.member(index + 1), name, Reason::FieldTooLong)?;
         }
         match self.engine.observe(event_ms, &group[..self.config.group_by.len()], &mut sink) {
             Admission::Counted => Ok(Outcome::Counted),
@@ -265,9 +261,11 @@ impl Aggregator {
     }
 }
 
-fn text_member<'a>(member: Member<'a>, name: &str) -> Result<&'a str, (Reason, String)> {
+/// The text of a required string member; `too_long` is the reason given when it is over the limit.
+fn text_member<'a>(member: Member<'a>, name: &str, too_long: Reason) -> Result<&'a str, (Reason, String)> {
     match member {
         Member::Text(text) => Ok(text),
+        Member::TooLong => Err((too_long, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long"))),
         Member::Missing => Err((Reason::MissingField, format!("field {name:?} is missing"))),
         Member::Other(kind) => Err((Reason::WrongType, format!("field {name:?} is {}, expected a string", kind.name()))),
     }
@@ -469,7 +467,7 @@ mod tests {
             (Some(br#"{"timestamp":"2022-10-30 19:40:01","event":"e","url":"/"}"#.to_vec()), Reason::MissingField, "\"user_id\" is missing"),
             (Some(br#"{"timestamp":1667158801000,"event":"e","user_id":"u","url":"/"}"#.to_vec()), Reason::WrongType, "is a number"),
             (Some(br#"{"timestamp":"2022-10-30 19:40:01","event":"e","user_id":null,"url":"/"}"#.to_vec()), Reason::WrongType, "\"user_id\" is null"),
-            (Some(event("2022-10-30 19:40:01", &long).into_bytes()), Reason::FieldTooLong, "1025 bytes"),
+            (Some(event("2022-10-30 19:40:01", &long).into_bytes()), Reason::FieldTooLong, "over 1024 bytes"),
             (Some(event("2022-10-30 25:40:01", "u").into_bytes()), Reason::BadTimestamp, "2022-10-30 25:40:01"),
             (Some(event("9999-12-31 23:59:59", "u").into_bytes()), Reason::Future, "more than 3600000ms after"),
         ];

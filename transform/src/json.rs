@@ -46,6 +46,8 @@ impl JsonKind {
 pub enum Member<'a> {
     Missing,
     Text(&'a str),
+    /// A string longer than the reader's limit; not kept, so huge values cost no memory.
+    TooLong,
     Other(JsonKind),
 }
 
@@ -53,12 +55,14 @@ pub enum Member<'a> {
 enum Slot {
     Missing,
     Text(Range<usize>),
+    TooLong,
     Other(JsonKind),
 }
 
 /// Reads objects and keeps the members named at construction. Reusable: buffers persist across calls.
 pub struct MemberReader {
     names: Vec<String>,
+    max_text_bytes: usize,
     slots: Vec<Slot>,
     decoded: String,
     key: String,
@@ -66,9 +70,10 @@ pub struct MemberReader {
 }
 
 impl MemberReader {
-    pub fn new(names: Vec<String>) -> Self {
+    /// Keeps the string members under `names`, up to `max_text_bytes` each once decoded.
+    pub fn new(names: Vec<String>, max_text_bytes: usize) -> Self {
         let slots = vec![Slot::Missing; names.len()];
-        MemberReader { names, slots, decoded: String::new(), key: String::new(), member_count: 0 }
+        MemberReader { names, max_text_bytes, slots, decoded: String::new(), key: String::new(), member_count: 0 }
     }
 
     /// Reads `input`, which must be exactly one JSON object (surrounding white space allowed).
@@ -93,7 +98,9 @@ impl MemberReader {
         }
         loop {
             self.key.clear();
-            cursor.read_string(Some(&mut self.key))?;
+            // A name longer than every wanted name cannot match; it is cut short and compared as such.
+            let longest_name = self.names.iter().map(String::len).max().unwrap_or(0);
+            cursor.read_string(Some((&mut self.key, longest_name + 1)))?;
             cursor.skip_whitespace();
             cursor.expect(b':')?;
             cursor.skip_whitespace();
@@ -101,8 +108,13 @@ impl MemberReader {
             match self.names.iter().position(|name| *name == self.key) {
                 Some(index) if cursor.peek() == Some(b'"') => {
                     let start = self.decoded.len();
-                    cursor.read_string(Some(&mut self.decoded))?;
-                    self.slots[index] = Slot::Text(start..self.decoded.len());
+                    let whole = cursor.read_string(Some((&mut self.decoded, self.max_text_bytes)))?;
+                    self.slots[index] = if whole {
+                        Slot::Text(start..self.decoded.len())
+                    } else {
+                        self.decoded.truncate(start);
+                        Slot::TooLong
+                    };
                 }
                 Some(index) => self.slots[index] = Slot::Other(cursor.skip_value(1)?),
                 None => {
@@ -123,6 +135,7 @@ impl MemberReader {
         match &self.slots[index] {
             Slot::Missing => Member::Missing,
             Slot::Text(range) => Member::Text(&self.decoded[range.clone()]),
+            Slot::TooLong => Member::TooLong,
             Slot::Other(kind) => Member::Other(*kind),
         }
     }
@@ -300,24 +313,36 @@ impl Cursor<'_> {
         }
     }
 
-    /// Reads a string at the cursor, appending its decoded text to `out` when given.
-    fn read_string(&mut self, mut out: Option<&mut String>) -> Result<(), JsonError> {
+    /// Reads a string at the cursor. With `out = (text, limit)` it appends the decoded string to `text`
+    /// and returns false, having appended only part, when the string is longer than `limit` bytes.
+    fn read_string(&mut self, mut out: Option<(&mut String, usize)>) -> Result<bool, JsonError> {
         self.expect(b'"')?;
+        let mut room = out.as_ref().map_or(0, |(_, limit)| *limit);
+        let mut whole = true;
         loop {
             let run_start = self.pos;
             while matches!(self.peek(), Some(byte) if byte != b'"' && byte != b'\\' && byte >= 0x20) {
                 self.pos += 1;
             }
-            if let Some(out) = out.as_deref_mut() {
+            if let Some((text, _)) = out.as_mut().filter(|_| whole) {
                 // The input is a `str` and the run stops only at ASCII bytes, so the slice is whole characters.
-                out.push_str(std::str::from_utf8(&self.bytes[run_start..self.pos]).map_err(|_| self.syntax_error())?);
+                let run = std::str::from_utf8(&self.bytes[run_start..self.pos]).map_err(|_| self.syntax_error())?;
+                whole = run.len() <= room;
+                if whole {
+                    text.push_str(run);
+                    room -= run.len();
+                }
             }
             match self.next() {
-                Some(b'"') => return Ok(()),
+                Some(b'"') => return Ok(whole),
                 Some(b'\\') => {
                     let decoded = self.escape()?;
-                    if let Some(out) = out.as_deref_mut() {
-                        out.push(decoded);
+                    if let Some((text, _)) = out.as_mut().filter(|_| whole) {
+                        whole = decoded.len_utf8() <= room;
+                        if whole {
+                            text.push(decoded);
+                            room -= decoded.len_utf8();
+                        }
                     }
                 }
                 _ => return Err(JsonError::Syntax(self.pos.saturating_sub(1))),
@@ -372,7 +397,7 @@ mod tests {
     use super::*;
 
     fn reader() -> MemberReader {
-        MemberReader::new(vec!["timestamp".into(), "user_id".into()])
+        MemberReader::new(vec!["timestamp".into(), "user_id".into()], 20)
     }
 
     #[test]
@@ -410,6 +435,22 @@ mod tests {
         assert_eq!(reader.member(1), Member::Text("b"));
         reader.read(r#"{"timestamp": "t"}"#).unwrap();
         assert_eq!(reader.member(1), Member::Missing);
+    }
+
+    #[test]
+    fn strings_over_the_limit_are_not_kept() {
+        let mut reader = reader();
+        reader.read(r#"{"timestamp": "0123456789abcdefghij", "user_id": "0123456789abcdefghijk"}"#).unwrap();
+        assert_eq!(reader.member(0), Member::Text("0123456789abcdefghij"));
+        assert_eq!(reader.member(1), Member::TooLong);
+        reader.read(r#"{"user_id": "0123456789abcdefghi\u00e9"}"#).unwrap();
+        assert_eq!(reader.member(1), Member::TooLong, "the escape pushes it to 21 bytes");
+        // A long name that starts like a wanted one does not match it.
+        reader.read(r#"{"user_id_but_longer": "x", "timestampXXXXXXXXXXXXXXX": "y"}"#).unwrap();
+        assert_eq!((reader.member(0), reader.member(1)), (Member::Missing, Member::Missing));
+        let huge = format!(r#"{{"user_id": "{}"}}"#, "x".repeat(1 << 20));
+        reader.read(&huge).unwrap();
+        assert_eq!(reader.member(1), Member::TooLong);
     }
 
     #[test]
