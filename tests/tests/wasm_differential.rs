@@ -45,7 +45,7 @@ fn check(generator: GeneratorConfig, env: &[(&str, &str)], partitions: u32, shar
     let records = values.len();
     let (collected, result) = replay(values, env, pipeline, Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("the module failed: {failure}"));
-    assert_eq!(stats.records_in as usize, records + partitions as usize, "input and one closing heartbeat per partition");
+    assert_eq!(stats.records_in as usize, records + 2 * partitions as usize, "input, then two heartbeats per partition");
 
     let meta = meta(env);
     let ms = |name: &str| {
