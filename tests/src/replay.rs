@@ -1,22 +1,30 @@
 //! Running the real module through the harness, and collecting everything it produces.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use harness::host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure};
 use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord, RunStats};
 use harness::wire::{decode_payload, Payload};
 
-/// The module `make build` leaves at the workspace root (or `CLICKSTREAM_WASM`), compiled once per test binary.
+/// The module `make build` leaves at the workspace root (or `CLICKSTREAM_WASM`), compiled once per
+/// test binary and set of limits.
 pub fn module(limits: Limits) -> TransformModule {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    static COMPILED: Mutex<Vec<(Limits, TransformModule)>> = Mutex::new(Vec::new());
     let bytes = BYTES.get_or_init(|| {
         let path = std::env::var_os("CLICKSTREAM_WASM")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clickstream-aggregation.wasm"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `make build` (or `make test`) first", path.display()))
     });
-    TransformModule::load(bytes, limits).expect("the module loads")
+    let mut compiled = COMPILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, module)) = compiled.iter().find(|(known, _)| *known == limits) {
+        return module.clone();
+    }
+    let module = TransformModule::load(bytes, limits).expect("the module loads");
+    compiled.push((limits, module.clone()));
+    module
 }
 
 /// The project's transform.yaml with `env` overrides applied.

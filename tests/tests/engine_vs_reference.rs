@@ -17,7 +17,7 @@ impl Output for Collect {
     fn row(&mut self, _key: &[u8], value: &[u8], incomplete: bool) {
         self.rows.push(row_from_json(value, &self.group_by, incomplete));
     }
-    fn dead_letter(&mut self, _topic: &str, reason: Reason, _detail: &str) {
+    fn dead_letter(&mut self, _topic: &str, reason: Reason, _detail: &str, _keep_value: bool) {
         self.dead_letters.push(reason.name());
     }
     fn log(&mut self, _line: &str) {}

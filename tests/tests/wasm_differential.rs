@@ -16,7 +16,7 @@ fn native_rows(env: &[(&str, &str)], delivered: &[(Option<Vec<u8>>, i64)]) -> Ve
         fn row(&mut self, _key: &[u8], value: &[u8], incomplete: bool) {
             self.0.push((String::from_utf8(value.to_vec()).unwrap(), incomplete));
         }
-        fn dead_letter(&mut self, _topic: &str, _reason: Reason, _detail: &str) {}
+        fn dead_letter(&mut self, _topic: &str, _reason: Reason, _detail: &str, _keep_value: bool) {}
         fn log(&mut self, _line: &str) {}
     }
     let meta = meta(env);

@@ -17,6 +17,8 @@ pub const INCOMPLETE_HEADER: &str = "window-incomplete";
 /// Headers added to a dead-lettered record.
 pub const REASON_HEADER: &str = "dead-letter-reason";
 pub const DETAIL_HEADER: &str = "dead-letter-detail";
+/// On a dead letter written without its value: the value's size in bytes.
+pub const OMITTED_VALUE_HEADER: &str = "dead-letter-omitted-value-bytes";
 
 macro_rules! reasons {
     ($($variant:ident => $name:literal: $meaning:literal,)*) => {
@@ -57,8 +59,9 @@ reasons! {
 pub trait Output {
     /// One aggregate row for the first output topic.
     fn row(&mut self, key: &[u8], value: &[u8], incomplete: bool);
-    /// The record being handled goes, unchanged but for the reason headers, to `topic`.
-    fn dead_letter(&mut self, topic: &str, reason: Reason, detail: &str);
+    /// The record being handled goes, unchanged but for the reason headers, to `topic`; without its
+    /// value when `keep_value` is false (a value over DEAD_LETTER_MAX_BYTES).
+    fn dead_letter(&mut self, topic: &str, reason: Reason, detail: &str, keep_value: bool);
     /// One log line, without a newline.
     fn log(&mut self, line: &str);
 }
@@ -145,7 +148,8 @@ impl Aggregator {
         let outcome = match self.read_and_count(value, record_ms, out) {
             Ok(outcome) => outcome,
             Err((reason, detail)) => {
-                self.dead_letter(reason, &detail, record_ms, out);
+                let keep_value = value.map_or(0, <[u8]>::len) <= self.config.dead_letter_max_bytes;
+                self.dead_letter(reason, &detail, keep_value, record_ms, out);
                 Outcome::DeadLetter(reason)
             }
         };
@@ -247,10 +251,10 @@ impl Aggregator {
         }
     }
 
-    fn dead_letter(&mut self, reason: Reason, detail: &str, record_ms: i64, out: &mut impl Output) {
+    fn dead_letter(&mut self, reason: Reason, detail: &str, keep_value: bool, record_ms: i64, out: &mut impl Output) {
         self.totals.dead_letters[Reason::ALL.iter().position(|r| *r == reason).expect("listed")] += 1;
         match &self.config.dead_letter_topic {
-            Some(topic) => out.dead_letter(topic, reason, detail),
+            Some(topic) => out.dead_letter(topic, reason, detail, keep_value),
             None => self.totals.dead_letters_skipped += 1,
         }
         if self.log.warning_allowed(record_ms) {
@@ -390,7 +394,7 @@ mod tests {
     #[derive(Default)]
     struct Collected {
         rows: Vec<(String, String, bool)>,
-        dead_letters: Vec<(String, Reason, String)>,
+        dead_letters: Vec<(String, Reason, String, bool)>,
         logs: Vec<String>,
     }
 
@@ -399,8 +403,8 @@ mod tests {
             let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
             self.rows.push((text(key), text(value), incomplete));
         }
-        fn dead_letter(&mut self, topic: &str, reason: Reason, detail: &str) {
-            self.dead_letters.push((topic.to_string(), reason, detail.to_string()));
+        fn dead_letter(&mut self, topic: &str, reason: Reason, detail: &str, keep_value: bool) {
+            self.dead_letters.push((topic.to_string(), reason, detail.to_string(), keep_value));
         }
         fn log(&mut self, line: &str) {
             self.logs.push(line.to_string());
@@ -475,8 +479,8 @@ mod tests {
         let mut out = Collected::default();
         for (value, reason, detail) in &cases {
             assert_eq!(agg.on_record(value.as_deref(), NOW, &mut out), Outcome::DeadLetter(*reason));
-            let (topic, written_reason, written_detail) = out.dead_letters.last().unwrap();
-            assert_eq!((topic.as_str(), written_reason), ("dlq", reason));
+            let (topic, written_reason, written_detail, keep_value) = out.dead_letters.last().unwrap();
+            assert_eq!((topic.as_str(), written_reason, keep_value), ("dlq", reason, &true));
             assert!(written_detail.contains(detail), "{reason:?}: {written_detail}");
         }
         assert_eq!(agg.totals().dead_letters.iter().sum::<u64>(), cases.len() as u64);
@@ -485,6 +489,16 @@ mod tests {
         let warnings = out.logs.iter().filter(|line| line.starts_with("dead letter:")).count();
         assert_eq!(warnings, WARNINGS_PER_MINUTE as usize);
         assert_eq!(agg.totals().suppressed_warnings, cases.len() as u64 - u64::from(WARNINGS_PER_MINUTE));
+    }
+
+    #[test]
+    fn dead_letters_over_the_size_limit_are_written_without_their_value() {
+        let mut agg = aggregator(&[("DEAD_LETTER_MAX_BYTES", "10")]);
+        let mut out = Collected::default();
+        agg.on_record(Some(b"0123456789"), NOW, &mut out);
+        agg.on_record(Some(b"0123456789A"), NOW, &mut out);
+        let kept: Vec<bool> = out.dead_letters.iter().map(|letter| letter.3).collect();
+        assert_eq!(kept, [true, false]);
     }
 
     #[test]

@@ -14,16 +14,17 @@ pub const MAX_PANES_PER_WINDOW: u64 = 1_000;
 pub const MAX_DURATION_MS: u64 = 7 * 86_400_000;
 
 /// Every variable the module reads, with its default (`None`: derived, see [`Config::from_env`]).
-pub const VARIABLES: [(&str, Option<&str>); 9] = [
+pub const VARIABLES: [(&str, Option<&str>); 10] = [
     ("WINDOW_SIZE", Some("5m")),
     ("WINDOW_SLIDE", Some("10s")),
     ("WATERMARK_DELAY", Some("1ms")),
     ("GROUP_BY", Some("user_id,event,url")),
     ("TIMESTAMP_FIELD", Some("timestamp")),
-    ("STATE_BUDGET", Some("640KiB")),
+    ("STATE_BUDGET", Some("768KiB")),
     ("MAX_EVENT_AHEAD", Some("1h")),
     ("INCOMPLETE_WINDOWS", Some("mark")),
     ("DEAD_LETTER_TOPIC", None),
+    ("DEAD_LETTER_MAX_BYTES", Some("64KiB")),
 ];
 
 /// What to do with the rows of a window that began before this VM's first event.
@@ -48,6 +49,8 @@ pub struct Config {
     pub incomplete: IncompletePolicy,
     /// The output topic for dead letters; `None` means count and skip them.
     pub dead_letter_topic: Option<String>,
+    /// Dead letters with a larger value are written without it (the SDK would need two more copies).
+    pub dead_letter_max_bytes: usize,
 }
 
 /// A configuration error: which variable, its value, and what is allowed.
@@ -130,10 +133,16 @@ impl Config {
         let budget_setting = read("STATE_BUDGET");
         let state_budget_bytes = match parse_size_bytes(&budget_setting.0) {
             Some(bytes) if (16 << 10..=1 << 32).contains(&bytes) => bytes as usize,
-            _ => return Err(error(budget_setting, "expected a size from 16KiB to 4096MiB, like 640KiB or 1MiB (B, KiB or MiB)".into())),
+            _ => return Err(error(budget_setting, "expected a size from 16KiB to 4096MiB, like 768KiB or 1MiB (B, KiB or MiB)".into())),
         };
 
         let max_event_ahead_ms = duration(read("MAX_EVENT_AHEAD"), 0)? as i64;
+
+        let copy_setting = read("DEAD_LETTER_MAX_BYTES");
+        let dead_letter_max_bytes = match parse_size_bytes(&copy_setting.0) {
+            Some(bytes) if bytes <= 128 << 20 => bytes as usize,
+            _ => return Err(error(copy_setting, "expected a size from 0 to 128MiB, like 64KiB (B, KiB or MiB)".into())),
+        };
 
         let incomplete_setting = read("INCOMPLETE_WINDOWS");
         let incomplete = match incomplete_setting.0.trim() {
@@ -167,6 +176,7 @@ impl Config {
             max_event_ahead_ms,
             incomplete,
             dead_letter_topic,
+            dead_letter_max_bytes,
         })
     }
 }
@@ -192,10 +202,11 @@ mod tests {
         assert_eq!(config.window, WindowSpec::new(300_000, 10_000, 1).unwrap());
         assert_eq!(config.group_by, ["user_id", "event", "url"]);
         assert_eq!(config.timestamp_field, "timestamp");
-        assert_eq!(config.state_budget_bytes, 640 * 1024);
+        assert_eq!(config.state_budget_bytes, 768 * 1024);
         assert_eq!(config.max_event_ahead_ms, 3_600_000);
         assert_eq!(config.incomplete, IncompletePolicy::Mark);
         assert_eq!(config.dead_letter_topic.as_deref(), Some("clickstream_dlq"));
+        assert_eq!(config.dead_letter_max_bytes, 64 * 1024);
     }
 
     #[test]
@@ -236,6 +247,7 @@ mod tests {
         assert!(message(&[("TIMESTAMP_FIELD", " ")]).contains("TIMESTAMP_FIELD"));
         assert!(message(&[("MAX_EVENT_AHEAD", "soon")]).contains("MAX_EVENT_AHEAD"));
         assert!(message(&[("STATE_BUDGET", "1KiB")]).contains("from 16KiB"));
+        assert!(message(&[("DEAD_LETTER_MAX_BYTES", "1GiB")]).contains("DEAD_LETTER_MAX_BYTES=\"1GiB\": expected a size"));
         assert!(message(&[("DEAD_LETTER_TOPIC", "clickstream_aggregated")]).contains("other than the first"));
     }
 

@@ -78,11 +78,11 @@ pub enum Admission {
 }
 
 /// Accounted bytes of state; constants model the module's wasm32 layout (see the README's limits).
-const STRING_BYTES: usize = 56;
-const GROUP_BYTES: usize = 56;
+const STRING_BYTES: usize = 80;
+const GROUP_BYTES: usize = 96;
 const GROUP_FIELD_BYTES: usize = 4;
-const PANE_BYTES: usize = 96;
-const PANE_ENTRY_BYTES: usize = 16;
+const PANE_BYTES: usize = 128;
+const PANE_ENTRY_BYTES: usize = 24;
 
 /// A snapshot of the engine's size, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,9 @@ mod module {
     use std::io::Write;
     use std::time::UNIX_EPOCH;
 
-    use clickstream_aggregation::aggregator::{Aggregator, Output, Reason, DETAIL_HEADER, INCOMPLETE_HEADER, REASON_HEADER};
+    use clickstream_aggregation::aggregator::{
+        Aggregator, Output, Reason, DETAIL_HEADER, INCOMPLETE_HEADER, OMITTED_VALUE_HEADER, REASON_HEADER,
+    };
     use clickstream_aggregation::config::Config;
     use redpanda_transform_sdk::{on_record_written, BorrowedHeader, BorrowedRecord, RecordWriter, WriteEvent, WriteOptions, WrittenRecord};
 
@@ -74,11 +76,16 @@ mod module {
             }
         }
 
-        fn dead_letter(&mut self, topic: &str, reason: Reason, detail: &str) {
+        fn dead_letter(&mut self, topic: &str, reason: Reason, detail: &str, keep_value: bool) {
             let mut headers = self.record.headers().to_vec();
             headers.push(BorrowedHeader::new(REASON_HEADER.as_bytes(), Some(reason.name().as_bytes())));
             headers.push(BorrowedHeader::new(DETAIL_HEADER.as_bytes(), Some(detail.as_bytes())));
-            let copy = BorrowedRecord::new_with_headers(self.record.key(), self.record.value(), headers);
+            let omitted = (!keep_value).then(|| self.record.value().map_or(0, <[u8]>::len).to_string());
+            if let Some(bytes) = &omitted {
+                headers.push(BorrowedHeader::new(OMITTED_VALUE_HEADER.as_bytes(), Some(bytes.as_bytes())));
+            }
+            let value = if keep_value { self.record.value() } else { None };
+            let copy = BorrowedRecord::new_with_headers(self.record.key(), value, headers);
             if self.writer.write_with_options(copy, WriteOptions::to_topic(topic)).is_err() {
                 self.failed_writes += 1;
             }

@@ -1,0 +1,99 @@
+//! The broker's default limits (2 MiB of memory, 3 s of CPU per record) against the worst the
+//! module can meet: more groups than fit, huge records on a full state, a record that fires everything.
+
+use harness::generate::{Generator, GeneratorConfig};
+use harness::host::{Limits, FUEL_PER_MS};
+use harness::pipeline::PipelineConfig;
+use integration_tests::replay::{replay, Collected};
+
+fn reasons(collected: &Collected) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for dead in collected.dead_letters() {
+        *counts.entry(dead.header("dead-letter-reason").unwrap_or_default()).or_default() += 1;
+    }
+    counts
+}
+
+/// 150,000 events from a million users in five minutes: far more open groups than fit.
+fn crowd(events: u64) -> Vec<Vec<u8>> {
+    Generator::new(GeneratorConfig { events, users: 1_000_000, rate_per_sec: 500.0, seed: 3, ..Default::default() }).collect()
+}
+
+#[test]
+fn more_open_groups_than_fit_in_2_mib_are_refused_not_fatal() {
+    let (collected, result) = replay(crowd(60_000), &[], PipelineConfig::default(), Limits::default(), true);
+    let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    let over = reasons(&collected).get("over_capacity").copied().unwrap_or(0);
+    assert!(over > 30_000, "the budget refused {over} events");
+    assert!(stats.peak_memory_bytes <= 1 << 20, "peak {} bytes", stats.peak_memory_bytes);
+    // Refused events are dead-lettered unchanged, so nothing is lost silently.
+    let refused = collected.dead_letters().find(|d| d.header("dead-letter-reason").as_deref() == Some("over_capacity")).unwrap();
+    assert!(refused.value_text().contains("\"user_id\""));
+    assert!(refused.header("dead-letter-detail").unwrap().contains("STATE_BUDGET"));
+}
+
+/// Records of `size` bytes, bad in three ways, after the state filled up, under `limits`.
+fn huge_records_on_a_full_state(size: usize, limits: Limits) {
+    let mut values = crowd(20_000);
+    let padding = "x".repeat(size);
+    values.push(format!("{{\"junk\": \"{padding}").into_bytes()); // not JSON: dead-lettered whole
+    values.push(
+        format!(r#"{{"timestamp":"2020-11-16 19:00:40","event":"view","user_id":"u","url":"/","notes":"{padding}"}}"#).into_bytes(),
+    );
+    // (Not in user_id: the producer keys by it, and key plus value would double the record.)
+    values.push(format!(r#"{{"timestamp":"2020-11-16 19:00:40","event":"view","user_id":"u","url":"{padding}"}}"#).into_bytes());
+    let (collected, result) = replay(values, &[], PipelineConfig::default(), limits, false);
+    result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    // Over DEAD_LETTER_MAX_BYTES, a dead letter is written without its value, which stays in the input topic.
+    let huge: Vec<(String, String)> = collected
+        .dead_letters()
+        .filter_map(|d| Some((d.header("dead-letter-reason")?, d.header("dead-letter-omitted-value-bytes")?)))
+        .collect();
+    assert_eq!(huge.len(), 3, "{huge:?}");
+    assert_eq!(huge[0], ("not_json".to_string(), (size + 10).to_string()));
+    assert_eq!(huge[1].0, "over_capacity", "the state is full");
+    assert_eq!(huge[2].0, "field_too_long");
+    assert!(collected.dead_letters().filter(|d| d.header("dead-letter-omitted-value-bytes").is_some()).all(|d| d.payload.value.is_none()));
+}
+
+/// The README's sizing rule: at the broker's defaults, records up to 256 KiB.
+#[test]
+fn records_of_256_kib_on_a_full_state_do_not_trap_at_2_mib() {
+    huge_records_on_a_full_state(256 << 10, Limits::default());
+}
+
+/// The README's sizing rule: for Kafka's 1 MiB message limit, 5 MiB per VM.
+#[test]
+fn records_of_1_mib_on_a_full_state_do_not_trap_at_5_mib() {
+    huge_records_on_a_full_state((1 << 20) - 200, Limits { memory_bytes: 5 << 20, ..Limits::default() });
+}
+
+#[test]
+fn the_record_that_fires_every_window_of_a_full_state_stays_inside_the_cpu_budget() {
+    // 600 groups in each of the 30 panes of five minutes: 18,000 pane entries, near the default budget.
+    let mut values = Vec::new();
+    for pane in 0..30 {
+        for user in 0..600 {
+            values.push(
+                format!(
+                    r#"{{"timestamp":"2020-11-16 19:{:02}:{:02}.{:03}","event":"view_item","user_id":"user{user}","url":"/item/{}"}}"#,
+                    pane / 6,
+                    pane % 6 * 10,
+                    user,
+                    user % 10
+                )
+                .into_bytes(),
+            );
+        }
+    }
+    let filled = values.len();
+    values.push(br#"{"timestamp":"2020-11-17 00:00:00","event":"view_item","user_id":"late","url":"/"}"#.to_vec());
+    let (collected, result) = replay(values, &[], PipelineConfig::default(), Limits::default(), false);
+    let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    assert_eq!(reasons(&collected).get("over_capacity"), None, "all {filled} events were counted");
+    let rows = collected.rows().count();
+    assert!(rows >= 29 * 600, "the stream fired {rows} rows");
+    let worst_ms = stats.max_record_fuel / FUEL_PER_MS;
+    eprintln!("worst record: {} fuel = {worst_ms} ms of 3000 ms, {rows} rows", stats.max_record_fuel);
+    assert!(worst_ms < 1_500, "the worst record used {worst_ms} ms of the 3000 ms budget");
+}
