@@ -120,8 +120,10 @@ pub struct RunStats {
     pub replayed_outputs: u64,
     pub suppressed_outputs: u64,
     pub commits: u64,
-    /// The latest event time read from any input value.
+    /// The latest believable event time read from an input value.
     pub max_event_ms: Option<i64>,
+    /// The latest record timestamp produced.
+    pub max_record_ms: Option<i64>,
 }
 
 struct Partition {
@@ -302,6 +304,7 @@ impl<'a> Pipeline<'a> {
     }
 
     fn append(&mut self, partition: u32, timestamp_ms: i64, payload: Vec<u8>) -> Result<(), VmFailure> {
+        self.stats.max_record_ms = Some(self.stats.max_record_ms.map_or(timestamp_ms, |max| max.max(timestamp_ms)));
         while self.partitions.len() <= partition as usize {
             self.partitions.push(Partition::new(self.meta.output_topics.len()));
         }

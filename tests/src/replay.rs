@@ -105,14 +105,14 @@ impl OutputSink for Collected {
 /// Sends each partition one more heartbeat, a minute of record time apart, so every VM logs a summary
 /// (the module logs one per minute of record time) that covers every record it was given.
 fn log_final_summaries(pipeline: &mut Pipeline<'_>) -> Result<(), VmFailure> {
-    let after_close_ms = pipeline.stats.max_event_ms.expect("closing sent a heartbeat");
+    let event_ms = pipeline.stats.max_event_ms.unwrap_or(0);
+    let mut time = String::new();
+    clickstream_aggregation::time::format_timestamp_ms(event_ms, &mut time);
+    let record_ms = pipeline.stats.max_record_ms.unwrap_or(0);
     for partition in 0..pipeline.partition_count() {
-        let at_ms = after_close_ms + 61_000 * (i64::from(partition) + 1);
-        let mut time = String::new();
-        clickstream_aggregation::time::format_timestamp_ms(at_ms, &mut time);
         pipeline.push(ProducerRecord {
             value: Some(serde_json::json!({ "timestamp": time }).to_string().into_bytes()),
-            timestamp_ms: Some(at_ms),
+            timestamp_ms: Some(record_ms + 61_000 * (i64::from(partition) + 1)),
             partition: Some(partition),
             ..Default::default()
         })?;
