@@ -3,7 +3,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 MODULE := clickstream-aggregation.wasm
 
-.PHONY: build test demo wasm-target clean
+.PHONY: build test demo bench fuzz fuzz-check wasm-target clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -13,7 +13,7 @@ build: wasm-target
 	RUSTFLAGS=-Ctarget-feature=+simd128 $(CARGO) build --release --target $(WASM_TARGET)
 	cp target/$(WASM_TARGET)/release/clickstream-aggregation.wasm $(MODULE)
 
-test: build
+test: build fuzz-check
 	$(CARGO) test --workspace
 
 clean:
@@ -34,3 +34,22 @@ demo: build
 		--partitions 3 --shards 2 --output $(DEMO_DIR)/clickstream_aggregated.jsonl \
 		--dlq $(DEMO_DIR)/clickstream_dlq.jsonl --logs $(DEMO_DIR)/module.log --top 10
 	@echo "rows: $(DEMO_DIR)/clickstream_aggregated.jsonl  dead letters: $(DEMO_DIR)/clickstream_dlq.jsonl  module log: $(DEMO_DIR)/module.log"
+
+# Benchmarks (not tests): native record-handler throughput, then the module in the harness.
+bench: build
+	$(CARGO) bench -p clickstream-aggregation
+	$(CARGO) build -p harness
+	$(HARNESS) generate --seed 7 --events 200000 --users 50 --output target/bench-clickstream.jsonl
+	$(HARNESS) replay --wasm $(MODULE) --transform-yaml transform.yaml --input target/bench-clickstream.jsonl \
+		--output /dev/null --quiet
+
+# Fuzz the record handler with libFuzzer (cargo-fuzz; --sanitizer none and RUSTC_BOOTSTRAP=1 let it run
+# on the stable toolchain). FUZZ_SECONDS=600 make fuzz for a longer run.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run record_handler --sanitizer none -- -max_total_time=$(FUZZ_SECONDS)
+
+# The fuzz target is its own workspace; keep it compiling.
+fuzz-check:
+	cd fuzz && $(CARGO) check --quiet

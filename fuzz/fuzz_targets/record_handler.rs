@@ -1,0 +1,52 @@
+//! Fuzzes the record handler: the input is split into records (at 0xff bytes), each with a record
+//! timestamp taken from its first bytes, and fed to one aggregator under a small budget and short
+//! windows so state fills, windows fire and events go late. Nothing may panic, and every record must
+//! get exactly one outcome, with the dead letters written matching the totals.
+#![no_main]
+
+use clickstream_aggregation::aggregator::{Aggregator, Outcome, Output, Reason};
+use clickstream_aggregation::config::Config;
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Default)]
+struct Counting {
+    dead_letters: u64,
+}
+
+impl Output for Counting {
+    fn row(&mut self, key: &[u8], value: &[u8], _incomplete: bool) {
+        assert!(key.starts_with(b"[\"") && value.starts_with(b"{\"window_start\":\""));
+    }
+    fn dead_letter(&mut self, _topic: &str, _reason: Reason, _detail: &str, _keep_value: bool) {
+        self.dead_letters += 1;
+    }
+    fn log(&mut self, line: &str) {
+        assert!(!line.contains('\n'));
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let vars = [
+        ("WINDOW_SIZE", "30s"),
+        ("WINDOW_SLIDE", "10s"),
+        ("STATE_BUDGET", "16KiB"),
+        ("DEAD_LETTER_MAX_BYTES", "64"),
+        ("REDPANDA_OUTPUT_TOPIC_0", "out"),
+        ("REDPANDA_OUTPUT_TOPIC_1", "dlq"),
+    ];
+    let config = Config::from_env(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())).unwrap();
+    let mut aggregator = Aggregator::new(config);
+    let mut out = Counting::default();
+    let mut outcomes = 0u64;
+    for record in data.split(|&b| b == 0xff) {
+        let record_ms = 1_600_000_000_000 + i64::from(record.first().copied().unwrap_or(0)) * 3_600_000;
+        let value = (!record.is_empty()).then_some(record);
+        match aggregator.on_record(value, record_ms, &mut out) {
+            Outcome::Counted | Outcome::Heartbeat | Outcome::DeadLetter(_) => outcomes += 1,
+        }
+    }
+    let totals = aggregator.totals();
+    assert_eq!(outcomes, totals.records);
+    assert_eq!(totals.counted + totals.heartbeats + out.dead_letters, totals.records);
+    assert!(aggregator.engine().stats().state_bytes <= 16 << 10);
+});
