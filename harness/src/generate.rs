@@ -129,7 +129,7 @@ impl Generator {
             5 => [&good.as_bytes()[..good.len() / 2], b"\xff\xfe", &good.as_bytes()[good.len() / 2..]].concat(),
             6 => format!("{{\"timestamp\":{}}}", "[".repeat(200) + &"]".repeat(200)).into_bytes(),
             7 => good.replacen(&time, "9999-12-31 23:59:59", 1).into_bytes(),
-            _ => good[..good.len() - 1].as_bytes().to_vec(),
+            _ => good.as_bytes()[..good.len() - 1].to_vec(),
         }
     }
 }
@@ -167,7 +167,11 @@ impl Iterator for Generator {
         if self.rng.percent(self.config.late_percent) {
             event_ms -= self.config.late_by_ms;
         }
-        Some(if self.rng.percent(self.config.malformed_percent) { self.malformed(event_ms) } else { self.click(event_ms) })
+        Some(if self.rng.percent(self.config.malformed_percent) {
+            self.malformed(event_ms)
+        } else {
+            self.click(event_ms)
+        })
     }
 }
 
@@ -202,7 +206,8 @@ mod tests {
 
     #[test]
     fn heartbeats_fill_quiet_spells() {
-        let config = GeneratorConfig { events: 50, rate_per_sec: 0.05, heartbeat_every_ms: Some(5_000), ..Default::default() };
+        let config =
+            GeneratorConfig { events: 50, rate_per_sec: 0.05, heartbeat_every_ms: Some(5_000), ..Default::default() };
         let all = lines(config);
         let heartbeats = all.iter().filter(|line| !line.contains("user_id")).count();
         assert_eq!(all.len() - heartbeats, 50);
@@ -210,7 +215,9 @@ mod tests {
         assert!(heartbeats > 50, "{heartbeats}");
         let times: Vec<i64> = all
             .iter()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["timestamp"].as_str().unwrap().to_string())
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["timestamp"].as_str().unwrap().to_string()
+            })
             .map(|time| clickstream_aggregation::time::parse_timestamp_ms(&time).unwrap())
             .collect();
         assert!(times.windows(2).all(|pair| pair[1] >= pair[0]), "records are in time order");

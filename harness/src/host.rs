@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use wasmtime::{Caller, Config, Engine, Extern, ExternType, InstancePre, Linker, Module, Store, Trap, ValType};
 
-use crate::wire::{decode_payload, decode_write_options, Payload};
+use crate::wire::{decode_payload, decode_write_options, Payload, WriteTarget};
 
 /// The broker's default limits; each is a flag of the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +150,9 @@ impl TransformModule {
         crate::schema_registry::link(&mut linker)?;
         crate::wasi::link(&mut linker)?;
         let pre = linker.instantiate_pre(&module).map_err(|e| {
-            anyhow::anyhow!("the module imports a function the broker does not provide, so Redpanda would refuse it: {e}")
+            anyhow::anyhow!(
+                "the module imports a function the broker does not provide, so Redpanda would refuse it: {e}"
+            )
         })?;
         Ok(TransformModule { engine, pre, limits, imports_schema_registry })
     }
@@ -163,7 +165,8 @@ impl TransformModule {
 /// The deploy-time checks of the broker (`wasmtime_runtime::validate`). Returns whether the module uses
 /// the schema-registry ABI.
 fn validate(module: &Module) -> anyhow::Result<bool> {
-    let is_void = |ty: &ExternType| matches!(ty, ExternType::Func(f) if f.params().len() == 0 && f.results().len() == 0);
+    let is_void =
+        |ty: &ExternType| matches!(ty, ExternType::Func(f) if f.params().len() == 0 && f.results().len() == 0);
     let start = module.exports().find(|export| export.name() == "_start");
     anyhow::ensure!(
         start.is_some_and(|export| is_void(&export.ty())),
@@ -172,7 +175,10 @@ fn validate(module: &Module) -> anyhow::Result<bool> {
     let mut memory_exports = module.exports().filter(|export| matches!(export.ty(), ExternType::Memory(_)));
     match memory_exports.next() {
         Some(export) if export.name() != "memory" => {
-            anyhow::bail!("invalid WebAssembly module: invalid memory export name {:?} (must be \"memory\")", export.name())
+            anyhow::bail!(
+                "invalid WebAssembly module: invalid memory export name {:?} (must be \"memory\")",
+                export.name()
+            )
         }
         Some(export) if matches!(export.ty(), ExternType::Memory(m) if m.is_64()) => {
             anyhow::bail!("invalid WebAssembly module: 64-bit memories are not supported")
@@ -184,7 +190,9 @@ fn validate(module: &Module) -> anyhow::Result<bool> {
     let mut schema_registry = false;
     for import in module.imports() {
         match (import.module(), import.name()) {
-            ("redpanda_transform", "check_abi_version_1" | "check_abi_version_2") if is_void(&import.ty()) => abi = true,
+            ("redpanda_transform", "check_abi_version_1" | "check_abi_version_2") if is_void(&import.ty()) => {
+                abi = true
+            }
             ("redpanda_schema_registry", name) if name.starts_with("check_abi_version_") => {
                 anyhow::ensure!(
                     name == "check_abi_version_0" && is_void(&import.ty()),
@@ -295,7 +303,9 @@ impl Vm {
         let (event_sender, event_receiver) = mpsc::channel();
         let mut env: Vec<String> = meta.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.push(format!("REDPANDA_INPUT_TOPIC={}", meta.input_topic));
-        env.extend(meta.output_topics.iter().enumerate().map(|(i, topic)| format!("REDPANDA_OUTPUT_TOPIC_{i}={topic}")));
+        env.extend(
+            meta.output_topics.iter().enumerate().map(|(i, topic)| format!("REDPANDA_OUTPUT_TOPIC_{i}={topic}")),
+        );
         let fuel_per_record = module.limits.runtime_ms * FUEL_PER_MS;
         let state = GuestState {
             limiter: MemoryLimiter { limit: module.limits.memory_bytes, peak: 0 },
@@ -489,7 +499,13 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         MODULE,
         "read_next_record",
-        |mut caller: Ctx<'_>, attributes: i32, timestamp: i32, offset: i32, buf: i32, len: i32| -> wasmtime::Result<i32> {
+        |mut caller: Ctx<'_>,
+         attributes: i32,
+         timestamp: i32,
+         offset: i32,
+         buf: i32,
+         len: i32|
+         -> wasmtime::Result<i32> {
             let Some((batch, next)) = caller.data().current.clone() else { return Ok(NO_ACTIVE_TRANSFORM) };
             let Some(record) = batch.records.get(next) else { return Ok(NO_ACTIVE_TRANSFORM) };
             if next > 0 {
@@ -530,12 +546,14 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             let Some(payload) = decode_payload(&bytes) else { return Ok(INVALID_BUFFER) };
             let options = read_guest(&mut caller, options, options_len)?;
             let topic = match decode_write_options(&options) {
-                Ok(None) => 0,
-                Ok(Some(name)) => match caller.data().output_topics.iter().position(|topic| *topic == name) {
-                    Some(index) => index,
-                    None => return Ok(INVALID_WRITE),
-                },
-                Err(()) => return Ok(INVALID_BUFFER),
+                Some(WriteTarget::DefaultTopic) => 0,
+                Some(WriteTarget::Topic(name)) => {
+                    match caller.data().output_topics.iter().position(|topic| *topic == name) {
+                        Some(index) => index,
+                        None => return Ok(INVALID_WRITE),
+                    }
+                }
+                None => return Ok(INVALID_BUFFER),
             };
             caller.data_mut().output.written.push(Written { topic, payload });
             Ok(len)

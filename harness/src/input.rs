@@ -1,7 +1,10 @@
-//! Reading input: JSON lines of event values, or the JSON lines `rpk topic consume` prints, told apart
-//! by the first line. Read one line at a time, so memory stays flat on inputs of any size.
+//! Reading input: JSON lines of event values, or the records `rpk topic consume` prints (one per line,
+//! or pretty-printed over several lines), told apart by the first line. Read as a stream, so memory stays
+//! flat on inputs of any size.
 
-use std::io::BufRead;
+use std::cell::Cell;
+use std::io::{BufRead, BufReader, Chain, Cursor, Read};
+use std::rc::Rc;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -13,13 +16,16 @@ use crate::wire::Header;
 pub enum InputFormat {
     /// Each line is one record value, byte for byte (malformed lines included).
     Values,
-    /// Each line is a record as `rpk topic consume` prints it: topic, key, value, headers, timestamp,
-    /// partition, offset.
+    /// JSON records as `rpk topic consume` prints them: topic, key, value, headers, timestamp, partition,
+    /// offset; one per line or pretty-printed.
     Rpk,
 }
 
-/// Whether a line looks like one of `rpk topic consume`'s records.
+/// Whether a first line starts what `rpk topic consume` prints.
 pub fn detect_format(line: &[u8]) -> InputFormat {
+    if line.trim_ascii() == b"{" {
+        return InputFormat::Rpk; // the first line of a pretty-printed record
+    }
     match serde_json::from_slice::<Value>(line) {
         Ok(Value::Object(fields)) if ["topic", "partition", "offset"].iter().all(|f| fields.contains_key(*f)) => {
             InputFormat::Rpk
@@ -28,54 +34,104 @@ pub fn detect_format(line: &[u8]) -> InputFormat {
     }
 }
 
-/// Reads records from `reader`, counting the bytes read for progress.
-pub struct RecordReader<R> {
-    reader: R,
-    format: Option<InputFormat>,
-    line: Vec<u8>,
-    line_number: u64,
-    pub bytes_read: u64,
+/// Counts the bytes read through it, for progress.
+struct Counted<R> {
+    inner: R,
+    bytes: Rc<Cell<u64>>,
 }
 
-impl<R: BufRead> RecordReader<R> {
-    /// `format: None` detects it from the first non-empty line.
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.set(self.bytes.get() + n as u64);
+        Ok(n)
+    }
+}
+
+type RpkStream<R> = serde_json::StreamDeserializer<'static, serde_json::de::IoRead<Chain<Cursor<Vec<u8>>, R>>, Value>;
+
+enum Source<R: BufRead> {
+    Lines(R),
+    Rpk(Box<RpkStream<R>>),
+    Done,
+}
+
+/// Reads records from a stream.
+pub struct RecordReader<R: Read> {
+    source: Source<BufReader<Counted<R>>>,
+    format: Option<InputFormat>,
+    line: Vec<u8>,
+    records: u64,
+    bytes: Rc<Cell<u64>>,
+}
+
+impl<R: Read> RecordReader<R> {
+    /// `format: None` detects it from the first non-blank line.
     pub fn new(reader: R, format: Option<InputFormat>) -> Self {
-        RecordReader { reader, format, line: Vec::new(), line_number: 0, bytes_read: 0 }
+        let bytes = Rc::new(Cell::new(0));
+        let reader = BufReader::with_capacity(1 << 16, Counted { inner: reader, bytes: bytes.clone() });
+        RecordReader { source: Source::Lines(reader), format, line: Vec::new(), records: 0, bytes }
     }
 
     pub fn format(&self) -> Option<InputFormat> {
         self.format
     }
 
-    /// The next record; blank lines are skipped.
+    /// Bytes of input consumed so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes.get()
+    }
+
+    /// The next record; blank lines between values are skipped.
     pub fn next_record(&mut self) -> anyhow::Result<Option<ProducerRecord>> {
         loop {
-            self.line.clear();
-            let read = self.reader.read_until(b'\n', &mut self.line).context("reading the input")?;
-            if read == 0 {
-                return Ok(None);
+            match &mut self.source {
+                Source::Done => return Ok(None),
+                Source::Rpk(stream) => {
+                    return match stream.next() {
+                        None => Ok(None),
+                        Some(parsed) => {
+                            self.records += 1;
+                            let record = parsed.map_err(anyhow::Error::from).and_then(|value| parse_rpk_record(&value));
+                            record.map(Some).with_context(|| {
+                                format!("input record {}: not a record as `rpk topic consume` prints it", self.records)
+                            })
+                        }
+                    };
+                }
+                Source::Lines(reader) => {
+                    self.line.clear();
+                    if reader.read_until(b'\n', &mut self.line).context("reading the input")? == 0 {
+                        return Ok(None);
+                    }
+                    if self.line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    match *self.format.get_or_insert_with(|| detect_format(&self.line)) {
+                        InputFormat::Values => {
+                            while matches!(self.line.last(), Some(b'\n' | b'\r')) {
+                                self.line.pop();
+                            }
+                            self.records += 1;
+                            return Ok(Some(ProducerRecord { value: Some(self.line.clone()), ..Default::default() }));
+                        }
+                        InputFormat::Rpk => {
+                            // Hand the rest, this line first, to a JSON stream reader.
+                            let Source::Lines(reader) = std::mem::replace(&mut self.source, Source::Done) else {
+                                unreachable!("matched above")
+                            };
+                            let rest = Cursor::new(std::mem::take(&mut self.line)).chain(reader);
+                            self.source =
+                                Source::Rpk(Box::new(serde_json::Deserializer::from_reader(rest).into_iter()));
+                        }
+                    }
+                }
             }
-            self.bytes_read += read as u64;
-            self.line_number += 1;
-            while matches!(self.line.last(), Some(b'\n' | b'\r')) {
-                self.line.pop();
-            }
-            if self.line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let format = *self.format.get_or_insert_with(|| detect_format(&self.line));
-            return match format {
-                InputFormat::Values => Ok(Some(ProducerRecord { value: Some(self.line.clone()), ..Default::default() })),
-                InputFormat::Rpk => parse_rpk_record(&self.line)
-                    .map(Some)
-                    .with_context(|| format!("input line {}: not a record as `rpk topic consume` prints it", self.line_number)),
-            };
         }
     }
 }
 
-fn parse_rpk_record(line: &[u8]) -> anyhow::Result<ProducerRecord> {
-    let record: Value = serde_json::from_slice(line)?;
+fn parse_rpk_record(record: &Value) -> anyhow::Result<ProducerRecord> {
     let text = |name: &str| -> anyhow::Result<Option<Vec<u8>>> {
         match record.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -97,7 +153,13 @@ fn parse_rpk_record(line: &[u8]) -> anyhow::Result<ProducerRecord> {
         Some(other) => anyhow::bail!("headers must be an array, not {other}"),
     };
     let partition = number("partition").map(|p| u32::try_from(p).context("partition out of range")).transpose()?;
-    Ok(ProducerRecord { key: text("key")?, value: text("value")?, headers, timestamp_ms: number("timestamp"), partition })
+    Ok(ProducerRecord {
+        key: text("key")?,
+        value: text("value")?,
+        headers,
+        timestamp_ms: number("timestamp"),
+        partition,
+    })
 }
 
 #[cfg(test)]
@@ -112,7 +174,7 @@ mod tests {
         assert_eq!(reader.next_record().unwrap().unwrap().value.unwrap(), b"not json \xff");
         assert!(reader.next_record().unwrap().is_none());
         assert_eq!(reader.format(), Some(InputFormat::Values));
-        assert_eq!(reader.bytes_read, input.len() as u64);
+        assert_eq!(reader.bytes_read(), input.len() as u64);
     }
 
     #[test]
@@ -132,11 +194,22 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_rpk_line_names_its_line_number() {
+    fn reads_pretty_printed_records() {
+        let input = b"{\n  \"topic\": \"t\",\n  \"value\": \"a\",\n  \"partition\": 1,\n  \"offset\": 0\n}\n{\n  \"topic\": \"t\", \"value\": \"b\", \"partition\": 0, \"offset\": 1\n}\n";
+        let mut reader = RecordReader::new(&input[..], None);
+        let first = reader.next_record().unwrap().unwrap();
+        assert_eq!((first.value.as_deref(), first.partition), (Some(&b"a"[..]), Some(1)));
+        assert_eq!(reader.next_record().unwrap().unwrap().value.as_deref(), Some(&b"b"[..]));
+        assert!(reader.next_record().unwrap().is_none());
+        assert_eq!(reader.format(), Some(InputFormat::Rpk));
+    }
+
+    #[test]
+    fn a_broken_rpk_record_names_its_number() {
         let input = b"{\"topic\":\"t\",\"partition\":0,\"offset\":0,\"value\":\"v\"}\n{\"topic\":\"t\",\"partition\":-1,\"offset\":1}\n";
         let mut reader = RecordReader::new(&input[..], None);
         reader.next_record().unwrap();
         let error = reader.next_record().unwrap_err();
-        assert!(format!("{error:#}").contains("input line 2"), "{error:#}");
+        assert!(format!("{error:#}").contains("input record 2"), "{error:#}");
     }
 }

@@ -1,7 +1,7 @@
 //! `harness`: run a Redpanda data-transform module outside the broker, faithfully.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -17,13 +17,18 @@ use harness::pipeline::{dead_letter_reason, OutputRecord, OutputSink, Pipeline, 
 use harness::report::TopGroups;
 
 #[derive(Parser)]
-#[command(name = "harness", version, about = "Runs a Redpanda data-transform module the way the broker does: same host functions, limits and quirks, no broker needed.")]
+#[command(
+    name = "harness",
+    version,
+    about = "Runs a Redpanda data-transform module the way the broker does: same host functions, limits and quirks, no broker needed."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once")]
 enum Command {
     /// Stream records through a module and write what it produces.
     Replay(ReplayArgs),
@@ -45,7 +50,7 @@ enum InputFormatArg {
     Auto,
     /// Each line is one record value.
     Values,
-    /// Each line is a record as `rpk topic consume` prints it.
+    /// Records as `rpk topic consume` prints them (one per line or pretty-printed).
     Rpk,
 }
 
@@ -64,7 +69,7 @@ struct ReplayArgs {
     /// The transform module (.wasm, or .wat text).
     #[arg(long)]
     wasm: PathBuf,
-    /// JSON lines of record values, or of records as `rpk topic consume` prints them; `-` for stdin.
+    /// JSON lines of record values, or records as `rpk topic consume` prints them; `-` for stdin.
     #[arg(long)]
     input: String,
     #[arg(long, value_enum, default_value = "auto")]
@@ -201,7 +206,9 @@ fn size_bytes(flag: &str, text: &str) -> anyhow::Result<u64> {
 
 fn create(path: &Option<PathBuf>) -> anyhow::Result<Box<dyn Write>> {
     Ok(match path {
-        Some(path) => Box::new(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)),
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
+        }
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     })
 }
@@ -226,7 +233,11 @@ fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         late_percent: args.late_percent,
         late_by_ms: duration_ms("late-by", &args.late_by)?,
         malformed_percent: args.malformed_percent,
-        heartbeat_every_ms: args.heartbeat_every.as_deref().map(|every| duration_ms("heartbeat-every", every)).transpose()?,
+        heartbeat_every_ms: args
+            .heartbeat_every
+            .as_deref()
+            .map(|every| duration_ms("heartbeat-every", every))
+            .transpose()?,
     };
     let mut out = create(&args.output)?;
     for line in Generator::new(config) {
@@ -262,7 +273,8 @@ impl OutputSink for FileSink {
                 OutputFormat::Records => writeln!(self.first_topic, "{}", record_json(record))?,
             }
         } else if let Some(out) = &mut self.other_topics {
-            let detail = record.payload.headers.iter().find(|h| h.key == b"dead-letter-detail").and_then(|h| text(&h.value));
+            let detail =
+                record.payload.headers.iter().find(|h| h.key == b"dead-letter-detail").and_then(|h| text(&h.value));
             let line = match self.format {
                 OutputFormat::Values => serde_json::json!({
                     "topic": record.topic,
@@ -323,7 +335,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             harness::meta::read_transform_yaml(&text).with_context(|| format!("in {}", path.display()))?
         }
-        None => TransformMeta { name: "transform".into(), input_topic: "input".into(), output_topics: vec!["output".into()], env: vec![] },
+        None => TransformMeta {
+            name: "transform".into(),
+            input_topic: "input".into(),
+            output_topics: vec!["output".into()],
+            env: vec![],
+        },
     };
     harness::meta::apply_overrides(&mut meta, &args.env)?;
     harness::meta::validate(&meta)?;
@@ -362,12 +379,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         restart_at,
     };
 
-    let (input, input_len): (Box<dyn BufRead>, Option<u64>) = if args.input == "-" {
-        (Box::new(BufReader::new(std::io::stdin().lock())), None)
+    let (input, input_len): (Box<dyn Read>, Option<u64>) = if args.input == "-" {
+        (Box::new(std::io::stdin().lock()), None)
     } else {
         let file = File::open(&args.input).with_context(|| format!("opening {}", args.input))?;
         let len = file.metadata().ok().map(|m| m.len());
-        (Box::new(BufReader::with_capacity(1 << 16, file)), len)
+        (Box::new(file), len)
     };
     let format = match args.input_format {
         InputFormatArg::Auto => None,
@@ -403,8 +420,14 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
             if progress && last_progress.elapsed() > Duration::from_millis(250) {
                 last_progress = Instant::now();
-                let share = input_len.filter(|len| *len > 0).map(|len| format!(" ({}%)", reader.bytes_read * 100 / len));
-                eprint!("\r{} records read{}, {} written   ", pipeline.stats.records_in, share.unwrap_or_default(), pipeline.stats.written.iter().sum::<u64>());
+                let share =
+                    input_len.filter(|len| *len > 0).map(|len| format!(" ({}%)", reader.bytes_read() * 100 / len));
+                eprint!(
+                    "\r{} records read{}, {} written   ",
+                    pipeline.stats.records_in,
+                    share.unwrap_or_default(),
+                    pipeline.stats.written.iter().sum::<u64>()
+                );
             }
         }
         if progress {
@@ -445,7 +468,15 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_summary(stats: &RunStats, topics: &[String], elapsed: Duration, memory_limit: u64, runtime_ms: u64, partitions: u32, shards: u32) {
+fn print_summary(
+    stats: &RunStats,
+    topics: &[String],
+    elapsed: Duration,
+    memory_limit: u64,
+    runtime_ms: u64,
+    partitions: u32,
+    shards: u32,
+) {
     let seconds = elapsed.as_secs_f64().max(1e-9);
     eprintln!(
         "replayed {} records (partitions: {}, shards: {}) in {:.2} s: {:.0} records/s",

@@ -113,7 +113,12 @@ mod tests {
 
     #[test]
     fn refuses_what_the_broker_refuses() {
-        let base = TransformMeta { name: "t".into(), input_topic: "in".into(), output_topics: vec!["out".into()], env: vec![] };
+        let base = TransformMeta {
+            name: "t".into(),
+            input_topic: "in".into(),
+            output_topics: vec!["out".into()],
+            env: vec![],
+        };
         let with_env = |key: &str, value: &str| TransformMeta { env: vec![(key.into(), value.into())], ..base.clone() };
         for (meta, message) in [
             (with_env("REDPANDA_X", "1"), "reserved"),

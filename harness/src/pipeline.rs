@@ -223,19 +223,24 @@ impl<'a> Pipeline<'a> {
     pub fn push(&mut self, mut record: ProducerRecord) -> Result<(), VmFailure> {
         self.stats.records_in += 1;
         let fields = record.value.as_deref().and_then(|value| serde_json::from_slice::<serde_json::Value>(value).ok());
-        let event_ms = fields.as_ref().and_then(|f| f.get(&self.config.time_field)?.as_str()).and_then(parse_timestamp_ms);
+        let event_ms =
+            fields.as_ref().and_then(|f| f.get(&self.config.time_field)?.as_str()).and_then(parse_timestamp_ms);
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| self.producer_time(event_ms));
         // Only events a transform would believe (at most an hour ahead of their record) count here.
-        if let Some(event_ms) = event_ms.filter(|event_ms| *event_ms <= timestamp_ms.saturating_add(PLAUSIBLE_AHEAD_MS)) {
+        if let Some(event_ms) = event_ms.filter(|event_ms| *event_ms <= timestamp_ms.saturating_add(PLAUSIBLE_AHEAD_MS))
+        {
             self.stats.max_event_ms = Some(self.stats.max_event_ms.map_or(event_ms, |max| max.max(event_ms)));
         }
         if record.key.is_none() {
             if let Some(key_field) = &self.config.key_field {
-                record.key = fields.as_ref().and_then(|f| f.get(key_field)?.as_str()).map(|key| key.as_bytes().to_vec());
+                record.key =
+                    fields.as_ref().and_then(|f| f.get(key_field)?.as_str()).map(|key| key.as_bytes().to_vec());
             }
         }
-        let is_heartbeat = fields.as_ref().and_then(|f| f.as_object()).is_some_and(|o| o.len() == 1 && event_ms.is_some());
-        let payload = encode_payload(&Payload { key: record.key.clone(), value: record.value, headers: record.headers });
+        let is_heartbeat =
+            fields.as_ref().and_then(|f| f.as_object()).is_some_and(|o| o.len() == 1 && event_ms.is_some());
+        let payload =
+            encode_payload(&Payload { key: record.key.clone(), value: record.value, headers: record.headers });
         let targets: Vec<u32> = match record.partition {
             Some(partition) => vec![partition],
             None if is_heartbeat => (0..self.partitions.len() as u32).collect(),
@@ -309,7 +314,8 @@ impl<'a> Pipeline<'a> {
             self.partitions.push(Partition::new(self.meta.output_topics.len()));
         }
         let state = &mut self.partitions[partition as usize];
-        let lingered = state.open.first().is_some_and(|first| timestamp_ms - first.timestamp_ms >= self.config.linger_ms);
+        let lingered =
+            state.open.first().is_some_and(|first| timestamp_ms - first.timestamp_ms >= self.config.linger_ms);
         if lingered || (state.open_bytes + payload.len() > self.config.batch_bytes && !state.open.is_empty()) {
             self.seal(partition)?;
         }
@@ -379,8 +385,11 @@ impl<'a> Pipeline<'a> {
                 return Err(failure);
             }
         };
-        self.produce(shard as u32, &handled, output, replayed)
-            .map_err(|error| VmFailure { reason: format!("writing output: {error:#}"), record: None, last_logs: Vec::new() })?;
+        self.produce(shard as u32, &handled, output, replayed).map_err(|error| VmFailure {
+            reason: format!("writing output: {error:#}"),
+            record: None,
+            last_logs: Vec::new(),
+        })?;
         if failure_at.is_some() {
             // The VM dies mid-batch: its state is gone and this batch is not committed.
             self.vms[shard] = None;
@@ -389,7 +398,8 @@ impl<'a> Pipeline<'a> {
         }
         let last = batch.records.last().expect("batches are not empty");
         self.partitions[partition as usize].processed_through = last.offset;
-        self.broker_clock_ms = self.broker_clock_ms.max(batch.records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0));
+        self.broker_clock_ms =
+            self.broker_clock_ms.max(batch.records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0));
         self.maybe_commit();
         Ok(true)
     }
@@ -398,15 +408,18 @@ impl<'a> Pipeline<'a> {
     fn injected_failure(&mut self, partition: u32, batch: &InputBatch) -> Option<usize> {
         let delivered_through = self.partitions[partition as usize].delivered_through;
         for (index, record) in batch.records.iter().enumerate() {
-            if let Some(at) = self.config.restart_at.iter().position(|&(p, offset)| {
-                offset == record.offset && p.is_none_or(|p| p == partition)
-            }) {
+            if let Some(at) = self
+                .config
+                .restart_at
+                .iter()
+                .position(|&(p, offset)| offset == record.offset && p.is_none_or(|p| p == partition))
+            {
                 self.config.restart_at.remove(at);
                 return Some(index);
             }
             if record.offset > delivered_through {
                 self.first_deliveries += 1;
-                if self.config.restart_every.is_some_and(|every| self.first_deliveries % every == 0) {
+                if self.config.restart_every.is_some_and(|every| self.first_deliveries.is_multiple_of(every)) {
                     return Some(index);
                 }
             }
@@ -490,7 +503,11 @@ impl<'a> Pipeline<'a> {
         for state in &mut self.partitions {
             state.committed.iter_mut().for_each(|committed| *committed = (*committed).max(state.processed_through));
             let committed = state.committed.iter().copied().min().unwrap_or(-1);
-            while state.retained.front().is_some_and(|batch| batch.records.last().is_some_and(|r| r.offset <= committed)) {
+            while state
+                .retained
+                .front()
+                .is_some_and(|batch| batch.records.last().is_some_and(|r| r.offset <= committed))
+            {
                 state.retained.pop_front();
             }
         }

@@ -42,7 +42,8 @@ impl TopGroups {
         let mut rows: Vec<&(Vec<(String, String)>, u64)> = self.rows.iter().collect();
         rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         rows.truncate(n);
-        let names: Vec<&str> = rows.first().map(|(group, _)| group.iter().map(|(name, _)| name.as_str()).collect()).unwrap_or_default();
+        let names: Vec<&str> =
+            rows.first().map(|(group, _)| group.iter().map(|(name, _)| name.as_str()).collect()).unwrap_or_default();
         let mut widths: Vec<usize> = names.iter().map(|name| name.len()).collect();
         for (group, _) in &rows {
             for (width, (_, value)) in widths.iter_mut().zip(group) {

@@ -135,7 +135,11 @@ pub(crate) fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             Ok(SUCCESS)
         },
     )?;
-    linker.func_wrap(MODULE, "fd_prestat_get", |_: Ctx<'_>, fd: i32, _out: i32| if (0..=2).contains(&fd) { NOSYS } else { BADF })?;
+    linker.func_wrap(
+        MODULE,
+        "fd_prestat_get",
+        |_: Ctx<'_>, fd: i32, _out: i32| if (0..=2).contains(&fd) { NOSYS } else { BADF },
+    )?;
     linker.func_wrap(
         MODULE,
         "poll_oneoff",

@@ -113,19 +113,24 @@ pub fn decode_payload(bytes: &[u8]) -> Option<Payload> {
     reader.at_end().then_some(Payload { key, value, headers })
 }
 
+/// Where a write goes, from its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteTarget {
+    DefaultTopic,
+    Topic(String),
+}
+
 /// Parses write options: empty means the default topic; else `0x01`, a sized topic name, nothing after.
-/// `Err(())` is a malformed buffer (−2).
-pub fn decode_write_options(bytes: &[u8]) -> Result<Option<String>, ()> {
-    if bytes.is_empty() {
-        return Ok(None);
+/// `None` is a malformed buffer (−2).
+pub fn decode_write_options(bytes: &[u8]) -> Option<WriteTarget> {
+    let Some((&key, rest)) = bytes.split_first() else { return Some(WriteTarget::DefaultTopic) };
+    if key != 0x01 {
+        return None;
     }
-    if bytes[0] != 0x01 {
-        return Err(());
-    }
-    let mut reader = Reader::new(&bytes[1..]);
+    let mut reader = Reader::new(rest);
     match reader.sized() {
-        Some(Some(topic)) if reader.at_end() => String::from_utf8(topic).map(Some).map_err(|_| ()),
-        _ => Err(()),
+        Some(Some(topic)) if reader.at_end() => String::from_utf8(topic).ok().map(WriteTarget::Topic),
+        _ => None,
     }
 }
 
@@ -170,10 +175,10 @@ mod tests {
 
     #[test]
     fn reads_write_options() {
-        assert_eq!(decode_write_options(&[]), Ok(None));
-        assert_eq!(decode_write_options(&[1, 2, b'b']), Ok(Some("b".into())));
-        assert_eq!(decode_write_options(&[2, 2, b'b']), Err(()));
-        assert_eq!(decode_write_options(&[1, 2, b'b', 0]), Err(()));
-        assert_eq!(decode_write_options(&[1, 4, b'b']), Err(()));
+        assert_eq!(decode_write_options(&[]), Some(WriteTarget::DefaultTopic));
+        assert_eq!(decode_write_options(&[1, 2, b'b']), Some(WriteTarget::Topic("b".into())));
+        assert_eq!(decode_write_options(&[2, 2, b'b']), None);
+        assert_eq!(decode_write_options(&[1, 2, b'b', 0]), None);
+        assert_eq!(decode_write_options(&[1, 4, b'b']), None);
     }
 }

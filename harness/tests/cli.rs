@@ -8,7 +8,9 @@ fn root() -> PathBuf {
 }
 
 fn module() -> PathBuf {
-    let path = std::env::var_os("CLICKSTREAM_WASM").map(PathBuf::from).unwrap_or_else(|| root().join("clickstream-aggregation.wasm"));
+    let path = std::env::var_os("CLICKSTREAM_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("clickstream-aggregation.wasm"));
     assert!(path.exists(), "{}: run `make build` (or `make test`) first", path.display());
     path
 }
@@ -31,7 +33,17 @@ fn text(bytes: &[u8]) -> String {
 fn a_captured_topic_replays_as_it_was() {
     let dir = scratch("rpk");
     let events = dir.join("events.jsonl");
-    let out = harness(&["generate", "--events", "3000", "--seed", "4", "--jitter", "2s", "--output", events.to_str().unwrap()]);
+    let out = harness(&[
+        "generate",
+        "--events",
+        "3000",
+        "--seed",
+        "4",
+        "--jitter",
+        "2s",
+        "--output",
+        events.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     // The same events as `rpk topic consume` would print them from a 2-partition topic keyed by user_id.
@@ -73,25 +85,42 @@ fn replay_writes_records_dead_letters_and_a_summary() {
     std::fs::write(
         &input,
         concat!(
-            r#"{"timestamp":"2020-11-16 19:00:03","event":"view_item","user_id":"u1","site_id":"s","url":"/item/1"}"#, "\n",
+            r#"{"timestamp":"2020-11-16 19:00:03","event":"view_item","user_id":"u1","site_id":"s","url":"/item/1"}"#,
+            "\n",
             "not json\n",
-            r#"{"timestamp":"2020-11-16 19:10:00"}"#, "\n",
+            r#"{"timestamp":"2020-11-16 19:10:00"}"#,
+            "\n",
         ),
     )
     .unwrap();
     let rows = dir.join("rows.jsonl");
     let dlq = dir.join("dlq.jsonl");
     let out = harness(&[
-        "replay", "--wasm", module().to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", rows.to_str().unwrap(),
-        "--dlq", dlq.to_str().unwrap(), "--format", "records", "--top", "3",
+        "replay",
+        "--wasm",
+        module().to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        rows.to_str().unwrap(),
+        "--dlq",
+        dlq.to_str().unwrap(),
+        "--format",
+        "records",
+        "--top",
+        "3",
     ]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("replayed 3 records"), "{stderr}");
     assert!(stderr.contains("clickstream_aggregated: 30 records"), "{stderr}");
     assert!(stderr.contains("clickstream_dlq: 1 records (not_json=1)"), "{stderr}");
-    assert!(stderr.contains("busiest groups in the last closed window [2020-11-16 19:00:00, 2020-11-16 19:05:00)"), "{stderr}");
-    let first: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&rows).unwrap().lines().next().unwrap()).unwrap();
+    assert!(
+        stderr.contains("busiest groups in the last closed window [2020-11-16 19:00:00, 2020-11-16 19:05:00)"),
+        "{stderr}"
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&rows).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(first["key"], r#"["2020-11-16 18:55:10","u1","view_item","/item/1"]"#);
     assert_eq!(first["headers"][0]["key"], "window-incomplete");
     let dead: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&dlq).unwrap().trim()).unwrap();
@@ -102,7 +131,8 @@ fn replay_writes_records_dead_letters_and_a_summary() {
 
 #[test]
 fn a_bad_configuration_stops_the_module_at_start_with_one_clear_message() {
-    let out = harness(&["replay", "--wasm", module().to_str().unwrap(), "--input", "/dev/null", "--env", "WINDOW_SLIDE=7s"]);
+    let out =
+        harness(&["replay", "--wasm", module().to_str().unwrap(), "--input", "/dev/null", "--env", "WINDOW_SLIDE=7s"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("exited with code: 1"), "{stderr}");
@@ -114,7 +144,8 @@ fn a_bad_configuration_stops_the_module_at_start_with_one_clear_message() {
 
 #[test]
 fn a_trap_exits_non_zero_with_the_reason() {
-    let out = harness(&["replay", "--wasm", module().to_str().unwrap(), "--input", "/dev/null", "--runtime-limit", "0ms"]);
+    let out =
+        harness(&["replay", "--wasm", module().to_str().unwrap(), "--input", "/dev/null", "--runtime-limit", "0ms"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("out of fuel"), "{stderr}");
@@ -126,9 +157,15 @@ fn bad_flags_are_refused_with_the_flag_named() {
         (vec!["generate", "--jitter", "2x"], "--jitter \"2x\""),
         (vec!["generate", "--late-percent", "101"], "--late-percent 101"),
         (vec!["replay", "--wasm", "/nonexistent.wasm", "--input", "-"], "reading /nonexistent.wasm"),
-        (vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--memory-limit", "2GB"], "--memory-limit \"2GB\""),
+        (
+            vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--memory-limit", "2GB"],
+            "--memory-limit \"2GB\"",
+        ),
         (vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--env", "REDPANDA_X=1"], "reserved"),
-        (vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--restart-at", "x"], "--restart-at \"x\""),
+        (
+            vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--restart-at", "x"],
+            "--restart-at \"x\"",
+        ),
     ] {
         let out = harness(&args);
         let stderr = text(&out.stderr);

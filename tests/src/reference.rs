@@ -57,7 +57,7 @@ impl Reference {
                 let open: Vec<i64> = self
                     .window_starts_of(event_ms)
                     .into_iter()
-                    .filter(|&start| !watermark.is_some_and(|wm| wm >= start + self.config.size_ms - 1))
+                    .filter(|&start| watermark.is_none_or(|wm| wm < start + self.config.size_ms - 1))
                     .collect();
                 if open.is_empty() {
                     return "late".into();
@@ -155,7 +155,10 @@ fn depth(value: &Value) -> usize {
 pub fn parse_time(text: &str) -> Option<i64> {
     let text = text.strip_suffix('Z').unwrap_or(text);
     let digits_after_dot = text.split_once('.').map(|(_, fraction)| fraction.len());
-    if text.len() < 19 || digits_after_dot.is_some_and(|n| !(1..=9).contains(&n)) || !text[..4].bytes().all(|b| b.is_ascii_digit()) {
+    if text.len() < 19
+        || digits_after_dot.is_some_and(|n| !(1..=9).contains(&n))
+        || !text[..4].bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]

@@ -16,7 +16,8 @@ pub fn module(limits: Limits) -> TransformModule {
         let path = std::env::var_os("CLICKSTREAM_WASM")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clickstream-aggregation.wasm"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `make build` (or `make test`) first", path.display()))
+        std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run `make build` (or `make test`) first", path.display()))
     });
     let mut compiled = COMPILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((_, module)) = compiled.iter().find(|(known, _)| *known == limits) {

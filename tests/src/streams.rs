@@ -20,7 +20,9 @@ pub struct Stream {
 impl Stream {
     pub fn reference_config(&self) -> ReferenceConfig {
         let var = |name: &str| self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let ms = |name: &str, default: &str| clickstream_aggregation::duration::parse_duration_ms(var(name).unwrap_or(default)).unwrap() as i64;
+        let ms = |name: &str, default: &str| {
+            clickstream_aggregation::duration::parse_duration_ms(var(name).unwrap_or(default)).unwrap() as i64
+        };
         ReferenceConfig {
             size_ms: ms("WINDOW_SIZE", "5m"),
             slide_ms: ms("WINDOW_SLIDE", "10s"),
@@ -75,14 +77,9 @@ fn step(users: u16, disorder: Disorder) -> impl Strategy<Value = Step> {
         Disorder::InOrder => Just(0i64).boxed(),
         Disorder::Jitter(max) => prop_oneof![3 => Just(0i64), 1 => 0..=max].boxed(),
     };
-    (advance, behind, 0u8..100, 0..users, 0u8..4, 0u8..10).prop_map(|(advance_ms, behind_ms, kind, user, event, url)| Step {
-        advance_ms,
-        behind_ms,
-        kind,
-        user,
-        event,
-        url,
-    })
+    (advance, behind, 0u8..100, 0..users, 0u8..4, 0u8..10).prop_map(
+        |(advance_ms, behind_ms, kind, user, event, url)| Step { advance_ms, behind_ms, kind, user, event, url },
+    )
 }
 
 /// Streams with `malformed_percent` bad or unusual records mixed into clicks from `users` users.
@@ -122,7 +119,7 @@ fn record(step: &Step, event_ms: i64, malformed_percent: u8) -> Option<Vec<u8>> 
     Some(match step.kind % 12 {
         0 => return None,
         1 => b"\xff\xfe not utf-8".to_vec(),
-        2 => click(&time)[..20].as_bytes().to_vec(),
+        2 => click(&time).as_bytes()[..20].to_vec(),
         3 => b"[1, 2, 3]".to_vec(),
         4 => format!(r#"{{"timestamp":"{time}","deep":{}{}}}"#, "[".repeat(80), "]".repeat(80)).into_bytes(),
         5 => click(&time).replace("\"user_id\"", "\"uid\"").into_bytes(),

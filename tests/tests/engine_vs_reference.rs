@@ -40,7 +40,13 @@ fn check(stream: &Stream) -> Result<(), TestCaseError> {
             clickstream_aggregation::aggregator::Outcome::Heartbeat => "heartbeat",
             clickstream_aggregation::aggregator::Outcome::DeadLetter(reason) => reason.name(),
         };
-        prop_assert_eq!(got, expected.as_str(), "record {}: {:?}", index, value.as_deref().map(String::from_utf8_lossy));
+        prop_assert_eq!(
+            got,
+            expected.as_str(),
+            "record {}: {:?}",
+            index,
+            value.as_deref().map(String::from_utf8_lossy)
+        );
         prop_assert_eq!(out.rows.len(), reference.rows.len(), "row count differs after record {}", index);
     }
     prop_assert_eq!(&out.rows, &reference.rows);

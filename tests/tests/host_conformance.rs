@@ -97,8 +97,7 @@ fn results(wat: &str, limits: Limits, timestamps: &[i64]) -> Result<Vec<i64>, Vm
 }
 
 fn result(action: &str) -> i64 {
-    results(&guest("", action, ""), Limits::default(), &[1_000])
-        .unwrap_or_else(|failure| panic!("{failure}"))[0]
+    results(&guest("", action, ""), Limits::default(), &[1_000]).unwrap_or_else(|failure| panic!("{failure}"))[0]
 }
 
 #[test]
@@ -112,7 +111,8 @@ fn memory_growth_past_the_limit_returns_minus_one() {
 
 #[test]
 fn a_module_whose_initial_memory_exceeds_the_limit_does_not_start() {
-    let wat = guest("", "(i64.const 0)", "").replace("(memory (export \"memory\") 2)", "(memory (export \"memory\") 40)");
+    let wat =
+        guest("", "(i64.const 0)", "").replace("(memory (export \"memory\") 2)", "(memory (export \"memory\") 40)");
     let failure = Vm::start(&load(&wat, Limits::default()).unwrap(), &meta()).err().expect("refused");
     assert!(failure.reason.contains("memory"), "{failure}");
 }
@@ -140,8 +140,9 @@ fn fuel_is_refilled_for_every_record() {
 fn deep_recursion_overflows_the_64_kib_stack() {
     let extra = "(func $deep (param i32) (result i32) (if (result i32) (local.get 0)
         (then (i32.add (i32.const 1) (call $deep (i32.sub (local.get 0) (i32.const 1))))) (else (i32.const 0))))";
-    let failure = results(&guest("", "(i64.extend_i32_s (call $deep (i32.const 100000)))", extra), Limits::default(), &[0])
-        .unwrap_err();
+    let failure =
+        results(&guest("", "(i64.extend_i32_s (call $deep (i32.const 100000)))", extra), Limits::default(), &[0])
+            .unwrap_err();
     assert!(failure.reason.contains("stack overflow"), "{failure}");
     assert_eq!(result_with_extra(extra, "(i64.extend_i32_s (call $deep (i32.const 100)))"), 100);
 }
@@ -160,14 +161,16 @@ fn data(bytes: &[u8]) -> String {
 fn writing_to_a_topic_that_is_not_an_output_gets_minus_3() {
     // payload: null key, value "x", no headers; options: 0x01, sized "nope"
     let extra = data(&[1, 2, b'x', 0, 1, 8, b'n', b'o', b'p', b'e']);
-    let action = "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 260) (i32.const 6)))";
+    let action =
+        "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 260) (i32.const 6)))";
     assert_eq!(result_with_extra(&extra, action), -3);
 }
 
 #[test]
 fn writing_to_a_declared_topic_by_name_succeeds() {
     let extra = data(&[1, 2, b'x', 0, 1, 8, b's', b'i', b'd', b'e']);
-    let action = "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 260) (i32.const 6)))";
+    let action =
+        "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 260) (i32.const 6)))";
     let module = load(&guest("", action, &extra), Limits::default()).unwrap();
     let (mut vm, _) = Vm::start(&module, &meta()).unwrap();
     let output = vm.transform(batch(&[0])).unwrap();
@@ -184,16 +187,19 @@ fn malformed_payloads_and_options_get_minus_2() {
     // A value length past the end of the buffer.
     assert_eq!(result_with_extra(&extra, "(i64.extend_i32_s (call $write_record (i32.const 256) (i32.const 2)))"), -2);
     // Options that do not start with 0x01, and options cut short.
-    let bad_key = "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 261) (i32.const 2)))";
+    let bad_key =
+        "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 261) (i32.const 2)))";
     assert_eq!(result_with_extra(&extra, bad_key), -2);
-    let cut = "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 262) (i32.const 3)))";
+    let cut =
+        "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 262) (i32.const 3)))";
     assert_eq!(result_with_extra(&extra, cut), -2);
 }
 
 #[test]
 fn writing_before_the_first_batch_gets_minus_1() {
     let extra = data(&[1, 2, b'x', 0]);
-    let setup = "(global.set $before_first_batch (i64.extend_i32_s (call $write_record (i32.const 256) (i32.const 4))))";
+    let setup =
+        "(global.set $before_first_batch (i64.extend_i32_s (call $write_record (i32.const 256) (i32.const 4))))";
     let values = results(&guest(setup, "(global.get $before_first_batch)", &extra), Limits::default(), &[0]).unwrap();
     assert_eq!(values, [-1]);
 }
@@ -212,10 +218,12 @@ fn a_buffer_too_small_gets_minus_2_and_the_record_is_not_consumed() {
 
 #[test]
 fn the_wall_clock_is_the_record_timestamp_and_zero_before_the_first_batch() {
-    let read_clock = "(drop (call $clock_time_get (i32.const 0) (i64.const 1) (i32.const 256))) (i64.load (i32.const 256))";
+    let read_clock =
+        "(drop (call $clock_time_get (i32.const 0) (i64.const 1) (i32.const 256))) (i64.load (i32.const 256))";
     let setup = format!("(global.set $before_first_batch (block (result i64) {read_clock}))");
     assert_eq!(results(&guest(&setup, "(global.get $before_first_batch)", ""), Limits::default(), &[5]).unwrap(), [0]);
-    let values = results(&guest("", read_clock, ""), Limits::default(), &[1_605_553_200_000, 1_605_553_200_007]).unwrap();
+    let values =
+        results(&guest("", read_clock, ""), Limits::default(), &[1_605_553_200_000, 1_605_553_200_007]).unwrap();
     assert_eq!(values, [1_605_553_200_000_000_000, 1_605_553_200_007_000_000]);
 }
 
@@ -230,12 +238,18 @@ fn the_monotonic_clock_advances_one_millisecond_per_read() {
 
 #[test]
 fn random_bytes_are_all_nines() {
-    assert_eq!(result("(drop (call $random_get (i32.const 256) (i32.const 8))) (i64.load (i32.const 256))"), 0x0909_0909_0909_0909);
+    assert_eq!(
+        result("(drop (call $random_get (i32.const 256) (i32.const 8))) (i64.load (i32.const 256))"),
+        0x0909_0909_0909_0909
+    );
 }
 
 #[test]
 fn unsupported_wasi_calls_return_enosys() {
-    assert_eq!(result("(i64.extend_i32_s (call $fd_read (i32.const 0) (i32.const 256) (i32.const 0) (i32.const 300)))"), 52);
+    assert_eq!(
+        result("(i64.extend_i32_s (call $fd_read (i32.const 0) (i32.const 256) (i32.const 0) (i32.const 300)))"),
+        52
+    );
 }
 
 #[test]
@@ -257,11 +271,15 @@ fn logs(action: &str, extra: &str) -> Vec<(LogLevel, String)> {
 #[test]
 fn each_write_to_stdout_or_stderr_is_one_log_line() {
     // Two iovecs ("hello " and "world") in one call make one line; stderr is WARN, stdout INFO.
-    let extra = format!("{} (data (i32.const 320) \"hello world\")", data(&[64, 1, 0, 0, 6, 0, 0, 0, 70, 1, 0, 0, 5, 0, 0, 0]));
+    let extra =
+        format!("{} (data (i32.const 320) \"hello world\")", data(&[64, 1, 0, 0, 6, 0, 0, 0, 70, 1, 0, 0, 5, 0, 0, 0]));
     let action = "(drop (call $fd_write (i32.const 2) (i32.const 256) (i32.const 2) (i32.const 300)))
         (drop (call $fd_write (i32.const 1) (i32.const 256) (i32.const 1) (i32.const 300)))
         (i64.extend_i32_s (call $fd_write (i32.const 3) (i32.const 256) (i32.const 1) (i32.const 300)))";
-    assert_eq!(logs(action, &extra), [(LogLevel::Warn, "hello world".to_string()), (LogLevel::Info, "hello ".to_string())]);
+    assert_eq!(
+        logs(action, &extra),
+        [(LogLevel::Warn, "hello world".to_string()), (LogLevel::Info, "hello ".to_string())]
+    );
 }
 
 #[test]
@@ -294,7 +312,8 @@ fn argv_is_the_transform_name() {
 
 #[test]
 fn proc_exit_is_a_trap() {
-    let failure = results(&guest("", "(call $proc_exit (i32.const 3)) (i64.const 0)", ""), Limits::default(), &[0]).unwrap_err();
+    let failure =
+        results(&guest("", "(call $proc_exit (i32.const 3)) (i64.const 0)", ""), Limits::default(), &[0]).unwrap_err();
     assert!(failure.reason.contains("exited with code: 3"), "{failure}");
 }
 
@@ -336,11 +355,19 @@ fn modules_the_broker_refuses_are_refused() {
             "unsupported Schema Registry client",
         ),
         (
-            minimal(&format!(r#"{check} (import "wasi_snapshot_preview1" "fd_fdstat_set_rights" (func (param i32 i64 i64) (result i32)))"#), start),
+            minimal(
+                &format!(
+                    r#"{check} (import "wasi_snapshot_preview1" "fd_fdstat_set_rights" (func (param i32 i64 i64) (result i32)))"#
+                ),
+                start,
+            ),
             "does not provide",
         ),
         (
-            minimal(&format!(r#"{check} (import "wasi_snapshot_preview1" "proc_raise" (func (param i32) (result i32)))"#), start),
+            minimal(
+                &format!(r#"{check} (import "wasi_snapshot_preview1" "proc_raise" (func (param i32) (result i32)))"#),
+                start,
+            ),
             "does not provide",
         ),
         (minimal(&format!(r#"{check} (import "env" "anything" (func))"#), start), "does not provide"),

@@ -8,7 +8,8 @@ use harness::pipeline::PipelineConfig;
 use integration_tests::replay::{meta, module, replay, Collected};
 use proptest::prelude::*;
 
-const EVENT: &str = r#"{"timestamp":"2020-11-16 19:00:03","event":"view_item","user_id":"u1","site_id":"s","url":"/item/1"}"#;
+const EVENT: &str =
+    r#"{"timestamp":"2020-11-16 19:00:03","event":"view_item","user_id":"u1","site_id":"s","url":"/item/1"}"#;
 
 fn event_at(time: &str) -> Vec<u8> {
     EVENT.replace("2020-11-16 19:00:03", time).into_bytes()
@@ -28,8 +29,16 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("escaped_lone_surrogate", br#"{"timestamp":"\ud800"}"#.to_vec(), "not_json"),
         ("nan", br#"{"timestamp":NaN}"#.to_vec(), "not_json"),
         ("infinity", br#"{"timestamp":-Infinity}"#.to_vec(), "not_json"),
-        ("huge_exponent", br#"{"timestamp":"2020-11-16 19:00:03","event":"e","user_id":"u","url":"/","n":1e999999}"#.to_vec(), "counted"),
-        ("negative_zero", br#"{"timestamp":"2020-11-16 19:00:03","event":"e","user_id":"u","url":"/","n":-0}"#.to_vec(), "counted"),
+        (
+            "huge_exponent",
+            br#"{"timestamp":"2020-11-16 19:00:03","event":"e","user_id":"u","url":"/","n":1e999999}"#.to_vec(),
+            "counted",
+        ),
+        (
+            "negative_zero",
+            br#"{"timestamp":"2020-11-16 19:00:03","event":"e","user_id":"u","url":"/","n":-0}"#.to_vec(),
+            "counted",
+        ),
         ("deep_array_100000", deep_array.into_bytes(), "too_deep"),
         ("deep_object_65", format!("{}1{}", "{\"a\":".repeat(65), "}".repeat(65)).into_bytes(), "too_deep"),
         ("open_brackets_only", "[".repeat(200_000).into_bytes(), "too_deep"),
@@ -38,12 +47,32 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("two_objects", [EVENT.as_bytes(), EVENT.as_bytes()].concat(), "not_json"),
         ("top_level_string", br#""2020-11-16 19:00:03""#.to_vec(), "not_object"),
         ("empty_object", b"{}".to_vec(), "missing_field"),
-        ("timestamp_number", br#"{"timestamp":1605553203000,"event":"e","user_id":"u","url":"/"}"#.to_vec(), "wrong_type"),
+        (
+            "timestamp_number",
+            br#"{"timestamp":1605553203000,"event":"e","user_id":"u","url":"/"}"#.to_vec(),
+            "wrong_type",
+        ),
         ("timestamp_object", br#"{"timestamp":{"$date":"x"}}"#.to_vec(), "wrong_type"),
-        ("group_field_bool", br#"{"timestamp":"2020-11-16 19:00:03","event":true,"user_id":"u","url":"/"}"#.to_vec(), "wrong_type"),
-        ("huge_timestamp_string", format!(r#"{{"timestamp":"{}"}}"#, "9".repeat(300_000)).into_bytes(), "bad_timestamp"),
-        ("huge_group_value_is_not_copied_into_memory", EVENT.replace("u1", &"u".repeat(200_000)).into_bytes(), "field_too_long"),
-        ("huge_unrelated_field", EVENT.replace("\"s\"", &format!("\"{}\"", "s".repeat(200_000))).into_bytes(), "counted"),
+        (
+            "group_field_bool",
+            br#"{"timestamp":"2020-11-16 19:00:03","event":true,"user_id":"u","url":"/"}"#.to_vec(),
+            "wrong_type",
+        ),
+        (
+            "huge_timestamp_string",
+            format!(r#"{{"timestamp":"{}"}}"#, "9".repeat(300_000)).into_bytes(),
+            "bad_timestamp",
+        ),
+        (
+            "huge_group_value_is_not_copied_into_memory",
+            EVENT.replace("u1", &"u".repeat(200_000)).into_bytes(),
+            "field_too_long",
+        ),
+        (
+            "huge_unrelated_field",
+            EVENT.replace("\"s\"", &format!("\"{}\"", "s".repeat(200_000))).into_bytes(),
+            "counted",
+        ),
         ("year_0000", event_at("0000-01-01 00:00:00"), "late"),
         ("year_9999_far_future", event_at("9999-12-31 23:59:59.999"), "future"),
         ("year_10000", event_at("10000-01-01 00:00:00"), "bad_timestamp"),
@@ -104,7 +133,8 @@ fn the_corpus_of_nasty_inputs_never_traps_and_each_gets_its_outcome() {
 #[test]
 fn a_far_future_event_does_not_close_everyone_s_windows() {
     let stream = |bogus: bool| {
-        let mut values: Vec<Vec<u8>> = (0..40).map(|i| event_at(&format!("2020-11-16 19:0{}:{:02}", i / 10, i % 10 * 6))).collect();
+        let mut values: Vec<Vec<u8>> =
+            (0..40).map(|i| event_at(&format!("2020-11-16 19:0{}:{:02}", i / 10, i % 10 * 6))).collect();
         if bogus {
             values.insert(20, event_at("9999-12-31 23:59:59"));
         }
@@ -152,13 +182,17 @@ fn every_bad_setting_stops_the_module_at_start_with_one_clear_line() {
     ];
     let module = module(Limits::default());
     for (variable, value) in cases {
-        let failure = Vm::start(&module, &meta(&[(variable, value)])).err().unwrap_or_else(|| panic!("{variable}={value} started"));
+        let failure = Vm::start(&module, &meta(&[(variable, value)]))
+            .err()
+            .unwrap_or_else(|| panic!("{variable}={value} started"));
         assert!(failure.reason.contains("exited with code: 1"), "{variable}: {failure}");
         let lines: Vec<&str> = failure.last_logs.iter().map(|line| line.text.trim_end()).collect();
         assert_eq!(lines.len(), 1, "{variable}: {lines:?}");
         let expected_variable = if *variable == "WINDOW_SLIDE" && *value == "7s" { "WINDOW_SIZE" } else { variable };
         assert!(
-            lines[0].starts_with(&format!("clickstream-aggregation cannot start: invalid configuration: {expected_variable}=")),
+            lines[0].starts_with(&format!(
+                "clickstream-aggregation cannot start: invalid configuration: {expected_variable}="
+            )),
             "{variable}: {}",
             lines[0]
         );
@@ -173,13 +207,20 @@ fn hostile_value() -> impl Strategy<Value = Vec<u8>> {
         any::<i64>().prop_map(|n| n.to_string()),
         any::<f64>().prop_map(|f| f.to_string()),
         "[ -~]{0,12}".prop_map(|s| format!("{s:?}")),
-        (0i64..400, 0u32..60, 0u32..60).prop_map(|(day, m, s)| format!("\"2020-11-{:02} 19:{m:02}:{s:02}\"", day % 28 + 1)),
+        (0i64..400, 0u32..60, 0u32..60)
+            .prop_map(|(day, m, s)| format!("\"2020-11-{:02} 19:{m:02}:{s:02}\"", day % 28 + 1)),
     ];
     let value = scalar.prop_recursive(4, 32, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(","))),
-            prop::collection::vec((prop_oneof![Just("timestamp"), Just("user_id"), Just("event"), Just("url"), Just("x")], inner), 0..6)
-                .prop_map(|members| format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))),
+            prop::collection::vec(
+                (prop_oneof![Just("timestamp"), Just("user_id"), Just("event"), Just("url"), Just("x")], inner),
+                0..6
+            )
+            .prop_map(|members| format!(
+                "{{{}}}",
+                members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(",")
+            )),
         ]
     });
     prop_oneof![

@@ -16,7 +16,8 @@ fn reasons(collected: &Collected) -> std::collections::BTreeMap<String, usize> {
 
 /// 150,000 events from a million users in five minutes: far more open groups than fit.
 fn crowd(events: u64) -> Vec<Vec<u8>> {
-    Generator::new(GeneratorConfig { events, users: 1_000_000, rate_per_sec: 500.0, seed: 3, ..Default::default() }).collect()
+    Generator::new(GeneratorConfig { events, users: 1_000_000, rate_per_sec: 500.0, seed: 3, ..Default::default() })
+        .collect()
 }
 
 #[test]
@@ -27,7 +28,8 @@ fn more_open_groups_than_fit_in_2_mib_are_refused_not_fatal() {
     assert!(over > 30_000, "the budget refused {over} events");
     assert!(stats.peak_memory_bytes <= 1 << 20, "peak {} bytes", stats.peak_memory_bytes);
     // Refused events are dead-lettered unchanged, so nothing is lost silently.
-    let refused = collected.dead_letters().find(|d| d.header("dead-letter-reason").as_deref() == Some("over_capacity")).unwrap();
+    let refused =
+        collected.dead_letters().find(|d| d.header("dead-letter-reason").as_deref() == Some("over_capacity")).unwrap();
     assert!(refused.value_text().contains("\"user_id\""));
     assert!(refused.header("dead-letter-detail").unwrap().contains("STATE_BUDGET"));
 }
@@ -38,10 +40,13 @@ fn huge_records_on_a_full_state(size: usize, limits: Limits) {
     let padding = "x".repeat(size);
     values.push(format!("{{\"junk\": \"{padding}").into_bytes()); // not JSON: dead-lettered whole
     values.push(
-        format!(r#"{{"timestamp":"2020-11-16 19:00:40","event":"view","user_id":"u","url":"/","notes":"{padding}"}}"#).into_bytes(),
+        format!(r#"{{"timestamp":"2020-11-16 19:00:40","event":"view","user_id":"u","url":"/","notes":"{padding}"}}"#)
+            .into_bytes(),
     );
     // (Not in user_id: the producer keys by it, and key plus value would double the record.)
-    values.push(format!(r#"{{"timestamp":"2020-11-16 19:00:40","event":"view","user_id":"u","url":"{padding}"}}"#).into_bytes());
+    values.push(
+        format!(r#"{{"timestamp":"2020-11-16 19:00:40","event":"view","user_id":"u","url":"{padding}"}}"#).into_bytes(),
+    );
     let (collected, result) = replay(values, &[], PipelineConfig::default(), limits, false);
     result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     // Over DEAD_LETTER_MAX_BYTES, a dead letter is written without its value, which stays in the input topic.
@@ -53,7 +58,10 @@ fn huge_records_on_a_full_state(size: usize, limits: Limits) {
     assert_eq!(huge[0], ("not_json".to_string(), (size + 10).to_string()));
     assert_eq!(huge[1].0, "over_capacity", "the state is full");
     assert_eq!(huge[2].0, "field_too_long");
-    assert!(collected.dead_letters().filter(|d| d.header("dead-letter-omitted-value-bytes").is_some()).all(|d| d.payload.value.is_none()));
+    assert!(collected
+        .dead_letters()
+        .filter(|d| d.header("dead-letter-omitted-value-bytes").is_some())
+        .all(|d| d.payload.value.is_none()));
 }
 
 /// The README's sizing rule: at the broker's defaults, records up to 256 KiB.

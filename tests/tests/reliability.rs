@@ -31,7 +31,13 @@ fn check_against_undisturbed(undisturbed: &Collected, disturbed: &Collected) -> 
         let true_count = truth.get(&key).copied();
         prop_assert!(true_count.is_some(), "row {} is not in the undisturbed run", key);
         if is_incomplete(row) {
-            prop_assert!(count <= true_count.unwrap(), "incomplete row {} counts {} > {}", key, count, true_count.unwrap());
+            prop_assert!(
+                count <= true_count.unwrap(),
+                "incomplete row {} counts {} > {}",
+                key,
+                count,
+                true_count.unwrap()
+            );
         } else {
             prop_assert_eq!(Some(count), true_count, "complete row {} differs", key);
         }
@@ -40,7 +46,8 @@ fn check_against_undisturbed(undisturbed: &Collected, disturbed: &Collected) -> 
 }
 
 fn run(values: &[Vec<u8>], restart_at: Vec<(Option<u32>, i64)>, restart_every: Option<u64>) -> Collected {
-    let config = PipelineConfig { record_time: RecordTime::Event, restart_at, restart_every, ..PipelineConfig::default() };
+    let config =
+        PipelineConfig { record_time: RecordTime::Event, restart_at, restart_every, ..PipelineConfig::default() };
     let env = [("WATERMARK_DELAY", "5s"), ("WINDOW_SIZE", "1m")];
     let (collected, result) = replay(values.to_vec(), &env, config, Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
@@ -98,7 +105,7 @@ fn the_books_balance_on_skewed_partitions_sharing_vms() {
     let lag_partition_zero = |line: Vec<u8>| -> Vec<u8> {
         let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(&line) else { return line };
         let (Some(user), Some(time)) = (event["user_id"].as_str(), event["timestamp"].as_str()) else { return line };
-        if (harness::pipeline::murmur2(user.as_bytes()) & 0x7fff_ffff) % 4 != 0 {
+        if !(harness::pipeline::murmur2(user.as_bytes()) & 0x7fff_ffff).is_multiple_of(4) {
             return line;
         }
         let Some(ms) = clickstream_aggregation::time::parse_timestamp_ms(time) else { return line };
@@ -127,6 +134,11 @@ fn the_books_balance_on_skewed_partitions_sharing_vms() {
     }
     assert_eq!(records as u64, stats.records_in, "each input record, and the closing heartbeat of each partition");
     // The lagging partition made events late on shard 0 only; the generator's late events are late everywhere.
-    let late = |shard: u32| collected.dead_letters().filter(|d| d.shard == shard && d.header("dead-letter-reason").as_deref() == Some("late")).count();
+    let late = |shard: u32| {
+        collected
+            .dead_letters()
+            .filter(|d| d.shard == shard && d.header("dead-letter-reason").as_deref() == Some("late"))
+            .count()
+    };
     assert!(late(0) > 3 * late(1), "late on shard 0: {}, on shard 1: {}", late(0), late(1));
 }

@@ -45,7 +45,11 @@ fn check(generator: GeneratorConfig, env: &[(&str, &str)], partitions: u32, shar
     let records = values.len();
     let (collected, result) = replay(values, env, pipeline, Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("the module failed: {failure}"));
-    assert_eq!(stats.records_in as usize, records + 2 * partitions as usize, "input, then two heartbeats per partition");
+    assert_eq!(
+        stats.records_in as usize,
+        records + 2 * partitions as usize,
+        "input, then two heartbeats per partition"
+    );
 
     let meta = meta(env);
     let ms = |name: &str| {
@@ -90,25 +94,36 @@ fn in_order_stream_one_partition() {
 
 #[test]
 fn out_of_order_and_late_stream() {
-    let generator = GeneratorConfig { events: 4_000, jitter_ms: 20_000, late_percent: 2.0, seed: 3, ..Default::default() };
+    let generator =
+        GeneratorConfig { events: 4_000, jitter_ms: 20_000, late_percent: 2.0, seed: 3, ..Default::default() };
     let collected = check(generator, &[("WATERMARK_DELAY", "5s")], 1, 1);
     assert!(collected.dead_letters().any(|d| d.header("dead-letter-reason").as_deref() == Some("late")));
 }
 
 #[test]
 fn malformed_records_mixed_in() {
-    let generator = GeneratorConfig { events: 4_000, malformed_percent: 10.0, jitter_ms: 2_000, seed: 5, ..Default::default() };
+    let generator =
+        GeneratorConfig { events: 4_000, malformed_percent: 10.0, jitter_ms: 2_000, seed: 5, ..Default::default() };
     let collected = check(generator, &[], 1, 1);
     let reasons: std::collections::BTreeSet<String> =
         collected.dead_letters().filter_map(|d| d.header("dead-letter-reason")).collect();
-    for reason in ["not_json", "missing_field", "bad_timestamp", "not_object", "wrong_type", "invalid_utf8", "too_deep", "future"] {
+    for reason in
+        ["not_json", "missing_field", "bad_timestamp", "not_object", "wrong_type", "invalid_utf8", "too_deep", "future"]
+    {
         assert!(reasons.contains(reason), "no {reason} among {reasons:?}");
     }
 }
 
 #[test]
 fn several_partitions_and_shards_share_vms() {
-    let generator = GeneratorConfig { events: 6_000, users: 80, jitter_ms: 3_000, late_percent: 1.0, seed: 9, ..Default::default() };
+    let generator = GeneratorConfig {
+        events: 6_000,
+        users: 80,
+        jitter_ms: 3_000,
+        late_percent: 1.0,
+        seed: 9,
+        ..Default::default()
+    };
     let collected = check(generator, &[], 4, 2);
     assert_eq!(collected.delivered.len(), 2);
     let partitions: std::collections::BTreeSet<u32> = collected.rows().map(|row| row.partition).collect();

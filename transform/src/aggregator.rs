@@ -218,12 +218,16 @@ impl Aggregator {
 
         let field = &self.config.timestamp_field;
         let timestamp = text_member(self.reader.member(0), field, Reason::BadTimestamp)?;
-        let event_ms = parse_timestamp_ms(timestamp)
-            .ok_or_else(|| (Reason::BadTimestamp, format!("field {field:?} is not a timestamp: {:?}", clip(timestamp))))?;
+        let event_ms = parse_timestamp_ms(timestamp).ok_or_else(|| {
+            (Reason::BadTimestamp, format!("field {field:?} is not a timestamp: {:?}", clip(timestamp)))
+        })?;
         if event_ms > record_ms.saturating_add(self.config.max_event_ahead_ms) {
             return Err((
                 Reason::Future,
-                format!("event time {timestamp:?} is more than {}ms after the record timestamp {record_ms}", self.config.max_event_ahead_ms),
+                format!(
+                    "event time {timestamp:?} is more than {}ms after the record timestamp {record_ms}",
+                    self.config.max_event_ahead_ms
+                ),
             ));
         }
         let mut sink = RowSinkFor { rows: &mut self.rows, totals: &mut self.totals, config: &self.config, out };
@@ -246,7 +250,11 @@ impl Aggregator {
             }
             Admission::OverCapacity => Err((
                 Reason::OverCapacity,
-                format!("state is at {} of STATE_BUDGET {} bytes", self.engine.stats().state_bytes, self.config.state_budget_bytes),
+                format!(
+                    "state is at {} of STATE_BUDGET {} bytes",
+                    self.engine.stats().state_bytes,
+                    self.config.state_budget_bytes
+                ),
             )),
         }
     }
@@ -271,7 +279,9 @@ fn text_member<'a>(member: Member<'a>, name: &str, too_long: Reason) -> Result<&
         Member::Text(text) => Ok(text),
         Member::TooLong => Err((too_long, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long"))),
         Member::Missing => Err((Reason::MissingField, format!("field {name:?} is missing"))),
-        Member::Other(kind) => Err((Reason::WrongType, format!("field {name:?} is {}, expected a string", kind.name()))),
+        Member::Other(kind) => {
+            Err((Reason::WrongType, format!("field {name:?} is {}, expected a string", kind.name())))
+        }
     }
 }
 
@@ -421,14 +431,19 @@ mod tests {
     }
 
     fn event(time: &str, user: &str) -> String {
-        format!(r#"{{"timestamp":"{time}","event":"view_item","user_id":"{user}","site_id":"s","url":"/item/1","on_site_seconds":5,"viewed_percent":30}}"#)
+        format!(
+            r#"{{"timestamp":"{time}","event":"view_item","user_id":"{user}","site_id":"s","url":"/item/1","on_site_seconds":5,"viewed_percent":30}}"#
+        )
     }
 
     #[test]
     fn writes_rows_in_the_flink_format_with_an_identity_key() {
         let mut agg = aggregator(&[]);
         let mut out = Collected::default();
-        assert_eq!(agg.on_record(Some(event("2022-10-30 19:40:01", "user_3").as_bytes()), NOW, &mut out), Outcome::Counted);
+        assert_eq!(
+            agg.on_record(Some(event("2022-10-30 19:40:01", "user_3").as_bytes()), NOW, &mut out),
+            Outcome::Counted
+        );
         agg.on_record(Some(event("2022-10-30 19:50:00", "user_4").as_bytes()), NOW, &mut out);
         let (key, value, incomplete) = &out.rows[0];
         assert_eq!(key, r#"["2022-10-30 19:35:10","user_3","view_item","/item/1"]"#);
@@ -447,8 +462,16 @@ mod tests {
         agg.on_record(Some(event("2022-10-30 19:40:01", "u").as_bytes()), NOW, &mut out);
         agg.on_record(Some(event("2022-10-30 19:40:02", "u").as_bytes()), NOW, &mut out);
         agg.on_record(Some(event("2022-10-30 19:50:00", "u").as_bytes()), NOW, &mut out);
-        assert!(out.rows.iter().take(30).all(|(_, value, marked)| *marked && value.ends_with(",\"event_count\":2,\"incomplete\":true}")));
-        assert!(out.rows[30..].iter().all(|(_, value, marked)| !*marked && !value.contains("incomplete")), "{:?}", &out.rows[30..]);
+        assert!(out
+            .rows
+            .iter()
+            .take(30)
+            .all(|(_, value, marked)| *marked && value.ends_with(",\"event_count\":2,\"incomplete\":true}")));
+        assert!(
+            out.rows[30..].iter().all(|(_, value, marked)| !*marked && !value.contains("incomplete")),
+            "{:?}",
+            &out.rows[30..]
+        );
 
         let mut agg = aggregator(&[("INCOMPLETE_WINDOWS", "drop")]);
         let mut out = Collected::default();
@@ -467,10 +490,26 @@ mod tests {
             (Some(b"{\"timestamp\":".to_vec()), Reason::NotJson, "invalid JSON at byte 13"),
             (Some(b"[1,2]".to_vec()), Reason::NotObject, "not a JSON object"),
             (Some(format!("{{\"a\":{}{}}}", "[".repeat(100), "]".repeat(100)).into_bytes()), Reason::TooDeep, "64"),
-            (Some(br#"{"event":"e","user_id":"u","url":"/"}"#.to_vec()), Reason::MissingField, "\"timestamp\" is missing"),
-            (Some(br#"{"timestamp":"2022-10-30 19:40:01","event":"e","url":"/"}"#.to_vec()), Reason::MissingField, "\"user_id\" is missing"),
-            (Some(br#"{"timestamp":1667158801000,"event":"e","user_id":"u","url":"/"}"#.to_vec()), Reason::WrongType, "is a number"),
-            (Some(br#"{"timestamp":"2022-10-30 19:40:01","event":"e","user_id":null,"url":"/"}"#.to_vec()), Reason::WrongType, "\"user_id\" is null"),
+            (
+                Some(br#"{"event":"e","user_id":"u","url":"/"}"#.to_vec()),
+                Reason::MissingField,
+                "\"timestamp\" is missing",
+            ),
+            (
+                Some(br#"{"timestamp":"2022-10-30 19:40:01","event":"e","url":"/"}"#.to_vec()),
+                Reason::MissingField,
+                "\"user_id\" is missing",
+            ),
+            (
+                Some(br#"{"timestamp":1667158801000,"event":"e","user_id":"u","url":"/"}"#.to_vec()),
+                Reason::WrongType,
+                "is a number",
+            ),
+            (
+                Some(br#"{"timestamp":"2022-10-30 19:40:01","event":"e","user_id":null,"url":"/"}"#.to_vec()),
+                Reason::WrongType,
+                "\"user_id\" is null",
+            ),
             (Some(event("2022-10-30 19:40:01", &long).into_bytes()), Reason::FieldTooLong, "over 1024 bytes"),
             (Some(event("2022-10-30 25:40:01", "u").into_bytes()), Reason::BadTimestamp, "2022-10-30 25:40:01"),
             (Some(event("9999-12-31 23:59:59", "u").into_bytes()), Reason::Future, "more than 3600000ms after"),
@@ -509,7 +548,11 @@ mod tests {
         agg.on_record(Some(event("2022-10-30 19:50:00", "u").as_bytes()), NOW, &mut out);
         let late = agg.on_record(Some(event("2022-10-30 19:40:00", "u").as_bytes()), NOW, &mut out);
         assert_eq!(late, Outcome::DeadLetter(Reason::Late));
-        assert!(out.dead_letters[0].2.contains("behind the watermark \"2022-10-30 19:49:59.999\""), "{}", out.dead_letters[0].2);
+        assert!(
+            out.dead_letters[0].2.contains("behind the watermark \"2022-10-30 19:49:59.999\""),
+            "{}",
+            out.dead_letters[0].2
+        );
         let over = (0..1_000)
             .map(|i| agg.on_record(Some(event("2022-10-30 19:50:01", &format!("user{i}")).as_bytes()), NOW, &mut out))
             .filter(|outcome| *outcome == Outcome::DeadLetter(Reason::OverCapacity))

@@ -78,7 +78,8 @@ impl Config {
             let default = VARIABLES.iter().find(|(name, _)| *name == variable).and_then(|(_, default)| *default);
             (lookup(variable).unwrap_or_else(|| default.unwrap_or_default().to_string()), variable)
         };
-        let error = |(value, variable): (String, &'static str), allowed: String| ConfigError { variable, value, allowed };
+        let error =
+            |(value, variable): (String, &'static str), allowed: String| ConfigError { variable, value, allowed };
 
         let duration = |setting: (String, &'static str), minimum: u64| -> Result<u64, ConfigError> {
             match parse_duration_ms(&setting.0) {
@@ -126,14 +127,22 @@ impl Config {
             };
             return Err(error(
                 group_setting,
-                format!("{problem}; expected a comma-separated list of distinct fields from: {}", GROUPABLE_FIELDS.join(", ")),
+                format!(
+                    "{problem}; expected a comma-separated list of distinct fields from: {}",
+                    GROUPABLE_FIELDS.join(", ")
+                ),
             ));
         }
 
         let budget_setting = read("STATE_BUDGET");
         let state_budget_bytes = match parse_size_bytes(&budget_setting.0) {
             Some(bytes) if (16 << 10..=1 << 32).contains(&bytes) => bytes as usize,
-            _ => return Err(error(budget_setting, "expected a size from 16KiB to 4096MiB, like 768KiB or 1MiB (B, KiB or MiB)".into())),
+            _ => {
+                return Err(error(
+                    budget_setting,
+                    "expected a size from 16KiB to 4096MiB, like 768KiB or 1MiB (B, KiB or MiB)".into(),
+                ))
+            }
         };
 
         let max_event_ahead_ms = duration(read("MAX_EVENT_AHEAD"), 0)? as i64;
@@ -141,7 +150,9 @@ impl Config {
         let copy_setting = read("DEAD_LETTER_MAX_BYTES");
         let dead_letter_max_bytes = match parse_size_bytes(&copy_setting.0) {
             Some(bytes) if bytes <= 128 << 20 => bytes as usize,
-            _ => return Err(error(copy_setting, "expected a size from 0 to 128MiB, like 64KiB (B, KiB or MiB)".into())),
+            _ => {
+                return Err(error(copy_setting, "expected a size from 0 to 128MiB, like 64KiB (B, KiB or MiB)".into()))
+            }
         };
 
         let incomplete_setting = read("INCOMPLETE_WINDOWS");
@@ -191,7 +202,8 @@ mod tests {
     }
 
     fn with_outputs(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut vars = vec![("REDPANDA_OUTPUT_TOPIC_0", "clickstream_aggregated"), ("REDPANDA_OUTPUT_TOPIC_1", "clickstream_dlq")];
+        let mut vars =
+            vec![("REDPANDA_OUTPUT_TOPIC_0", "clickstream_aggregated"), ("REDPANDA_OUTPUT_TOPIC_1", "clickstream_dlq")];
         vars.extend_from_slice(extra);
         config(&vars)
     }
@@ -211,7 +223,8 @@ mod tests {
 
     #[test]
     fn accepts_tumbling_windows_and_custom_groups() {
-        let config = config(&[("WINDOW_SIZE", "1m"), ("WINDOW_SLIDE", "60s"), ("GROUP_BY", " site_id , event ")]).unwrap();
+        let config =
+            config(&[("WINDOW_SIZE", "1m"), ("WINDOW_SLIDE", "60s"), ("GROUP_BY", " site_id , event ")]).unwrap();
         assert_eq!(config.window, WindowSpec::new(60_000, 60_000, 1).unwrap());
         assert_eq!(config.group_by, ["site_id", "event"]);
         assert_eq!(config.dead_letter_topic, None);
@@ -247,7 +260,9 @@ mod tests {
         assert!(message(&[("TIMESTAMP_FIELD", " ")]).contains("TIMESTAMP_FIELD"));
         assert!(message(&[("MAX_EVENT_AHEAD", "soon")]).contains("MAX_EVENT_AHEAD"));
         assert!(message(&[("STATE_BUDGET", "1KiB")]).contains("from 16KiB"));
-        assert!(message(&[("DEAD_LETTER_MAX_BYTES", "1GiB")]).contains("DEAD_LETTER_MAX_BYTES=\"1GiB\": expected a size"));
+        assert!(
+            message(&[("DEAD_LETTER_MAX_BYTES", "1GiB")]).contains("DEAD_LETTER_MAX_BYTES=\"1GiB\": expected a size")
+        );
         assert!(message(&[("DEAD_LETTER_TOPIC", "clickstream_aggregated")]).contains("other than the first"));
     }
 

@@ -32,7 +32,7 @@ pub fn format_duration_ms(ms: u64) -> String {
     let (name, scale) = DURATION_UNITS
         .iter()
         .rev()
-        .find(|(_, scale)| ms != 0 && ms % scale == 0)
+        .find(|(_, scale)| ms != 0 && ms.is_multiple_of(*scale))
         .copied()
         .unwrap_or(("ms", 1));
     format!("{}{}", ms / scale, name)

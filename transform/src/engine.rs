@@ -419,7 +419,10 @@ mod tests {
         assert_eq!(rows.0.len(), 30);
         let stats = engine.stats();
         assert_eq!((stats.open_panes, stats.open_groups, stats.open_strings), (1, 1, 1));
-        assert_eq!(stats.state_bytes, PANE_BYTES + PANE_ENTRY_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 1);
+        assert_eq!(
+            stats.state_bytes,
+            PANE_BYTES + PANE_ENTRY_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 1
+        );
     }
 
     #[test]

@@ -218,7 +218,11 @@ impl Cursor<'_> {
                         outer_kind.get_or_insert(if opening == b'{' { JsonKind::Object } else { JsonKind::Array });
                         continue;
                     }
-                    if opening == b'{' { JsonKind::Object } else { JsonKind::Array }
+                    if opening == b'{' {
+                        JsonKind::Object
+                    } else {
+                        JsonKind::Array
+                    }
                 }
                 Some(b'"') => {
                     self.read_string(None)?;
@@ -467,10 +471,32 @@ mod tests {
             assert_eq!(reader.read(text), Err(JsonError::NotObject), "{text}");
         }
         for text in [
-            "", "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":1} x", "[1,]", "{'a':1}", "{\"a\":NaN}",
-            "{\"a\":Infinity}", "{\"a\":-}", "{\"a\":01}", "{\"a\":1.}", "{\"a\":1e}", "{\"a\":\"\\x\"}",
-            "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"tab\there\"}", "{\"a\":tru}", "{\"a\":[1 2]}",
-            "{\"a\":{\"b\":1]}", "{\"a\":[1}", "{\"a\":\"\\u12\"}", "{\"a\" 1}", "nul",
+            "",
+            "{",
+            "}",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{\"a\":1} x",
+            "[1,]",
+            "{'a':1}",
+            "{\"a\":NaN}",
+            "{\"a\":Infinity}",
+            "{\"a\":-}",
+            "{\"a\":01}",
+            "{\"a\":1.}",
+            "{\"a\":1e}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\ud800\"}",
+            "{\"a\":\"\\udc00\"}",
+            "{\"a\":\"tab\there\"}",
+            "{\"a\":tru}",
+            "{\"a\":[1 2]}",
+            "{\"a\":{\"b\":1]}",
+            "{\"a\":[1}",
+            "{\"a\":\"\\u12\"}",
+            "{\"a\" 1}",
+            "nul",
         ] {
             assert!(matches!(reader.read(text), Err(JsonError::Syntax(_))), "{text:?}");
         }
@@ -489,7 +515,8 @@ mod tests {
     #[test]
     fn refuses_nesting_deeper_than_the_limit() {
         let mut reader = reader();
-        let nested = |depth: u32| format!("{{\"a\":{}1{}}}", "[".repeat(depth as usize - 1), "]".repeat(depth as usize - 1));
+        let nested =
+            |depth: u32| format!("{{\"a\":{}1{}}}", "[".repeat(depth as usize - 1), "]".repeat(depth as usize - 1));
         assert_eq!(reader.read(&nested(MAX_DEPTH)), Ok(()));
         assert_eq!(reader.read(&nested(MAX_DEPTH + 1)), Err(JsonError::TooDeep));
         let hostile = "[".repeat(1_000_000);

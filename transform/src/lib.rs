@@ -4,10 +4,10 @@
 //! event, counts it in the window [`engine::Engine`] and pushes rows and dead letters into an
 //! [`aggregator::Output`]. Nothing here knows about Redpanda, so all of it is tested natively.
 
+pub mod aggregator;
+pub mod config;
 pub mod duration;
 pub mod engine;
 pub mod intern;
 pub mod json;
 pub mod time;
-pub mod aggregator;
-pub mod config;

@@ -26,7 +26,9 @@ mod module {
         Aggregator, Output, Reason, DETAIL_HEADER, INCOMPLETE_HEADER, OMITTED_VALUE_HEADER, REASON_HEADER,
     };
     use clickstream_aggregation::config::Config;
-    use redpanda_transform_sdk::{on_record_written, BorrowedHeader, BorrowedRecord, RecordWriter, WriteEvent, WriteOptions, WrittenRecord};
+    use redpanda_transform_sdk::{
+        on_record_written, BorrowedHeader, BorrowedRecord, RecordWriter, WriteEvent, WriteOptions, WrittenRecord,
+    };
 
     pub fn run() {
         let config = match Config::from_env(|name| std::env::var(name).ok()) {
@@ -47,7 +49,10 @@ mod module {
             let mut aggregator = aggregator.borrow_mut();
             aggregator.on_record(record.value(), record_ms, &mut output);
             if output.failed_writes > 0 {
-                log_line(&format!("{} writes were refused by the broker while handling one record", output.failed_writes));
+                log_line(&format!(
+                    "{} writes were refused by the broker while handling one record",
+                    output.failed_writes
+                ));
             }
             // Never return an error: the SDK would turn it into a trap, and the broker would retry forever.
             Ok::<(), std::convert::Infallible>(())
@@ -70,7 +75,11 @@ mod module {
 
     impl Output for SdkOutput<'_, '_> {
         fn row(&mut self, key: &[u8], value: &[u8], incomplete: bool) {
-            let headers = if incomplete { vec![BorrowedHeader::new(INCOMPLETE_HEADER.as_bytes(), Some(b"true"))] } else { Vec::new() };
+            let headers = if incomplete {
+                vec![BorrowedHeader::new(INCOMPLETE_HEADER.as_bytes(), Some(b"true"))]
+            } else {
+                Vec::new()
+            };
             if self.writer.write(BorrowedRecord::new_with_headers(Some(key), Some(value), headers)).is_err() {
                 self.failed_writes += 1;
             }
