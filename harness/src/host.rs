@@ -458,7 +458,9 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
          producer_epoch: i32,
          base_sequence: i32|
          -> wasmtime::Result<i32> {
-            note_record_fuel(&mut caller)?;
+            if caller.data().started {
+                note_record_fuel(&mut caller)?;
+            }
             let state = caller.data_mut();
             let finished = std::mem::take(&mut state.output);
             state.current = None;

@@ -148,6 +148,18 @@ fn a_far_future_event_does_not_close_everyone_s_windows() {
     assert_eq!(reasons, ["future"]);
 }
 
+/// Regression: the harness once closed windows from the far-future event's time, a year-10000 heartbeat
+/// that the module refused as a bad timestamp, so no window closed.
+#[test]
+fn close_windows_ignores_an_unbelievable_far_future_event() {
+    let values = vec![event_at("2020-11-16 19:00:03"), event_at("9999-12-31 23:59:59")];
+    let (collected, result) = replay(values, &[], PipelineConfig::default(), Limits::default(), true);
+    result.unwrap();
+    assert_eq!(collected.rows().count(), 30, "the one real event's windows all closed");
+    let reasons: Vec<String> = collected.dead_letters().filter_map(|d| d.header("dead-letter-reason")).collect();
+    assert_eq!(reasons, ["future"]);
+}
+
 #[test]
 fn heartbeats_close_the_windows_of_a_quiet_partition_and_are_counted_nowhere() {
     let mut values = vec![event_at("2020-11-16 19:00:03"), event_at("2020-11-16 19:00:04")];

@@ -129,7 +129,7 @@ impl Aggregator {
     pub fn describe(&self) -> String {
         let window = self.config.window;
         format!(
-            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} timestamp_field={} state_budget={}B max_event_ahead={}ms incomplete_windows={:?} dead_letter_topic={}",
+            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} timestamp_field={} state_budget={}B max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={}",
             window.size_ms(),
             window.slide_ms(),
             window.delay_ms(),
@@ -137,8 +137,9 @@ impl Aggregator {
             self.config.timestamp_field,
             self.config.state_budget_bytes,
             self.config.max_event_ahead_ms,
-            self.config.incomplete,
+            self.config.incomplete.name(),
             self.config.dead_letter_topic.as_deref().unwrap_or("none (dead letters are counted and skipped)"),
+            self.config.dead_letter_max_bytes,
         )
     }
 

@@ -69,6 +69,20 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl IncompletePolicy {
+    pub const ALL: [IncompletePolicy; 3] =
+        [IncompletePolicy::Mark, IncompletePolicy::MarkValue, IncompletePolicy::Drop];
+
+    /// The setting's value for this policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            IncompletePolicy::Mark => "mark",
+            IncompletePolicy::MarkValue => "mark-value",
+            IncompletePolicy::Drop => "drop",
+        }
+    }
+}
+
 impl Config {
     /// Reads the configuration through `lookup` (the process environment in the module).
     /// The dead-letter topic defaults to the second output topic, `REDPANDA_OUTPUT_TOPIC_1`, if there is one;
@@ -157,10 +171,10 @@ impl Config {
 
         let incomplete_setting = read("INCOMPLETE_WINDOWS");
         let incomplete = match incomplete_setting.0.trim() {
-            "mark" => IncompletePolicy::Mark,
-            "mark-value" => IncompletePolicy::MarkValue,
-            "drop" => IncompletePolicy::Drop,
-            _ => return Err(error(incomplete_setting, "expected one of: mark, mark-value, drop".into())),
+            text => match IncompletePolicy::ALL.iter().find(|policy| policy.name() == text) {
+                Some(policy) => *policy,
+                None => return Err(error(incomplete_setting, "expected one of: mark, mark-value, drop".into())),
+            },
         };
 
         let outputs: Vec<String> = (0..8).map_while(|i| lookup(&format!("REDPANDA_OUTPUT_TOPIC_{i}"))).collect();
@@ -273,6 +287,11 @@ mod tests {
             with_outputs(&[("DEAD_LETTER_TOPIC", "clickstream_dlq")]).unwrap().dead_letter_topic.as_deref(),
             Some("clickstream_dlq")
         );
+    }
+
+    /// Regression: naming a dead-letter topic when there were no output topics indexed past the end.
+    #[test]
+    fn a_dead_letter_topic_without_output_topics_is_an_error_not_a_panic() {
         let no_outputs = config(&[("DEAD_LETTER_TOPIC", "x")]).unwrap_err();
         assert!(no_outputs.to_string().contains("there are none"), "{no_outputs}");
     }
