@@ -170,11 +170,10 @@ impl Config {
         };
 
         let incomplete_setting = read("INCOMPLETE_WINDOWS");
-        let incomplete = match incomplete_setting.0.trim() {
-            text => match IncompletePolicy::ALL.iter().find(|policy| policy.name() == text) {
-                Some(policy) => *policy,
-                None => return Err(error(incomplete_setting, "expected one of: mark, mark-value, drop".into())),
-            },
+        let incomplete = match IncompletePolicy::ALL.iter().find(|policy| policy.name() == incomplete_setting.0.trim())
+        {
+            Some(policy) => *policy,
+            None => return Err(error(incomplete_setting, "expected one of: mark, mark-value, drop".into())),
         };
 
         let outputs: Vec<String> = (0..8).map_while(|i| lookup(&format!("REDPANDA_OUTPUT_TOPIC_{i}"))).collect();
