@@ -22,11 +22,14 @@ clean:
 
 HARNESS := target/debug/harness
 DEMO_DIR := demo-out
+# Built with the same feature set as `cargo test --workspace` (dev-dependencies included), so the
+# demo and the tests share one build of the wasmtime stack instead of compiling it twice.
+BUILD_HARNESS := $(CARGO) build --workspace --all-targets
 
 # Generate 30 minutes of a realistic clickstream (with some disorder, late and malformed records),
 # replay it through the module as the broker would, and show the busiest groups.
 demo: build
-	$(CARGO) build -p harness
+	$(BUILD_HARNESS)
 	@mkdir -p $(DEMO_DIR)
 	$(HARNESS) generate --seed 42 --events 36000 --users 200 --rate 20 --jitter 3s \
 		--late-percent 0.5 --malformed-percent 0.5 --output $(DEMO_DIR)/clickstream.jsonl
@@ -38,7 +41,7 @@ demo: build
 # Benchmarks (not tests): native record-handler throughput, then the module in the harness.
 bench: build
 	$(CARGO) bench -p clickstream-aggregation
-	$(CARGO) build -p harness
+	$(BUILD_HARNESS)
 	$(HARNESS) generate --seed 7 --events 200000 --users 50 --output target/bench-clickstream.jsonl
 	$(HARNESS) replay --wasm $(MODULE) --transform-yaml transform.yaml --input target/bench-clickstream.jsonl \
 		--output /dev/null --quiet
