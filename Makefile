@@ -13,8 +13,11 @@ build: wasm-target
 	RUSTFLAGS=-Ctarget-feature=+simd128 $(CARGO) build --release --target $(WASM_TARGET)
 	cp target/$(WASM_TARGET)/release/clickstream-aggregation.wasm $(MODULE)
 
+# The container test runs on its own with --nocapture, so its SKIPPED line shows where Docker is missing.
+CONTAINER_TEST := the_broker_writes_the_rows_the_harness_predicts
 test: build fuzz-check
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace -- --skip $(CONTAINER_TEST)
+	$(CARGO) test -p integration-tests --test redpanda_container -- --nocapture
 
 clean:
 	$(CARGO) clean

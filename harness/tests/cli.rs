@@ -173,3 +173,30 @@ fn bad_flags_are_refused_with_the_flag_named() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn injected_restarts_are_reported_in_the_summary() {
+    let dir = scratch("restarts");
+    let events = dir.join("events.jsonl");
+    let out = harness(&["generate", "--events", "2000", "--output", events.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = harness(&[
+        "replay",
+        "--wasm",
+        module().to_str().unwrap(),
+        "--input",
+        events.to_str().unwrap(),
+        "--output",
+        "/dev/null",
+        "--restart-at",
+        "500",
+        "--restart-at",
+        "0:1500",
+        "--restart-every",
+        "900",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("restarts 4,"), "two at offsets, two every 900 new records: {stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
