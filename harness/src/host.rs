@@ -156,10 +156,6 @@ impl TransformModule {
         })?;
         Ok(TransformModule { engine, pre, limits, imports_schema_registry })
     }
-
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
 }
 
 /// The deploy-time checks of the broker (`wasmtime_runtime::validate`). Returns whether the module uses

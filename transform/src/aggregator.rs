@@ -21,7 +21,7 @@ pub const DETAIL_HEADER: &str = "dead-letter-detail";
 pub const OMITTED_VALUE_HEADER: &str = "dead-letter-omitted-value-bytes";
 
 macro_rules! reasons {
-    ($($variant:ident => $name:literal: $meaning:literal,)*) => {
+    ($($variant:ident => $name:literal,)*) => {
         /// Why a record went to the dead-letter topic; `name()` is the value of the reason header.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Reason { $($variant,)* }
@@ -33,26 +33,23 @@ macro_rules! reasons {
                 match self { $(Reason::$variant => $name,)* }
             }
 
-            pub fn meaning(self) -> &'static str {
-                match self { $(Reason::$variant => $meaning,)* }
-            }
         }
     };
 }
 
 reasons! {
-    NoValue => "no_value": "the record has no value (null)",
-    InvalidUtf8 => "invalid_utf8": "the value is not UTF-8 text",
-    NotJson => "not_json": "the value is not valid JSON",
-    NotObject => "not_object": "the value is JSON but not an object",
-    TooDeep => "too_deep": "the value nests deeper than 64 levels",
-    MissingField => "missing_field": "the timestamp or a group-by field is absent",
-    WrongType => "wrong_type": "the timestamp or a group-by field is not a string",
-    FieldTooLong => "field_too_long": "a group-by value is longer than 1024 bytes",
-    BadTimestamp => "bad_timestamp": "the timestamp is not YYYY-MM-DD HH:MM:SS[.fff] (or ISO with T/Z)",
-    Future => "future": "the event time is more than MAX_EVENT_AHEAD after the record's timestamp",
-    Late => "late": "every window containing the event has already fired",
-    OverCapacity => "over_capacity": "counting the event needs state beyond STATE_BUDGET",
+    NoValue => "no_value",
+    InvalidUtf8 => "invalid_utf8",
+    NotJson => "not_json",
+    NotObject => "not_object",
+    TooDeep => "too_deep",
+    MissingField => "missing_field",
+    WrongType => "wrong_type",
+    FieldTooLong => "field_too_long",
+    BadTimestamp => "bad_timestamp",
+    Future => "future",
+    Late => "late",
+    OverCapacity => "over_capacity",
 }
 
 /// Where the handler's results go. The module implements it with the SDK's writer; tests collect.
@@ -111,10 +108,6 @@ impl Aggregator {
             log: LogLimiter::default(),
             config,
         }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     pub fn totals(&self) -> &Totals {

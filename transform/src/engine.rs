@@ -125,10 +125,6 @@ impl Engine {
         }
     }
 
-    pub fn spec(&self) -> WindowSpec {
-        self.spec
-    }
-
     /// Counts one event of `group` at `event_ms`, then advances the watermark, firing what it passes.
     pub fn observe(&mut self, event_ms: i64, group: &[&str], sink: &mut impl RowSink) -> Admission {
         let pane = self.spec.pane_of(event_ms);
@@ -138,12 +134,6 @@ impl Engine {
         let admission = if self.count(pane, group) { Admission::Counted } else { Admission::OverCapacity };
         self.advance(event_ms, sink);
         admission
-    }
-
-    /// Whether an event at `event_ms` would be late now.
-    pub fn is_late(&self, event_ms: i64) -> bool {
-        let pane = self.spec.pane_of(event_ms);
-        self.watermark_ms().is_some_and(|watermark| pane <= self.spec.fired_through(watermark))
     }
 
     /// Moves the watermark to `event_ms − delay` if that is ahead, firing every window it passes.
@@ -369,7 +359,6 @@ mod tests {
         let mut rows = Collect::default();
         engine.observe(at("19:00:00"), &["A"], &mut rows);
         engine.observe(at("19:06:00"), &["A"], &mut rows);
-        assert!(engine.is_late(at("19:00:59.999")));
         // The watermark is 19:05:59.999, so the window [19:01:00, 19:06:00) has fired too.
         assert_eq!(engine.observe(at("19:01:00"), &["A"], &mut rows), Admission::Late);
         assert_eq!(engine.observe(at("19:01:10"), &["A"], &mut rows), Admission::Counted);
