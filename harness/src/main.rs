@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clickstream_aggregation::aggregator::{DETAIL_HEADER, REASON_HEADER};
 use clickstream_aggregation::duration::{parse_duration_ms, parse_size_bytes};
 use clickstream_aggregation::time::parse_timestamp_ms;
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{Limits, LogLine, TransformMeta, TransformModule};
 use harness::input::{InputFormat, RecordReader};
-use harness::pipeline::{dead_letter_reason, OutputRecord, OutputSink, Pipeline, PipelineConfig, RecordTime, RunStats};
+use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, RecordTime, RunStats};
 use harness::report::TopGroups;
+use harness::wire::Payload;
 
 #[derive(Parser)]
 #[command(
@@ -255,15 +257,15 @@ struct FileSink {
     format: OutputFormat,
     logs: Option<Box<dyn Write>>,
     last_log: Option<String>,
-    top: TopGroups,
+    /// Only with `--top`: it parses every row.
+    top: Option<TopGroups>,
 }
 
 impl OutputSink for FileSink {
     fn record(&mut self, record: &OutputRecord<'_>) -> anyhow::Result<()> {
-        let text = |bytes: &Option<Vec<u8>>| bytes.as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
         if record.topic_index == 0 {
-            if let Some(value) = &record.payload.value {
-                self.top.add(value);
+            if let (Some(top), Some(value)) = (&mut self.top, &record.payload.value) {
+                top.add(value);
             }
             match self.format {
                 OutputFormat::Values => {
@@ -273,12 +275,11 @@ impl OutputSink for FileSink {
                 OutputFormat::Records => writeln!(self.first_topic, "{}", record_json(record))?,
             }
         } else if let Some(out) = &mut self.other_topics {
-            let detail =
-                record.payload.headers.iter().find(|h| h.key == b"dead-letter-detail").and_then(|h| text(&h.value));
+            let detail = header_text(record.payload, DETAIL_HEADER);
             let line = match self.format {
                 OutputFormat::Values => serde_json::json!({
                     "topic": record.topic,
-                    "reason": dead_letter_reason(record.payload),
+                    "reason": header_text(record.payload, REASON_HEADER),
                     "detail": detail,
                     "key": text(&record.payload.key),
                     "value": text(&record.payload.value),
@@ -301,8 +302,16 @@ impl OutputSink for FileSink {
     }
 }
 
+/// Bytes as text, for the JSON that the harness writes.
+fn text(bytes: &Option<Vec<u8>>) -> Option<String> {
+    bytes.as_deref().map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn header_text(payload: &Payload, key: &str) -> Option<String> {
+    payload.header(key).map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
 fn record_json(record: &OutputRecord<'_>) -> serde_json::Value {
-    let text = |bytes: &Option<Vec<u8>>| bytes.as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
     let headers: Vec<serde_json::Value> = record
         .payload
         .headers
@@ -402,7 +411,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             Some(path) => Some(create(&Some(PathBuf::from(path)))?),
         },
         last_log: None,
-        top: TopGroups::default(),
+        top: args.top.map(|_| TopGroups::default()),
     };
     let topics = meta.output_topics.clone();
     let memory_limit = limits.memory_bytes;
@@ -456,8 +465,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             if let Some(line) = &sink.last_log {
                 eprintln!("  last module log line: {line}");
             }
-            if let Some(n) = args.top {
-                eprint!("{}", sink.top.table(n));
+            if let (Some(n), Some(top)) = (args.top, &sink.top) {
+                eprint!("{}", top.table(n));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use clickstream_aggregation::aggregator::REASON_HEADER;
 use clickstream_aggregation::time::parse_timestamp_ms;
 
 use crate::host::{BatchOutput, BatchRecord, InputBatch, LogLine, TransformMeta, TransformModule, Vm, VmFailure};
@@ -485,8 +486,8 @@ impl<'a> Pipeline<'a> {
             if replayed {
                 self.stats.replayed_outputs += 1;
             }
-            if let Some(reason) = dead_letter_reason(&written.payload) {
-                *self.stats.dead_letters.entry(reason).or_default() += 1;
+            if let Some(reason) = written.payload.header(REASON_HEADER) {
+                *self.stats.dead_letters.entry(String::from_utf8_lossy(reason).into_owned()).or_default() += 1;
             }
             self.sink.record(&record)?;
         }
@@ -512,12 +513,6 @@ impl<'a> Pipeline<'a> {
             }
         }
     }
-}
-
-/// The `dead-letter-reason` header of a record, if any.
-pub fn dead_letter_reason(payload: &Payload) -> Option<String> {
-    let header = payload.headers.iter().find(|header| header.key == b"dead-letter-reason")?;
-    Some(String::from_utf8_lossy(header.value.as_deref()?).into_owned())
 }
 
 /// Kafka's murmur2 (the Java client's `Utils.murmur2`, seed 0x9747b28c).

@@ -15,6 +15,13 @@ pub struct Payload {
     pub headers: Vec<Header>,
 }
 
+impl Payload {
+    /// The value of the first header named `key`; `None` if absent or null.
+    pub fn header(&self, key: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|header| header.key == key.as_bytes())?.value.as_deref()
+    }
+}
+
 pub fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     loop {

@@ -28,6 +28,24 @@ pub struct RefRow {
     pub complete: bool,
 }
 
+impl ReferenceConfig {
+    /// The settings from the transform's environment variables, with the module's documented defaults.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> ReferenceConfig {
+        let text = |name: &str, default: &str| lookup(name).unwrap_or_else(|| default.to_string());
+        let ms = |name: &str, default: &str| {
+            clickstream_aggregation::duration::parse_duration_ms(&text(name, default)).expect("a valid duration") as i64
+        };
+        ReferenceConfig {
+            size_ms: ms("WINDOW_SIZE", "5m"),
+            slide_ms: ms("WINDOW_SLIDE", "10s"),
+            delay_ms: ms("WATERMARK_DELAY", "1ms"),
+            group_by: text("GROUP_BY", "user_id,event,url").split(',').map(String::from).collect(),
+            timestamp_field: text("TIMESTAMP_FIELD", "timestamp"),
+            max_event_ahead_ms: ms("MAX_EVENT_AHEAD", "1h"),
+        }
+    }
+}
+
 pub struct Reference {
     config: ReferenceConfig,
     /// Window start → group → count, for windows that hold events and have not fired.

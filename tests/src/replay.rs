@@ -1,5 +1,6 @@
 //! Running the real module through the harness, and collecting everything it produces.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
@@ -52,8 +53,7 @@ impl Produced {
     }
 
     pub fn header(&self, key: &str) -> Option<String> {
-        let header = self.payload.headers.iter().find(|h| h.key == key.as_bytes())?;
-        Some(String::from_utf8_lossy(header.value.as_deref()?).into_owned())
+        self.payload.header(key).map(|value| String::from_utf8_lossy(value).into_owned())
     }
 }
 
@@ -67,6 +67,22 @@ pub struct Collected {
 }
 
 impl Collected {
+    /// The numbers of the last `summary:` line each shard's VM logged (`state_bytes=N/B` reads as N).
+    pub fn last_summaries(&self) -> BTreeMap<u32, BTreeMap<String, i64>> {
+        let mut summaries = BTreeMap::new();
+        for (shard, line) in &self.logs {
+            if let Some(fields) = line.text.trim_end().strip_prefix("summary: ") {
+                let numbers = fields
+                    .split(' ')
+                    .filter_map(|field| field.split_once('='))
+                    .filter_map(|(name, value)| Some((name.to_string(), value.split('/').next()?.parse().ok()?)))
+                    .collect();
+                summaries.insert(*shard, numbers);
+            }
+        }
+        summaries
+    }
+
     pub fn rows(&self) -> impl Iterator<Item = &Produced> {
         self.produced.iter().filter(|p| p.topic_index == 0)
     }

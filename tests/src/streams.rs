@@ -19,18 +19,7 @@ pub struct Stream {
 
 impl Stream {
     pub fn reference_config(&self) -> ReferenceConfig {
-        let var = |name: &str| self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let ms = |name: &str, default: &str| {
-            clickstream_aggregation::duration::parse_duration_ms(var(name).unwrap_or(default)).unwrap() as i64
-        };
-        ReferenceConfig {
-            size_ms: ms("WINDOW_SIZE", "5m"),
-            slide_ms: ms("WINDOW_SLIDE", "10s"),
-            delay_ms: ms("WATERMARK_DELAY", "1ms"),
-            group_by: var("GROUP_BY").unwrap_or("user_id,event,url").split(',').map(String::from).collect(),
-            timestamp_field: "timestamp".into(),
-            max_event_ahead_ms: ms("MAX_EVENT_AHEAD", "1h"),
-        }
+        ReferenceConfig::from_env(|name| self.vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 }
 

@@ -73,22 +73,6 @@ proptest! {
     }
 }
 
-/// Reads the last `summary:` line of each shard's VM into name → number.
-fn last_summaries(collected: &Collected) -> BTreeMap<u32, BTreeMap<String, i64>> {
-    let mut summaries = BTreeMap::new();
-    for (shard, line) in &collected.logs {
-        if let Some(fields) = line.text.trim_end().strip_prefix("summary: ") {
-            let numbers = fields
-                .split(' ')
-                .filter_map(|field| field.split_once('='))
-                .filter_map(|(name, value)| Some((name.to_string(), value.split('/').next()?.parse().ok()?)))
-                .collect();
-            summaries.insert(*shard, numbers);
-        }
-    }
-    summaries
-}
-
 #[test]
 fn the_books_balance_on_skewed_partitions_sharing_vms() {
     // Partition 0's producer lags six minutes behind the others, more than a window, so on shard 0
@@ -119,7 +103,7 @@ fn the_books_balance_on_skewed_partitions_sharing_vms() {
     let (collected, result) = replay(values, &[], config, Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
 
-    let summaries = last_summaries(&collected);
+    let summaries = collected.last_summaries();
     assert_eq!(summaries.len(), 2, "both shards logged a summary");
     let mut records = 0;
     for (shard, summary) in &summaries {

@@ -52,20 +52,8 @@ fn check(generator: GeneratorConfig, env: &[(&str, &str)], partitions: u32, shar
     );
 
     let meta = meta(env);
-    let ms = |name: &str| {
-        let text = &meta.env.iter().find(|(k, _)| k == name).unwrap().1;
-        clickstream_aggregation::duration::parse_duration_ms(text).unwrap() as i64
-    };
-    let group_by: Vec<String> =
-        meta.env.iter().find(|(k, _)| k == "GROUP_BY").unwrap().1.split(',').map(String::from).collect();
-    let reference = ReferenceConfig {
-        size_ms: ms("WINDOW_SIZE"),
-        slide_ms: ms("WINDOW_SLIDE"),
-        delay_ms: ms("WATERMARK_DELAY"),
-        group_by: group_by.clone(),
-        timestamp_field: "timestamp".into(),
-        max_event_ahead_ms: ms("MAX_EVENT_AHEAD"),
-    };
+    let reference = ReferenceConfig::from_env(|name| meta.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+    let group_by = reference.group_by.clone();
     let mut total_rows = 0;
     for (shard, delivered) in collected.delivered.iter().enumerate() {
         let wasm: Vec<(String, bool)> = collected
