@@ -30,6 +30,8 @@ fuzz_target!(|data: &[u8]| {
         ("WINDOW_SIZE", "30s"),
         ("WINDOW_SLIDE", "10s"),
         ("STATE_BUDGET", "16KiB"),
+        ("GROUP_BY", "user_id,url"),
+        ("AGGREGATES", "n=count,s=sum(n),lo=min(n),hi=max(n),a=avg(n),c=count(user_id)"),
         ("DEAD_LETTER_MAX_BYTES", "64"),
         ("REDPANDA_OUTPUT_TOPIC_0", "out"),
         ("REDPANDA_OUTPUT_TOPIC_1", "dlq"),

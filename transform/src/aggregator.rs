@@ -1,11 +1,12 @@
 //! The record handler: one input record in, rows and dead letters out, never a panic.
 
-use crate::config::{Config, IncompletePolicy};
-use crate::engine::{Admission, Engine, Row, RowSink};
-use crate::json::{JsonError, Member, MemberReader};
-use crate::time::{format_timestamp_ms, parse_timestamp_ms};
+use crate::aggregate::{Function, Number};
+use crate::config::{Config, EventTime, IncompletePolicy, MAX_GROUP_FIELDS};
+use crate::engine::{Admission, Engine, GroupValue, Row, RowSink};
+use crate::json::{JsonError, JsonKind, Member, MemberReader};
+use crate::time::{format_log_time, format_timestamp_ms, is_integer_token, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 
-/// Group-by values longer than this are refused: they would bloat state and output keys.
+/// Values longer than this (decoded strings, number tokens) are refused: they would bloat state and keys.
 pub const MAX_FIELD_BYTES: usize = 1_024;
 /// At most this many warning lines per minute of record time; the rest are counted in the summary.
 pub const WARNINGS_PER_MINUTE: u32 = 5;
@@ -50,6 +51,7 @@ reasons! {
     Future => "future",
     Late => "late",
     OverCapacity => "over_capacity",
+    OutOfRange => "out_of_range",
 }
 
 /// Where the handler's results go. The module implements it with the SDK's writer; tests collect.
@@ -77,6 +79,10 @@ pub enum Outcome {
 pub struct Totals {
     pub records: u64,
     pub counted: u64,
+    /// Counted events that came too late for some of their windows (already fired), and how many
+    /// window rows they are missing from.
+    pub partly_late: u64,
+    pub missed_windows: u64,
     pub heartbeats: u64,
     pub rows: u64,
     pub incomplete_rows: u64,
@@ -92,18 +98,46 @@ pub struct Aggregator {
     config: Config,
     engine: Engine,
     reader: MemberReader,
+    fields: FieldIndices,
+    inputs: Vec<Option<Number>>,
     rows: RowFormatter,
     totals: Totals,
     log: LogLimiter,
 }
 
+/// Where each field the configuration reads sits among the reader's wanted names (each name once).
+struct FieldIndices {
+    time: Option<usize>,
+    group: Vec<usize>,
+    /// Per aggregate; `None` for `count`.
+    inputs: Vec<Option<usize>>,
+}
+
 impl Aggregator {
     pub fn new(config: Config) -> Aggregator {
-        let names = std::iter::once(config.timestamp_field.clone()).chain(config.group_by.iter().cloned()).collect();
+        let mut names: Vec<String> = Vec::new();
+        let mut index_of = |name: &str| match names.iter().position(|known| known == name) {
+            Some(index) => index,
+            None => {
+                names.push(name.to_string());
+                names.len() - 1
+            }
+        };
+        let time = match &config.event_time {
+            EventTime::Field { name, .. } => Some(index_of(name)),
+            EventTime::RecordTimestamp => None,
+        };
+        let group = config.group_by.iter().map(|name| index_of(name)).collect();
+        let inputs = config.aggregates.iter().map(|aggregate| aggregate.field.as_deref().map(&mut index_of)).collect();
+        let functions: Vec<Function> = config.aggregates.iter().map(|aggregate| aggregate.function).collect();
         Aggregator {
-            engine: Engine::new(config.window, config.state_budget_bytes),
+            engine: Engine::new(config.window, config.state_budget_bytes)
+                .with_aggregates(&functions)
+                .with_restart_margin(config.restart_margin_ms),
             reader: MemberReader::new(names, MAX_FIELD_BYTES),
-            rows: RowFormatter::default(),
+            fields: FieldIndices { time, group, inputs },
+            inputs: Vec::with_capacity(functions.len()),
+            rows: RowFormatter::new(&config),
             totals: Totals { dead_letters: vec![0; Reason::ALL.len()], ..Totals::default() },
             log: LogLimiter::default(),
             config,
@@ -121,13 +155,19 @@ impl Aggregator {
     /// One line describing the configuration, for the log at start-up.
     pub fn describe(&self) -> String {
         let window = self.config.window;
+        let event_time = match &self.config.event_time {
+            EventTime::Field { name, format } => format!("timestamp_field={name} timestamp_format={}", format.name()),
+            EventTime::RecordTimestamp => "timestamp_field=@record".to_string(),
+        };
+        let aggregates: Vec<String> = self.config.aggregates.iter().map(ToString::to_string).collect();
         format!(
-            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} timestamp_field={} state_budget={}B max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={}",
+            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={}",
             window.size_ms(),
             window.slide_ms(),
             window.delay_ms(),
             self.config.group_by.join(","),
-            self.config.timestamp_field,
+            aggregates.join(","),
+            self.config.restart_margin_ms,
             self.config.state_budget_bytes,
             self.config.max_event_ahead_ms,
             self.config.incomplete.name(),
@@ -170,15 +210,13 @@ impl Aggregator {
             .filter(|(_, &count)| count > 0)
             .map(|(reason, count)| format!("{}={count}", reason.name()))
             .collect();
-        let mut watermark = String::new();
-        match stats.watermark_ms {
-            Some(ms) => format_timestamp_ms(ms, &mut watermark),
-            None => watermark.push_str("none"),
-        }
+        let watermark = stats.watermark_ms.map_or_else(|| "none".to_string(), format_log_time);
         format!(
-            "summary: records={} counted={} heartbeats={} rows={} incomplete_rows={} dropped_incomplete_rows={} dead_letters={} [{}] dead_letters_skipped={} open_panes={} open_groups={} state_bytes={}/{} watermark={:?} suppressed_warnings={}",
+            "summary: records={} counted={} partly_late={} missed_windows={} heartbeats={} rows={} incomplete_rows={} dropped_incomplete_rows={} dead_letters={} [{}] dead_letters_skipped={} open_panes={} open_groups={} state_bytes={}/{} watermark={:?} suppressed_warnings={}",
             totals.records,
             totals.counted,
+            totals.partly_late,
+            totals.missed_windows,
             totals.heartbeats,
             totals.rows,
             totals.incomplete_rows,
@@ -210,38 +248,48 @@ impl Aggregator {
             JsonError::TooDeep => (Reason::TooDeep, "the value nests deeper than 64 levels".to_string()),
         })?;
 
-        let field = &self.config.timestamp_field;
-        let timestamp = text_member(self.reader.member(0), field, Reason::BadTimestamp)?;
-        let event_ms = parse_timestamp_ms(timestamp).ok_or_else(|| {
-            (Reason::BadTimestamp, format!("field {field:?} is not a timestamp: {:?}", clip(timestamp)))
-        })?;
-        if event_ms > record_ms.saturating_add(self.config.max_event_ahead_ms) {
-            return Err((
-                Reason::Future,
-                format!(
-                    "event time {timestamp:?} is more than {}ms after the record timestamp {record_ms}",
-                    self.config.max_event_ahead_ms
-                ),
-            ));
-        }
+        let event_ms = self.event_time(record_ms)?;
         let mut sink = RowSinkFor { rows: &mut self.rows, totals: &mut self.totals, config: &self.config, out };
-        // An object holding the timestamp alone is a heartbeat: it moves the watermark and counts nowhere.
-        if self.reader.member_count() == 1 {
+        // A value holding the timestamp field alone (perhaps repeated) is a heartbeat: it moves the
+        // watermark and counts nowhere. With @record, that is an empty object.
+        let heartbeat = match self.fields.time {
+            Some(index) => self.reader.holds_only(index),
+            None => self.reader.member_count() == 0,
+        };
+        if heartbeat {
             self.engine.advance(event_ms, &mut sink);
             return Ok(Outcome::Heartbeat);
         }
 
-        let mut group = [""; crate::config::GROUPABLE_FIELDS.len()];
-        for (index, name) in self.config.group_by.iter().enumerate() {
-            group[index] = text_member(self.reader.member(index + 1), name, Reason::FieldTooLong)?;
+        let mut group = [GroupValue::Int(0); MAX_GROUP_FIELDS];
+        for (slot, (&index, name)) in group.iter_mut().zip(self.fields.group.iter().zip(&self.config.group_by)) {
+            *slot = group_value(self.reader.member(index), name)?;
         }
-        match self.engine.observe(event_ms, &group[..self.config.group_by.len()], &mut sink) {
-            Admission::Counted => Ok(Outcome::Counted),
-            Admission::Late => {
-                let mut watermark = String::new();
-                format_timestamp_ms(self.engine.watermark_ms().unwrap_or(i64::MIN), &mut watermark);
-                Err((Reason::Late, format!("event time {timestamp:?} is behind the watermark {watermark:?}")))
+        self.inputs.clear();
+        for (index, aggregate) in self.fields.inputs.iter().zip(&self.config.aggregates) {
+            let input = match (index, &aggregate.field) {
+                (Some(index), Some(name)) => aggregate_input(self.reader.member(*index), name)?,
+                _ => None,
+            };
+            self.inputs.push(input);
+        }
+        let group = &group[..self.config.group_by.len()];
+        match self.engine.observe(event_ms, group, &self.inputs, &mut sink) {
+            Admission::Counted { missed_windows } => {
+                if missed_windows > 0 {
+                    self.totals.partly_late += 1;
+                    self.totals.missed_windows += u64::from(missed_windows);
+                }
+                Ok(Outcome::Counted)
             }
+            Admission::Late => Err((
+                Reason::Late,
+                format!(
+                    "event time {:?} is behind the watermark {:?}",
+                    format_log_time(event_ms),
+                    self.engine.watermark_ms().map_or_else(|| "none".to_string(), format_log_time)
+                ),
+            )),
             Admission::OverCapacity => Err((
                 Reason::OverCapacity,
                 format!(
@@ -250,7 +298,70 @@ impl Aggregator {
                     self.config.state_budget_bytes
                 ),
             )),
+            Admission::OutOfRange => Err((
+                Reason::OutOfRange,
+                format!("event time {:?} has windows reaching outside years 0000 to 9999", format_log_time(event_ms)),
+            )),
         }
+    }
+
+    /// The event's time in epoch milliseconds, from its field or its record.
+    fn event_time(&self, record_ms: i64) -> Result<i64, (Reason, String)> {
+        let (Some(index), EventTime::Field { name, format }) = (self.fields.time, &self.config.event_time) else {
+            if !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&record_ms) {
+                return Err((
+                    Reason::BadTimestamp,
+                    format!("the record timestamp {record_ms} is outside years 0000 to 9999"),
+                ));
+            }
+            return Ok(record_ms);
+        };
+        let expected = match (format.takes_text(), format.takes_number()) {
+            (true, true) => "a date-time string or an integer of epoch milliseconds",
+            (true, false) => "a date-time string",
+            _ => "a number",
+        };
+        let wrong_type = |kind: JsonKind| {
+            (
+                Reason::WrongType,
+                format!("field {name:?} is {}, expected {expected} (TIMESTAMP_FORMAT={})", kind.name(), format.name()),
+            )
+        };
+        let not_a_time = |text: &str| {
+            (
+                Reason::BadTimestamp,
+                format!(
+                    "field {name:?} is not a timestamp in years 0000 to 9999 (TIMESTAMP_FORMAT={}): {:?}",
+                    format.name(),
+                    clip(text)
+                ),
+            )
+        };
+        let takes = |kind: JsonKind| if kind == JsonKind::String { format.takes_text() } else { format.takes_number() };
+        let event_ms = match self.reader.member(index) {
+            Member::Missing => return Err((Reason::MissingField, format!("field {name:?} is missing"))),
+            Member::Text(text) if format.takes_text() => format.parse_text(text).ok_or_else(|| not_a_time(text))?,
+            Member::Number(token) if format.takes_number() => {
+                format.parse_number(token).ok_or_else(|| not_a_time(token))?
+            }
+            Member::TooLong(kind) if takes(kind) => {
+                return Err((Reason::BadTimestamp, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long")))
+            }
+            Member::Text(_) => return Err(wrong_type(JsonKind::String)),
+            Member::Number(_) => return Err(wrong_type(JsonKind::Number)),
+            Member::TooLong(kind) | Member::Other(kind) => return Err(wrong_type(kind)),
+        };
+        if event_ms > record_ms.saturating_add(self.config.max_event_ahead_ms) {
+            return Err((
+                Reason::Future,
+                format!(
+                    "event time {:?} is more than {}ms after the record timestamp {record_ms}",
+                    format_log_time(event_ms),
+                    self.config.max_event_ahead_ms
+                ),
+            ));
+        }
+        Ok(event_ms)
     }
 
     fn dead_letter(&mut self, reason: Reason, detail: &str, keep_value: bool, record_ms: i64, out: &mut impl Output) {
@@ -267,15 +378,38 @@ impl Aggregator {
     }
 }
 
-/// The text of a required string member; `too_long` is the reason given when it is over the limit.
-fn text_member<'a>(member: Member<'a>, name: &str, too_long: Reason) -> Result<&'a str, (Reason, String)> {
+/// A group-by value: a string, or an integer that fits in 64 bits.
+fn group_value<'a>(member: Member<'a>, name: &str) -> Result<GroupValue<'a>, (Reason, String)> {
+    let wrong_type =
+        |what: &str| (Reason::WrongType, format!("field {name:?} is {what}, expected a string or an integer"));
     match member {
-        Member::Text(text) => Ok(text),
-        Member::TooLong => Err((too_long, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long"))),
-        Member::Missing => Err((Reason::MissingField, format!("field {name:?} is missing"))),
-        Member::Other(kind) => {
-            Err((Reason::WrongType, format!("field {name:?} is {}, expected a string", kind.name())))
+        Member::Text(text) => Ok(GroupValue::Text(text)),
+        Member::Number(token) if is_integer_token(token) => token.parse().map(GroupValue::Int).map_err(|_| {
+            (Reason::OutOfRange, format!("field {name:?} is an integer beyond 64 bits: {}", clip(token)))
+        }),
+        Member::Number(_) => Err(wrong_type("a number with a fraction or exponent")),
+        Member::TooLong(_) => {
+            Err((Reason::FieldTooLong, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long")))
         }
+        Member::Missing => Err((Reason::MissingField, format!("field {name:?} is missing"))),
+        Member::Other(kind) => Err(wrong_type(kind.name())),
+    }
+}
+
+/// An aggregated field's value: `None` when absent or null (SQL NULL), a number otherwise.
+fn aggregate_input(member: Member<'_>, name: &str) -> Result<Option<Number>, (Reason, String)> {
+    let wrong_type =
+        |kind: JsonKind| (Reason::WrongType, format!("field {name:?} is {}, expected a number or null", kind.name()));
+    match member {
+        Member::Missing | Member::Other(JsonKind::Null) => Ok(None),
+        Member::Number(token) => Number::parse(token).map(Some).ok_or_else(|| {
+            (Reason::OutOfRange, format!("field {name:?} is beyond the range of a 64-bit float: {}", clip(token)))
+        }),
+        Member::TooLong(JsonKind::Number) => {
+            Err((Reason::FieldTooLong, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long")))
+        }
+        Member::Text(_) => Err(wrong_type(JsonKind::String)),
+        Member::TooLong(kind) | Member::Other(kind) => Err(wrong_type(kind)),
     }
 }
 
@@ -286,10 +420,74 @@ fn clip(text: &str) -> &str {
 }
 
 /// Formats rows as JSON into reused buffers.
-#[derive(Default)]
 struct RowFormatter {
+    /// `,"name":` for each group-by field and each aggregate, escaped once.
+    group_prefixes: Vec<String>,
+    aggregate_prefixes: Vec<String>,
+    incomplete_in_value: bool,
     key: String,
     value: String,
+}
+
+impl RowFormatter {
+    fn new(config: &Config) -> RowFormatter {
+        let prefix = |name: &str| {
+            let mut prefix = String::from(",");
+            write_json_string(&mut prefix, name);
+            prefix.push(':');
+            prefix
+        };
+        RowFormatter {
+            group_prefixes: config.group_by.iter().map(|name| prefix(name)).collect(),
+            aggregate_prefixes: config.aggregates.iter().map(|aggregate| prefix(&aggregate.name)).collect(),
+            incomplete_in_value: config.incomplete == IncompletePolicy::MarkValue,
+            key: String::new(),
+            value: String::new(),
+        }
+    }
+
+    /// The row's value, `{"window_start":…,"window_end":…,<group fields>,<aggregates>}`, and its key,
+    /// `[window_start, <group values>]`: a unique name for (window, group) so duplicates can be compacted away.
+    fn format(&mut self, row: &Row<'_>) {
+        use std::fmt::Write;
+        let RowFormatter { key, value, .. } = self;
+        key.clear();
+        value.clear();
+        key.push_str("[\"");
+        format_timestamp_ms(row.window_start_ms, key);
+        key.push('"');
+        value.push_str("{\"window_start\":\"");
+        format_timestamp_ms(row.window_start_ms, value);
+        value.push_str("\",\"window_end\":\"");
+        format_timestamp_ms(row.window_end_ms, value);
+        value.push('"');
+        for (prefix, field) in self.group_prefixes.iter().zip(row.group) {
+            key.push(',');
+            value.push_str(prefix);
+            match field {
+                GroupValue::Text(text) => {
+                    write_json_string(key, text);
+                    write_json_string(value, text);
+                }
+                GroupValue::Int(int) => {
+                    let _ = write!(key, "{int}");
+                    let _ = write!(value, "{int}");
+                }
+            }
+        }
+        key.push(']');
+        for (prefix, result) in self.aggregate_prefixes.iter().zip(row.values) {
+            value.push_str(prefix);
+            let _ = match result {
+                Some(number) => write!(value, "{number}"),
+                None => write!(value, "null"),
+            };
+        }
+        if self.incomplete_in_value && !row.complete {
+            value.push_str(",\"incomplete\":true");
+        }
+        value.push('}');
+    }
 }
 
 struct RowSinkFor<'a, O: Output> {
@@ -309,40 +507,9 @@ impl<O: Output> RowSink for RowSinkFor<'_, O> {
             self.totals.incomplete_rows += 1;
         }
         self.totals.rows += 1;
-        let RowFormatter { key, value } = &mut *self.rows;
-        format_row(row, &self.config.group_by, self.config.incomplete == IncompletePolicy::MarkValue, key, value);
-        self.out.row(key.as_bytes(), value.as_bytes(), !row.complete);
+        self.rows.format(row);
+        self.out.row(self.rows.key.as_bytes(), self.rows.value.as_bytes(), !row.complete);
     }
-}
-
-/// The row's value, `{"window_start":…,"window_end":…,<group fields>,"event_count":N}`, and its key,
-/// `[window_start, <group values>]`: a unique name for (window, group) so duplicates can be compacted away.
-pub fn format_row(row: &Row<'_>, group_by: &[String], incomplete_in_value: bool, key: &mut String, value: &mut String) {
-    use std::fmt::Write;
-    key.clear();
-    value.clear();
-    key.push_str("[\"");
-    format_timestamp_ms(row.window_start_ms, key);
-    key.push('"');
-    value.push_str("{\"window_start\":\"");
-    format_timestamp_ms(row.window_start_ms, value);
-    value.push_str("\",\"window_end\":\"");
-    format_timestamp_ms(row.window_end_ms, value);
-    value.push('"');
-    for (name, field) in group_by.iter().zip(row.group) {
-        key.push(',');
-        write_json_string(key, field);
-        value.push(',');
-        write_json_string(value, name);
-        value.push(':');
-        write_json_string(value, field);
-    }
-    key.push(']');
-    let _ = write!(value, ",\"event_count\":{}", row.count);
-    if incomplete_in_value && !row.complete {
-        value.push_str(",\"incomplete\":true");
-    }
-    value.push('}');
 }
 
 fn write_json_string(out: &mut String, text: &str) {
@@ -364,26 +531,37 @@ fn write_json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
-/// Rate limits on record time, so a flood of bad input cannot flood the broker's log.
+/// Rate limits on record time, so a flood of bad input cannot flood the broker's log. The clock is the
+/// largest record time seen: partitions sharing a VM interleave older and newer record times, and a clock
+/// that went back with them would restart its minute over and over.
 #[derive(Default)]
 struct LogLimiter {
+    clock_ms: Option<i64>,
     last_summary_ms: Option<i64>,
-    minute_start_ms: i64,
+    minute_start_ms: Option<i64>,
     warnings_this_minute: u32,
 }
 
 impl LogLimiter {
+    fn tick(&mut self, record_ms: i64) -> i64 {
+        let now = self.clock_ms.map_or(record_ms, |clock| clock.max(record_ms));
+        self.clock_ms = Some(now);
+        now
+    }
+
     fn summary_due(&mut self, record_ms: i64) -> bool {
-        let due = self.last_summary_ms.is_none_or(|last| record_ms >= last.saturating_add(SUMMARY_INTERVAL_MS));
+        let now = self.tick(record_ms);
+        let due = self.last_summary_ms.is_none_or(|last| now >= last.saturating_add(SUMMARY_INTERVAL_MS));
         if due {
-            self.last_summary_ms = Some(record_ms);
+            self.last_summary_ms = Some(now);
         }
         due
     }
 
     fn warning_allowed(&mut self, record_ms: i64) -> bool {
-        if record_ms >= self.minute_start_ms.saturating_add(60_000) || record_ms < self.minute_start_ms {
-            self.minute_start_ms = record_ms;
+        let now = self.tick(record_ms);
+        if self.minute_start_ms.is_none_or(|start| now >= start.saturating_add(60_000)) {
+            self.minute_start_ms = Some(now);
             self.warnings_this_minute = 0;
         }
         self.warnings_this_minute += 1;
@@ -495,9 +673,9 @@ mod tests {
                 "\"user_id\" is missing",
             ),
             (
-                Some(br#"{"timestamp":1667158801000,"event":"e","user_id":"u","url":"/"}"#.to_vec()),
+                Some(br#"{"timestamp":true,"event":"e","user_id":"u","url":"/"}"#.to_vec()),
                 Reason::WrongType,
-                "is a number",
+                "is a boolean",
             ),
             (
                 Some(br#"{"timestamp":"2022-10-30 19:40:01","event":"e","user_id":null,"url":"/"}"#.to_vec()),
@@ -587,7 +765,11 @@ mod tests {
         }
         let summaries: Vec<&String> = out.logs.iter().filter(|line| line.starts_with("summary:")).collect();
         assert_eq!(summaries.len(), 3);
-        assert!(summaries[2].starts_with("summary: records=121 counted=121 heartbeats=0 rows=0"), "{}", summaries[2]);
+        assert!(
+            summaries[2].starts_with("summary: records=121 counted=121 partly_late=0 missed_windows=0 heartbeats=0 rows=0"),
+            "{}",
+            summaries[2]
+        );
         assert!(summaries[2].contains("open_panes=1 open_groups=1"), "{}", summaries[2]);
         assert!(summaries[2].contains("watermark=\"2022-10-30 19:39:59.999\""), "{}", summaries[2]);
     }
@@ -597,5 +779,164 @@ mod tests {
         let mut out = String::new();
         write_json_string(&mut out, "a\"b\\c\nd\u{1}é");
         assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
+    }
+
+    fn values(out: &Collected) -> Vec<&str> {
+        out.rows.iter().map(|(_, value, _)| value.as_str()).collect()
+    }
+
+    #[test]
+    fn writes_every_aggregate_in_order_with_sql_null_rules() {
+        let aggregates = "n=count,secs=sum(on_site_seconds),low=min(viewed_percent),high=max(viewed_percent),avg=avg(viewed_percent),seen=count(viewed_percent)";
+        let mut agg = aggregator(&[("AGGREGATES", aggregates), ("WINDOW_SLIDE", "5m"), ("GROUP_BY", "user_id")]);
+        let mut out = Collected::default();
+        for value in [
+            r#"{"timestamp":"2022-10-30 19:40:01","user_id":"a","on_site_seconds":5,"viewed_percent":30}"#,
+            r#"{"timestamp":"2022-10-30 19:40:02","user_id":"a","on_site_seconds":-2,"viewed_percent":null}"#,
+            r#"{"timestamp":"2022-10-30 19:40:03","user_id":"a","viewed_percent":72.5}"#,
+            r#"{"timestamp":"2022-10-30 19:40:04","user_id":"b"}"#,
+            r#"{"timestamp":"2022-10-30 19:50:00","user_id":"c"}"#,
+        ] {
+            assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::Counted, "{value}");
+        }
+        assert_eq!(
+            values(&out),
+            [
+                r#"{"window_start":"2022-10-30 19:40:00","window_end":"2022-10-30 19:45:00","user_id":"a","n":3,"secs":3,"low":30,"high":72.5,"avg":51.25,"seen":2}"#,
+                r#"{"window_start":"2022-10-30 19:40:00","window_end":"2022-10-30 19:45:00","user_id":"b","n":1,"secs":null,"low":null,"high":null,"avg":null,"seen":0}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_number_dead_letters_the_whole_record() {
+        let mut agg = aggregator(&[("AGGREGATES", "n=count,secs=sum(on_site_seconds)")]);
+        let mut out = Collected::default();
+        for (field, reason, detail) in [
+            (r#""55""#, Reason::WrongType, "field \"on_site_seconds\" is a string, expected a number or null"),
+            ("true", Reason::WrongType, "is a boolean"),
+            ("[1]", Reason::WrongType, "is an array"),
+            ("1e400", Reason::OutOfRange, "beyond the range of a 64-bit float"),
+            (&format!("\"{}\"", "9".repeat(2_000)), Reason::WrongType, "is a string"),
+            (&"9".repeat(2_000), Reason::FieldTooLong, "over 1024 bytes"),
+        ] {
+            let value = format!(r#"{{"timestamp":"2022-10-30 19:40:01","event":"e","user_id":"u","url":"/","on_site_seconds":{field}}}"#);
+            assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::DeadLetter(reason), "{field}");
+            assert!(out.dead_letters.last().unwrap().2.contains(detail), "{}", out.dead_letters.last().unwrap().2);
+        }
+    }
+
+    #[test]
+    fn integer_group_values_stay_integers_in_the_row_and_the_key() {
+        let mut agg = aggregator(&[("GROUP_BY", "store_id"), ("WINDOW_SLIDE", "5m")]);
+        let mut out = Collected::default();
+        for store in ["42", r#""42""#, "-0", "7"] {
+            let value = format!(r#"{{"timestamp":"2022-10-30 19:40:01","store_id":{store}}}"#);
+            assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::Counted);
+        }
+        for (store, reason) in [("4.5", Reason::WrongType), ("1e2", Reason::WrongType), ("null", Reason::WrongType), ("false", Reason::WrongType), ("{}", Reason::WrongType), ("99999999999999999999", Reason::OutOfRange)] {
+            let value = format!(r#"{{"timestamp":"2022-10-30 19:40:01","store_id":{store}}}"#);
+            assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::DeadLetter(reason), "{store}");
+            assert!(out.dead_letters.last().unwrap().2.contains("field \"store_id\""));
+        }
+        agg.on_record(Some(br#"{"timestamp":"2022-10-30 19:50:00"}"#), NOW, &mut out);
+        let keys: Vec<&str> = out.rows.iter().map(|(key, _, _)| key.as_str()).collect();
+        assert_eq!(keys, [r#"["2022-10-30 19:40:00",0]"#, r#"["2022-10-30 19:40:00",7]"#, r#"["2022-10-30 19:40:00",42]"#, r#"["2022-10-30 19:40:00","42"]"#]);
+        assert!(values(&out)[2].contains(r#""store_id":42,"event_count":1"#), "{}", values(&out)[2]);
+        assert!(values(&out)[3].contains(r#""store_id":"42","event_count":1"#));
+    }
+
+    #[test]
+    fn event_time_in_each_accepted_form() {
+        let sql_beat = r#"{"timestamp":"2022-10-30 19:50:00"}"#;
+        let cases: [(&[(&str, &str)], &str, i64, &str); 6] = [
+            (&[], r#""2022-10-30T21:40:01+02:00""#, NOW, sql_beat),
+            (&[], "1667158801000", NOW, r#"{"timestamp":1667159400000}"#),
+            (&[("TIMESTAMP_FORMAT", "epoch_s")], "1667158801.999", NOW, r#"{"timestamp":1667159400}"#),
+            (&[("TIMESTAMP_FORMAT", "sql")], r#""2022-10-30 19:40:01""#, NOW, sql_beat),
+            (&[("TIMESTAMP_FORMAT", "iso")], r#""2022-10-30T19:40:01Z""#, NOW, r#"{"timestamp":"2022-10-30T19:50:00Z"}"#),
+            (&[("TIMESTAMP_FIELD", "@record")], r#""not read""#, 1_667_158_801_000, "{}"),
+        ];
+        for (vars, timestamp, record_ms, heartbeat) in cases {
+            let mut agg = aggregator(vars);
+            let mut out = Collected::default();
+            let value = format!(r#"{{"timestamp":{timestamp},"event":"e","user_id":"u","url":"/"}}"#);
+            assert_eq!(agg.on_record(Some(value.as_bytes()), record_ms, &mut out), Outcome::Counted, "{vars:?}");
+            assert_eq!(agg.on_record(Some(heartbeat.as_bytes()), 1_667_159_400_000, &mut out), Outcome::Heartbeat);
+            assert_eq!(out.rows.first().map(|row| &row.0[..22]), Some(r#"["2022-10-30 19:35:10""#), "{vars:?}");
+        }
+        let mut agg = aggregator(&[("TIMESTAMP_FORMAT", "sql")]);
+        let mut out = Collected::default();
+        for (timestamp, reason) in [
+            (r#""2022-10-30T19:40:01""#, Reason::BadTimestamp),
+            ("1667158801000", Reason::WrongType),
+        ] {
+            let value = format!(r#"{{"timestamp":{timestamp},"event":"e","user_id":"u","url":"/"}}"#);
+            assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::DeadLetter(reason));
+        }
+        assert!(out.dead_letters[1].2.contains("is a number, expected a date-time string (TIMESTAMP_FORMAT=sql)"));
+        let mut agg = aggregator(&[("TIMESTAMP_FIELD", "@record")]);
+        assert_eq!(
+            agg.on_record(Some(br#"{"event":"e","user_id":"u","url":"/"}"#), MIN_TIMESTAMP_MS - 1, &mut out),
+            Outcome::DeadLetter(Reason::BadTimestamp)
+        );
+    }
+
+    /// Regression (repeated_timestamp_heartbeat): a heartbeat whose timestamp key repeated was
+    /// dead-lettered as missing_field.
+    #[test]
+    fn a_heartbeat_with_a_repeated_timestamp_is_a_heartbeat() {
+        let mut agg = aggregator(&[]);
+        let mut out = Collected::default();
+        let beat = br#"{"timestamp":"2022-10-30 19:00:00","timestamp":"2022-10-30 19:00:00"}"#;
+        assert_eq!(agg.on_record(Some(beat), NOW, &mut out), Outcome::Heartbeat);
+        let mut agg = aggregator(&[("TIMESTAMP_FIELD", "@record")]);
+        assert_eq!(agg.on_record(Some(b"{}"), NOW, &mut out), Outcome::Heartbeat);
+    }
+
+    /// Regression (warning_limit_restarted_when_record_time_went_back): partitions a minute apart on one
+    /// VM restarted the limiter's minute on every switch, so the limit was no limit.
+    #[test]
+    fn the_warning_limit_holds_when_partitions_interleave_record_times() {
+        let mut agg = aggregator(&[]);
+        let mut out = Collected::default();
+        for i in 0..100 {
+            let record_ms = if i % 2 == 0 { NOW } else { NOW - 90_000 };
+            agg.on_record(Some(b"not json"), record_ms, &mut out);
+        }
+        let warnings = out.logs.iter().filter(|line| line.starts_with("dead letter:")).count();
+        assert_eq!(warnings, WARNINGS_PER_MINUTE as usize);
+        assert_eq!(agg.totals().suppressed_warnings, 100 - u64::from(WARNINGS_PER_MINUTE));
+    }
+
+    /// Regression (windows_before_year_0000): an event at 0000-01-01 00:00:05 produced rows starting
+    /// at "-001-12-31 23:55:10".
+    #[test]
+    fn events_whose_windows_reach_outside_the_printable_years_are_dead_lettered() {
+        let mut agg = aggregator(&[("TIMESTAMP_FIELD", "@record")]);
+        let mut out = Collected::default();
+        let early = MIN_TIMESTAMP_MS + 5_000;
+        let outcome = agg.on_record(Some(br#"{"event":"e","user_id":"u","url":"/"}"#), early, &mut out);
+        assert_eq!(outcome, Outcome::DeadLetter(Reason::OutOfRange));
+        assert!(out.dead_letters[0].2.contains("\"0000-01-01 00:00:05\" has windows reaching outside years 0000 to 9999"));
+        agg.on_record(Some(br#"{"event":"e","user_id":"u","url":"/"}"#), MIN_TIMESTAMP_MS + 290_000, &mut out);
+        agg.on_record(Some(b"{}"), MAX_TIMESTAMP_MS, &mut out);
+        assert_eq!(out.rows.len(), 30);
+        assert!(out.rows.iter().all(|(key, value, _)| !key.contains("\"-") && !value.contains("\"-")));
+        assert!(agg.summary().contains("watermark=\"9999-12-31 23:59:59.998\""), "{}", agg.summary());
+    }
+
+    /// Regression (partly_late_events_were_invisible): events too late for some of their windows were
+    /// counted in the rest and missing from the fired ones, with no trace.
+    #[test]
+    fn partly_late_events_and_their_missed_windows_are_counted_in_the_summary() {
+        let mut agg = aggregator(&[]);
+        let mut out = Collected::default();
+        agg.on_record(Some(event("2022-10-30 19:40:00", "u").as_bytes()), NOW, &mut out);
+        agg.on_record(Some(event("2022-10-30 19:40:30", "u").as_bytes()), NOW, &mut out);
+        // The window [19:35:10, 19:40:10) and the two after it have fired: three rows missed.
+        assert_eq!(agg.on_record(Some(event("2022-10-30 19:40:05", "v").as_bytes()), NOW, &mut out), Outcome::Counted);
+        assert_eq!((agg.totals().partly_late, agg.totals().missed_windows), (1, 3));
+        assert!(agg.summary().contains("partly_late=1 missed_windows=3"));
     }
 }

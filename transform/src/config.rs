@@ -2,11 +2,21 @@
 
 use std::fmt;
 
+use crate::aggregate::Function;
 use crate::duration::{format_duration_ms, parse_duration_ms, parse_size_bytes};
 use crate::engine::WindowSpec;
+use crate::time::TimestampFormat;
 
-/// The string fields of a clickstream event, which are the ones that can be grouped by.
-pub const GROUPABLE_FIELDS: [&str; 4] = ["user_id", "event", "site_id", "url"];
+/// At most this many group-by fields.
+pub const MAX_GROUP_FIELDS: usize = 8;
+/// At most this many aggregates.
+pub const MAX_AGGREGATES: usize = 16;
+/// Names the output row uses itself, so no group-by field or aggregate may take them.
+pub const RESERVED_NAMES: [&str; 3] = ["window_start", "window_end", "incomplete"];
+/// `TIMESTAMP_FIELD` naming the record's own Kafka timestamp instead of a field.
+pub const RECORD_TIMESTAMP: &str = "@record";
+/// The largest state budget: the module's 32-bit address space less its code, stack and buffers.
+pub const MAX_STATE_BUDGET_BYTES: u64 = 4095 << 20;
 
 /// Refuse windows that split into more panes than this: each event is counted in that many windows.
 pub const MAX_PANES_PER_WINDOW: u64 = 1_000;
@@ -14,12 +24,15 @@ pub const MAX_PANES_PER_WINDOW: u64 = 1_000;
 pub const MAX_DURATION_MS: u64 = 7 * 86_400_000;
 
 /// Every variable the module reads, with its default (`None`: derived, see [`Config::from_env`]).
-pub const VARIABLES: [(&str, Option<&str>); 10] = [
+pub const VARIABLES: [(&str, Option<&str>); 13] = [
     ("WINDOW_SIZE", Some("5m")),
     ("WINDOW_SLIDE", Some("10s")),
     ("WATERMARK_DELAY", Some("1ms")),
     ("GROUP_BY", Some("user_id,event,url")),
+    ("AGGREGATES", Some("event_count=count")),
     ("TIMESTAMP_FIELD", Some("timestamp")),
+    ("TIMESTAMP_FORMAT", Some("auto")),
+    ("RESTART_MARGIN", Some("10s")),
     ("STATE_BUDGET", Some("768KiB")),
     ("MAX_EVENT_AHEAD", Some("1h")),
     ("INCOMPLETE_WINDOWS", Some("mark")),
@@ -38,11 +51,41 @@ pub enum IncompletePolicy {
     Drop,
 }
 
+/// One output aggregate: `NAME=FUNCTION` or `NAME=FUNCTION(FIELD)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregate {
+    pub name: String,
+    pub function: Function,
+    /// The field read, for every function but `count`.
+    pub field: Option<String>,
+}
+
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{}={}({field})", self.name, self.function.name()),
+            None => write!(f, "{}={}", self.name, self.function.name()),
+        }
+    }
+}
+
+/// Where an event's time comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTime {
+    Field { name: String, format: TimestampFormat },
+    /// The record's Kafka timestamp (`TIMESTAMP_FIELD=@record`).
+    RecordTimestamp,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub window: WindowSpec,
     pub group_by: Vec<String>,
-    pub timestamp_field: String,
+    pub aggregates: Vec<Aggregate>,
+    pub event_time: EventTime,
+    /// Windows beginning up to this long after a (re)start's first event plus the watermark delay are
+    /// marked incomplete too: events of other partitions sharing the VM may be lost that far ahead.
+    pub restart_margin_ms: i64,
     pub state_budget_bytes: usize,
     /// Events more than this ahead of their record's timestamp are dead-lettered (`future`).
     pub max_event_ahead_ms: i64,
@@ -126,35 +169,58 @@ impl Config {
         let timestamp_setting = read("TIMESTAMP_FIELD");
         let timestamp_field = timestamp_setting.0.trim().to_string();
         if timestamp_field.is_empty() || timestamp_field.contains(',') {
-            return Err(error(timestamp_setting, "expected the name of the event's timestamp field".into()));
+            return Err(error(
+                timestamp_setting,
+                format!("expected the name of the event's timestamp field, or {RECORD_TIMESTAMP} for the record's own timestamp"),
+            ));
         }
+        let format_setting = read("TIMESTAMP_FORMAT");
+        let Some(format) = TimestampFormat::ALL.into_iter().find(|format| format.name() == format_setting.0.trim())
+        else {
+            let names: Vec<&str> = TimestampFormat::ALL.iter().map(|format| format.name()).collect();
+            return Err(error(format_setting, format!("expected one of: {}", names.join(", "))));
+        };
+        let event_time = if timestamp_field == RECORD_TIMESTAMP {
+            EventTime::RecordTimestamp
+        } else {
+            EventTime::Field { name: timestamp_field, format }
+        };
 
         let group_setting = read("GROUP_BY");
         let group_by: Vec<String> = group_setting.0.split(',').map(|name| name.trim().to_string()).collect();
-        let unknown = group_by.iter().find(|name| !GROUPABLE_FIELDS.contains(&name.as_str()));
-        let repeated = group_by.iter().enumerate().any(|(i, name)| group_by[..i].contains(name));
-        if unknown.is_some() || repeated {
-            let problem = match unknown {
-                Some(name) if name.is_empty() => "an empty field name".to_string(),
-                Some(name) => format!("unknown field {name:?}"),
-                None => "a repeated field".to_string(),
-            };
+        let problem = if group_by.len() > MAX_GROUP_FIELDS {
+            Some(format!("{} fields", group_by.len()))
+        } else if group_by.iter().any(String::is_empty) {
+            Some("an empty field name".to_string())
+        } else if let Some(name) = group_by.iter().find(|name| RESERVED_NAMES.contains(&name.as_str())) {
+            Some(format!("{name:?} is a name the output row uses itself"))
+        } else {
+            group_by.iter().enumerate().find(|(i, name)| group_by[..*i].contains(name)).map(|(_, name)| format!("{name:?} is repeated"))
+        };
+        if let Some(problem) = problem {
             return Err(error(
                 group_setting,
                 format!(
-                    "{problem}; expected a comma-separated list of distinct fields from: {}",
-                    GROUPABLE_FIELDS.join(", ")
+                    "{problem}; expected 1 to {MAX_GROUP_FIELDS} distinct top-level field names, comma-separated, other than {}",
+                    RESERVED_NAMES.join(", ")
                 ),
             ));
         }
 
+        let aggregates_setting = read("AGGREGATES");
+        let aggregates = parse_aggregates(&aggregates_setting.0, &group_by)
+            .map_err(|problem| error(aggregates_setting, problem))?;
+
+        let restart_margin_ms = duration(read("RESTART_MARGIN"), 0)? as i64;
+
         let budget_setting = read("STATE_BUDGET");
+        // Checked against the module's 32-bit address space, so a native build refuses the same values.
         let state_budget_bytes = match parse_size_bytes(&budget_setting.0) {
-            Some(bytes) if (16 << 10..=1 << 32).contains(&bytes) => bytes as usize,
+            Some(bytes) if (16 << 10..=MAX_STATE_BUDGET_BYTES).contains(&bytes) => bytes as usize,
             _ => {
                 return Err(error(
                     budget_setting,
-                    "expected a size from 16KiB to 4096MiB, like 768KiB or 1MiB (B, KiB or MiB)".into(),
+                    "expected a size from 16KiB to 4095MiB (what a 32-bit module can address), like 768KiB or 1MiB (B, KiB or MiB)".into(),
                 ))
             }
         };
@@ -195,7 +261,9 @@ impl Config {
         Ok(Config {
             window,
             group_by,
-            timestamp_field,
+            aggregates,
+            event_time,
+            restart_margin_ms,
             state_budget_bytes,
             max_event_ahead_ms,
             incomplete,
@@ -203,6 +271,60 @@ impl Config {
             dead_letter_max_bytes,
         })
     }
+}
+
+/// Parses `AGGREGATES`: `NAME=FUNCTION` or `NAME=FUNCTION(FIELD)`, comma-separated, in output order.
+/// Function names are case-insensitive; names and fields are taken exactly (trimmed).
+pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate>, String> {
+    const EXPECTED: &str = "expected NAME=FUNCTION, comma-separated, with FUNCTION one of count, count(FIELD), sum(FIELD), min(FIELD), max(FIELD), avg(FIELD)";
+    let items: Vec<&str> = text.split(',').collect();
+    if items.len() > MAX_AGGREGATES {
+        return Err(format!("{} aggregates, at most {MAX_AGGREGATES} are allowed", items.len()));
+    }
+    let mut aggregates: Vec<Aggregate> = Vec::with_capacity(items.len());
+    for item in items {
+        let Some((name, function)) = item.split_once('=') else {
+            return Err(format!("{:?} has no '='; {EXPECTED}", item.trim()));
+        };
+        let (name, function) = (name.trim(), function.trim());
+        if name.is_empty() {
+            return Err(format!("{:?} has an empty name; {EXPECTED}", item.trim()));
+        }
+        if RESERVED_NAMES.contains(&name) || group_by.iter().any(|field| field == name) {
+            return Err(format!(
+                "the name {name:?} collides with {} in the output row; choose another",
+                if group_by.iter().any(|field| field == name) { "a GROUP_BY field" } else { "a field" }
+            ));
+        }
+        if aggregates.iter().any(|aggregate| aggregate.name == name) {
+            return Err(format!("the name {name:?} is used twice"));
+        }
+        let (function_name, field) = match function.split_once('(') {
+            None => (function, None),
+            Some((function_name, rest)) => match rest.strip_suffix(')') {
+                Some(field) if !field.contains(['(', ')']) => (function_name.trim(), Some(field.trim())),
+                _ => return Err(format!("{function:?} has unbalanced or extra parentheses; {EXPECTED}")),
+            },
+        };
+        if function.contains(')') && field.is_none() {
+            return Err(format!("{function:?} has unbalanced or extra parentheses; {EXPECTED}"));
+        }
+        let function_name = function_name.to_ascii_lowercase();
+        let function = match field {
+            None if function_name == "count" => Function::Count,
+            None => match Function::OF_A_FIELD.iter().find(|(known, _)| *known == function_name) {
+                Some(_) => return Err(format!("{function:?} needs a field: {function_name}(FIELD)")),
+                None => return Err(format!("unknown function {function:?}; {EXPECTED}")),
+            },
+            Some("") => return Err(format!("{function:?} names no field; {EXPECTED}")),
+            Some(_) => match Function::OF_A_FIELD.iter().find(|(known, _)| *known == function_name) {
+                Some((_, function)) => *function,
+                None => return Err(format!("unknown function {function:?}; {EXPECTED}")),
+            },
+        };
+        aggregates.push(Aggregate { name: name.to_string(), function, field: field.map(str::to_string) });
+    }
+    Ok(aggregates)
 }
 
 #[cfg(test)]
@@ -226,7 +348,9 @@ mod tests {
         let config = with_outputs(&[]).unwrap();
         assert_eq!(config.window, WindowSpec::new(300_000, 10_000, 1).unwrap());
         assert_eq!(config.group_by, ["user_id", "event", "url"]);
-        assert_eq!(config.timestamp_field, "timestamp");
+        assert_eq!(config.event_time, EventTime::Field { name: "timestamp".into(), format: TimestampFormat::Auto });
+        assert_eq!(config.aggregates, [Aggregate { name: "event_count".into(), function: Function::Count, field: None }]);
+        assert_eq!(config.restart_margin_ms, 10_000);
         assert_eq!(config.state_budget_bytes, 768 * 1024);
         assert_eq!(config.max_event_ahead_ms, 3_600_000);
         assert_eq!(config.incomplete, IncompletePolicy::Mark);
@@ -249,7 +373,7 @@ mod tests {
 
     #[test]
     fn each_bad_setting_names_the_variable_its_value_and_what_is_allowed() {
-        let cases: [(&[(&str, &str)], &str); 14] = [
+        let cases: [(&[(&str, &str)], &str); 15] = [
             (&[("WINDOW_SIZE", "5x")], "WINDOW_SIZE=\"5x\": expected a duration from 1ms to 7d"),
             (&[("WINDOW_SIZE", "0s")], "WINDOW_SIZE=\"0s\": expected a duration"),
             (&[("WINDOW_SIZE", "8d")], "WINDOW_SIZE=\"8d\": expected a duration"),
@@ -258,9 +382,10 @@ mod tests {
             (&[("WINDOW_SLIDE", "10ms")], "at most 1000 times it"),
             (&[("WATERMARK_DELAY", "-1ms")], "WATERMARK_DELAY=\"-1ms\": expected a duration from 0ms"),
             (&[("WATERMARK_DELAY", "99999999999999999999h")], "WATERMARK_DELAY="),
-            (&[("GROUP_BY", "user_id,price")], "GROUP_BY=\"user_id,price\": unknown field \"price\"; expected a comma-separated list of distinct fields from: user_id, event, site_id, url"),
+            (&[("GROUP_BY", "user_id,window_end")], "GROUP_BY=\"user_id,window_end\": \"window_end\" is a name the output row uses itself; expected 1 to 8 distinct top-level field names"),
             (&[("GROUP_BY", "user_id,,url")], "an empty field name"),
-            (&[("GROUP_BY", "url,url")], "a repeated field"),
+            (&[("GROUP_BY", "url,url")], "\"url\" is repeated"),
+            (&[("GROUP_BY", "a,b,c,d,e,f,g,h,i")], "9 fields"),
             (&[("STATE_BUDGET", "2MB")], "STATE_BUDGET=\"2MB\": expected a size"),
             (&[("INCOMPLETE_WINDOWS", "keep")], "INCOMPLETE_WINDOWS=\"keep\": expected one of: mark, mark-value, drop"),
             (&[("DEAD_LETTER_TOPIC", "errors")], "DEAD_LETTER_TOPIC=\"errors\": expected \"none\" or one of the transform's output topics other than the first (clickstream_dlq)"),
@@ -277,6 +402,66 @@ mod tests {
             message(&[("DEAD_LETTER_MAX_BYTES", "1GiB")]).contains("DEAD_LETTER_MAX_BYTES=\"1GiB\": expected a size")
         );
         assert!(message(&[("DEAD_LETTER_TOPIC", "clickstream_aggregated")]).contains("other than the first"));
+        assert!(message(&[("TIMESTAMP_FORMAT", "unix")]).contains("TIMESTAMP_FORMAT=\"unix\": expected one of: auto, sql, iso, epoch_ms, epoch_s"));
+        assert!(message(&[("RESTART_MARGIN", "-1s")]).contains("RESTART_MARGIN=\"-1s\": expected a duration"));
+    }
+
+    #[test]
+    fn any_fields_can_be_grouped_by_and_aggregated() {
+        let config = with_outputs(&[
+            ("GROUP_BY", "store_id, region "),
+            ("AGGREGATES", "orders=count, revenue = SUM(amount), top=max(amount),avg_items=avg(items),with_coupon=count(coupon)"),
+            ("TIMESTAMP_FIELD", "created_at"),
+            ("TIMESTAMP_FORMAT", "epoch_ms"),
+        ])
+        .unwrap();
+        assert_eq!(config.group_by, ["store_id", "region"]);
+        let aggregates: Vec<String> = config.aggregates.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            aggregates,
+            ["orders=count", "revenue=sum(amount)", "top=max(amount)", "avg_items=avg(items)", "with_coupon=count(coupon)"]
+        );
+        assert_eq!(config.event_time, EventTime::Field { name: "created_at".into(), format: TimestampFormat::EpochMs });
+        assert_eq!(with_outputs(&[("TIMESTAMP_FIELD", "@record")]).unwrap().event_time, EventTime::RecordTimestamp);
+    }
+
+    #[test]
+    fn each_bad_aggregate_list_says_what_is_wrong() {
+        let seventeen: Vec<String> = (0..17).map(|i| format!("c{i}=count")).collect();
+        let seventeen = seventeen.join(",");
+        let cases = [
+            ("n=median(x)", "unknown function \"median(x)\"; expected NAME=FUNCTION"),
+            ("n=counts", "unknown function \"counts\""),
+            ("n=sum", "\"sum\" needs a field: sum(FIELD)"),
+            ("n=sum(x", "\"sum(x\" has unbalanced or extra parentheses"),
+            ("n=sum(x))", "unbalanced or extra parentheses"),
+            ("n=sum((x))", "unbalanced or extra parentheses"),
+            ("n=count)", "unbalanced or extra parentheses"),
+            ("n=count()", "\"count()\" names no field"),
+            ("=count", "\"=count\" has an empty name"),
+            ("count", "\"count\" has no '='"),
+            ("n=count,n=sum(x)", "the name \"n\" is used twice"),
+            ("user_id=count", "the name \"user_id\" collides with a GROUP_BY field"),
+            ("window_start=count", "the name \"window_start\" collides with a field in the output row"),
+            ("n=count,", "\"\" has no '='"),
+            (seventeen.as_str(), "17 aggregates, at most 16 are allowed"),
+        ];
+        for (value, expected) in cases {
+            let message = message(&[("AGGREGATES", value)]);
+            assert!(message.starts_with(&format!("invalid configuration: AGGREGATES={value:?}: ")), "{message}");
+            assert!(message.contains(expected), "{value}: {message}");
+        }
+    }
+
+    /// Regression (state_budget_4096mib_became_zero): inside the wasm32 module 4096 MiB wrapped to 0
+    /// and every event was dead-lettered as over_capacity.
+    #[test]
+    fn a_state_budget_the_module_cannot_address_is_refused() {
+        assert!(message(&[("STATE_BUDGET", "4096MiB")]).contains("from 16KiB to 4095MiB"));
+        assert!(message(&[("STATE_BUDGET", "17179869184")]).contains("STATE_BUDGET"));
+        let largest = with_outputs(&[("STATE_BUDGET", "4095MiB")]).unwrap();
+        assert_eq!(largest.state_budget_bytes as u64, MAX_STATE_BUDGET_BYTES);
+        assert!(u32::try_from(largest.state_budget_bytes).is_ok(), "fits the module's usize");
     }
 
     #[test]

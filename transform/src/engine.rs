@@ -1,12 +1,15 @@
-//! The hop-window engine: Flink's `HOP` + `COUNT` on event time, record by record.
+//! The hop-window engine: Flink's `HOP` with `COUNT`, `SUM`, `MIN`, `MAX` and `AVG` on event time, record
+//! by record.
 //!
-//! Events are counted in panes one slide wide; window `k` covers panes `k .. k + size/slide`, so its
-//! count is the sum of those panes when it fires. A late event lands in its pane and is therefore counted
+//! Events are aggregated in panes one slide wide; window `k` covers panes `k .. k + size/slide`, so its
+//! aggregates combine those panes when it fires. A late event lands in its pane and is therefore counted
 //! by exactly the windows containing it that have not fired yet, which is Flink's rule.
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::aggregate::{Accumulator, Function, Number};
 use crate::intern::Interner;
+use crate::time::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 
 /// Window size, slide and watermark delay in milliseconds. Build it with [`WindowSpec::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,15 +53,26 @@ impl WindowSpec {
     }
 }
 
-/// One output row: the count of one group in one window.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One value of a group-by field: an integer stays an integer, and `42` and `"42"` are different groups.
+/// Groups order field by field, integers (by value) before strings (by bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupValue<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+/// One output row: the aggregates of one group in one window.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Row<'a> {
     pub window_start_ms: i64,
     pub window_end_ms: i64,
-    pub group: &'a [&'a str],
+    pub group: &'a [GroupValue<'a>],
+    /// Events counted for the group in the window.
     pub count: u64,
-    /// False when the window began before the first event this engine saw (plus the watermark delay):
-    /// after a start or restart, events of that window may have been handled by a previous instance.
+    /// One value per aggregate, in configuration order; `None` is JSON null.
+    pub values: &'a [Option<Number>],
+    /// False when the window may miss events another instance handled: it began before this engine's
+    /// first event plus the watermark delay and the restart margin.
     pub complete: bool,
 }
 
@@ -70,19 +84,25 @@ pub trait RowSink {
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    Counted,
+    /// Counted in every window containing it but `missed_windows`, which had already fired.
+    Counted { missed_windows: u32 },
     /// Every window containing the event has fired.
     Late,
     /// Counting it would need state beyond the budget.
     OverCapacity,
+    /// Some window containing the event starts before year 0000 or ends after year 9999, where window
+    /// times have no text form.
+    OutOfRange,
 }
 
 /// Accounted bytes of state; constants model the module's wasm32 layout (see the README's limits).
 const STRING_BYTES: usize = 80;
 const GROUP_BYTES: usize = 96;
 const GROUP_FIELD_BYTES: usize = 4;
-const PANE_BYTES: usize = 128;
-const PANE_ENTRY_BYTES: usize = 24;
+const PANE_BYTES: usize = 160;
+const PANE_ENTRY_BYTES: usize = 28;
+/// One aggregate's state for one group in one pane: the accumulator in the pane's vector.
+const ACCUMULATOR_BYTES: usize = std::mem::size_of::<Accumulator>();
 
 /// A snapshot of the engine's size, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,46 +114,110 @@ pub struct EngineStats {
     pub watermark_ms: Option<i64>,
 }
 
+/// A group's events in one pane, and where its accumulators start in the pane's vector.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    count: u32,
+    first_accumulator: u32,
+}
+
+#[derive(Default)]
+struct Pane {
+    entries: HashMap<u32, Entry>,
+    /// The accumulators of every group in the pane, one block per group.
+    accumulators: Vec<Accumulator>,
+}
+
 pub struct Engine {
     spec: WindowSpec,
     budget_bytes: usize,
     state_bytes: usize,
-    strings: Interner<str>,
-    /// A group is its field values as string ids; its users are the pane entries that count it.
+    restart_margin_ms: i64,
+    /// The aggregates, in output order.
+    functions: Vec<Function>,
+    /// The empty state of each aggregate that keeps one.
+    empty_accumulators: Vec<Accumulator>,
+    /// Group values as tagged text (`i42`, `stext`), shared by every group that holds them.
+    values: Interner<str>,
+    /// A group is its field values as value ids; its users are the pane entries that count it.
     groups: Interner<[u32]>,
-    /// Pane index → group id → events.
-    panes: BTreeMap<i64, HashMap<u32, u32>>,
+    panes: BTreeMap<i64, Pane>,
     max_event_ms: Option<i64>,
     first_event_ms: Option<i64>,
+    // Buffers reused across calls.
     group_ids: Vec<u32>,
-    totals: HashMap<u32, u64>,
+    tagged: String,
+    window_rows: HashMap<u32, usize>,
+    window_counts: Vec<(u32, u64)>,
+    window_accumulators: Vec<Accumulator>,
 }
 
 impl Engine {
+    /// An engine that counts events (`count`) and keeps state within `budget_bytes`.
     pub fn new(spec: WindowSpec, budget_bytes: usize) -> Engine {
         Engine {
             spec,
             budget_bytes,
             state_bytes: 0,
-            strings: Interner::default(),
+            restart_margin_ms: 0,
+            functions: vec![Function::Count],
+            empty_accumulators: Vec::new(),
+            values: Interner::default(),
             groups: Interner::default(),
             panes: BTreeMap::new(),
             max_event_ms: None,
             first_event_ms: None,
             group_ids: Vec::new(),
-            totals: HashMap::new(),
+            tagged: String::new(),
+            window_rows: HashMap::new(),
+            window_counts: Vec::new(),
+            window_accumulators: Vec::new(),
         }
     }
 
-    /// Counts one event of `group` at `event_ms`, then advances the watermark, firing what it passes.
-    pub fn observe(&mut self, event_ms: i64, group: &[&str], sink: &mut impl RowSink) -> Admission {
+    /// Computes these aggregates instead of the count alone.
+    pub fn with_aggregates(mut self, functions: &[Function]) -> Engine {
+        self.functions = functions.to_vec();
+        self.empty_accumulators = functions.iter().filter_map(|f| Accumulator::empty(*f)).collect();
+        self
+    }
+
+    /// Marks incomplete the windows that begin up to `margin_ms` later than the watermark delay alone
+    /// would (see the README's "Restarts").
+    pub fn with_restart_margin(mut self, margin_ms: i64) -> Engine {
+        self.restart_margin_ms = margin_ms;
+        self
+    }
+
+    /// Counts one event of `group` at `event_ms`, with one input per aggregate (`None`: absent or null;
+    /// ignored by `count`), then advances the watermark, firing what it passes.
+    pub fn observe(
+        &mut self,
+        event_ms: i64,
+        group: &[GroupValue<'_>],
+        inputs: &[Option<Number>],
+        sink: &mut impl RowSink,
+    ) -> Admission {
         let pane = self.spec.pane_of(event_ms);
-        if self.watermark_ms().is_some_and(|watermark| pane <= self.spec.fired_through(watermark)) {
+        let panes_per_window = self.spec.panes_per_window();
+        let first_window = pane - panes_per_window + 1;
+        let first_start = first_window.checked_mul(self.spec.slide_ms);
+        let last_end = pane.checked_mul(self.spec.slide_ms).and_then(|start| start.checked_add(self.spec.size_ms));
+        if first_start.is_none_or(|start| start < MIN_TIMESTAMP_MS) || last_end.is_none_or(|end| end > MAX_TIMESTAMP_MS)
+        {
+            return Admission::OutOfRange;
+        }
+        let fired_through = self.watermark_ms().map(|watermark| self.spec.fired_through(watermark));
+        if fired_through.is_some_and(|fired| pane <= fired) {
             return Admission::Late;
         }
-        let admission = if self.count(pane, group) { Admission::Counted } else { Admission::OverCapacity };
+        if !self.count(pane, group, inputs) {
+            self.advance(event_ms, sink);
+            return Admission::OverCapacity;
+        }
+        let missed = fired_through.map_or(0, |fired| (fired - first_window + 1).clamp(0, panes_per_window));
         self.advance(event_ms, sink);
-        admission
+        Admission::Counted { missed_windows: missed as u32 }
     }
 
     /// Moves the watermark to `event_ms − delay` if that is ahead, firing every window it passes.
@@ -159,28 +243,56 @@ impl Engine {
         EngineStats {
             open_panes: self.panes.len(),
             open_groups: self.groups.len(),
-            open_strings: self.strings.len(),
+            open_strings: self.values.len(),
             state_bytes: self.state_bytes,
             watermark_ms: self.watermark_ms(),
         }
     }
 
+    /// Writes a group value as interned text: a type tag, then the value.
+    fn tag(value: &GroupValue<'_>, out: &mut String) {
+        use std::fmt::Write;
+        out.clear();
+        match value {
+            GroupValue::Int(int) => {
+                let _ = write!(out, "i{int}");
+            }
+            GroupValue::Text(text) => {
+                out.push('s');
+                out.push_str(text);
+            }
+        }
+    }
+
+    fn untag(tagged: &str) -> GroupValue<'_> {
+        match tagged.split_at(1) {
+            ("i", int) => GroupValue::Int(int.parse().expect("tagged integers are written by `tag`")),
+            (_, text) => GroupValue::Text(text),
+        }
+    }
+
     /// Adds one event to a pane if the budget allows what that needs; false if it does not.
-    fn count(&mut self, pane: i64, group: &[&str]) -> bool {
+    fn count(&mut self, pane: i64, group: &[GroupValue<'_>], inputs: &[Option<Number>]) -> bool {
         let mut new_bytes = 0;
         self.group_ids.clear();
         for value in group {
-            match self.strings.find(value) {
+            Self::tag(value, &mut self.tagged);
+            match self.values.find(&self.tagged) {
                 Some(id) => self.group_ids.push(id),
-                None => new_bytes += STRING_BYTES + value.len(),
+                None => new_bytes += STRING_BYTES + self.tagged.len(),
             }
         }
         let known_group = if self.group_ids.len() == group.len() { self.groups.find(&self.group_ids) } else { None };
-        if let Some(count) = known_group.and_then(|id| self.panes.get_mut(&pane)?.get_mut(&id)) {
-            *count = count.saturating_add(1);
-            return true;
+        if let Some((id, state)) = known_group.and_then(|id| Some((id, self.panes.get_mut(&pane)?))) {
+            if let Some(entry) = state.entries.get_mut(&id) {
+                entry.count = entry.count.saturating_add(1);
+                let first = entry.first_accumulator as usize;
+                add_inputs(&self.functions, inputs, &mut state.accumulators[first..]);
+                return true;
+            }
         }
-        new_bytes += PANE_ENTRY_BYTES;
+        let blocks = self.empty_accumulators.len();
+        new_bytes += PANE_ENTRY_BYTES + blocks * ACCUMULATOR_BYTES;
         if !self.panes.contains_key(&pane) {
             new_bytes += PANE_BYTES;
         }
@@ -197,22 +309,26 @@ impl Engine {
             }
             None => self.intern_group(group),
         };
-        let counts = self.panes.entry(pane).or_insert_with(|| {
+        let state = self.panes.entry(pane).or_insert_with(|| {
             self.state_bytes += PANE_BYTES;
-            HashMap::new()
+            Pane::default()
         });
-        counts.insert(group_id, 1);
-        self.state_bytes += PANE_ENTRY_BYTES;
+        let first = state.accumulators.len();
+        state.accumulators.extend_from_slice(&self.empty_accumulators);
+        add_inputs(&self.functions, inputs, &mut state.accumulators[first..]);
+        state.entries.insert(group_id, Entry { count: 1, first_accumulator: first as u32 });
+        self.state_bytes += PANE_ENTRY_BYTES + blocks * ACCUMULATOR_BYTES;
         true
     }
 
-    fn intern_group(&mut self, group: &[&str]) -> u32 {
+    fn intern_group(&mut self, group: &[GroupValue<'_>]) -> u32 {
         self.group_ids.clear();
         for value in group {
-            let before = self.strings.len();
-            self.group_ids.push(self.strings.acquire(value));
-            if self.strings.len() > before {
-                self.state_bytes += STRING_BYTES + value.len();
+            Self::tag(value, &mut self.tagged);
+            let before = self.values.len();
+            self.group_ids.push(self.values.acquire(&self.tagged));
+            if self.values.len() > before {
+                self.state_bytes += STRING_BYTES + self.tagged.len();
             }
         }
         let before = self.groups.len();
@@ -220,9 +336,9 @@ impl Engine {
         if self.groups.len() > before {
             self.state_bytes += GROUP_BYTES + GROUP_FIELD_BYTES * group.len();
         } else {
-            // The group already existed: the string users taken above are not needed.
-            for &string in &self.group_ids {
-                self.strings.release(string);
+            // The group already existed: the value users taken above are not needed.
+            for &value in &self.group_ids {
+                self.values.release(value);
             }
         }
         id
@@ -244,51 +360,88 @@ impl Engine {
             window += 1;
         }
         let open = self.panes.split_off(&(fired_now + 1));
-        for (_, counts) in std::mem::replace(&mut self.panes, open) {
-            self.state_bytes -= PANE_BYTES + PANE_ENTRY_BYTES * counts.len();
-            for group in counts.into_keys() {
+        let blocks = self.empty_accumulators.len();
+        for (_, pane) in std::mem::replace(&mut self.panes, open) {
+            self.state_bytes -= PANE_BYTES + (PANE_ENTRY_BYTES + blocks * ACCUMULATOR_BYTES) * pane.entries.len();
+            for group in pane.entries.into_keys() {
                 self.release_group(group);
             }
         }
-        self.strings.shrink_when_sparse();
+        self.values.shrink_when_sparse();
         self.groups.shrink_when_sparse();
     }
 
     fn release_group(&mut self, group: u32) {
-        if let Some(strings) = self.groups.release(group) {
-            self.state_bytes -= GROUP_BYTES + GROUP_FIELD_BYTES * strings.len();
-            for &string in strings.iter() {
-                if let Some(text) = self.strings.release(string) {
+        if let Some(values) = self.groups.release(group) {
+            self.state_bytes -= GROUP_BYTES + GROUP_FIELD_BYTES * values.len();
+            for &value in values.iter() {
+                if let Some(text) = self.values.release(value) {
                     self.state_bytes -= STRING_BYTES + text.len();
                 }
             }
         }
     }
 
+    /// Combines the window's panes, in pane order, per group; then writes one row per group in group order.
     fn emit_window(&mut self, window: i64, sink: &mut impl RowSink) {
-        self.totals.clear();
-        for counts in self.panes.range(window..window + self.spec.panes_per_window()).map(|(_, counts)| counts) {
-            for (&group, &count) in counts {
-                *self.totals.entry(group).or_default() += u64::from(count);
+        let blocks = self.empty_accumulators.len();
+        self.window_rows.clear();
+        self.window_counts.clear();
+        self.window_accumulators.clear();
+        for pane in self.panes.range(window..window + self.spec.panes_per_window()).map(|(_, pane)| pane) {
+            for (&group, entry) in &pane.entries {
+                let row = *self.window_rows.entry(group).or_insert_with(|| {
+                    self.window_counts.push((group, 0));
+                    self.window_accumulators.extend_from_slice(&self.empty_accumulators);
+                    self.window_counts.len() - 1
+                });
+                self.window_counts[row].1 += u64::from(entry.count);
+                let first = entry.first_accumulator as usize;
+                for (total, pane_state) in
+                    self.window_accumulators[row * blocks..].iter_mut().zip(&pane.accumulators[first..first + blocks])
+                {
+                    total.merge(pane_state);
+                }
             }
         }
-        let mut rows: Vec<(u32, u64)> = self.totals.drain().collect();
-        let values_of = |group: u32| self.groups.get(group).iter().map(|&string| self.strings.get(string));
-        rows.sort_unstable_by(|a, b| values_of(a.0).cmp(values_of(b.0)));
+        let values_of = |group: u32| self.groups.get(group).iter().map(|&value| Self::untag(self.values.get(value)));
+        let mut order: Vec<usize> = (0..self.window_counts.len()).collect();
+        order.sort_unstable_by(|&a, &b| values_of(self.window_counts[a].0).cmp(values_of(self.window_counts[b].0)));
         let window_start_ms = window * self.spec.slide_ms;
-        let complete = self.first_event_ms.is_some_and(|first| window_start_ms > first + self.spec.delay_ms);
-        let mut values: Vec<&str> = Vec::new();
-        for (group, count) in rows {
+        let complete = self
+            .first_event_ms
+            .is_some_and(|first| window_start_ms > first + self.spec.delay_ms + self.restart_margin_ms);
+        let mut group: Vec<GroupValue<'_>> = Vec::new();
+        let mut values: Vec<Option<Number>> = Vec::with_capacity(self.functions.len());
+        for row in order {
+            let (group_id, count) = self.window_counts[row];
+            group.clear();
+            group.extend(values_of(group_id));
             values.clear();
-            values.extend(values_of(group));
+            let mut accumulators = self.window_accumulators[row * blocks..(row + 1) * blocks].iter();
+            for function in &self.functions {
+                values.push(match function {
+                    Function::Count => Some(Number::Int(i64::try_from(count).unwrap_or(i64::MAX))),
+                    function => accumulators.next().and_then(|acc| acc.result(*function)),
+                });
+            }
             sink.row(&Row {
                 window_start_ms,
                 window_end_ms: window_start_ms + self.spec.size_ms,
-                group: &values,
+                group: &group,
                 count,
+                values: &values,
                 complete,
             });
         }
+    }
+}
+
+/// Adds one event's inputs to a group's accumulators (aggregates that keep none are skipped).
+fn add_inputs(functions: &[Function], inputs: &[Option<Number>], accumulators: &mut [Accumulator]) {
+    let with_state = functions.iter().zip(inputs).filter(|(function, _)| function.reads_a_field());
+    for ((_, input), accumulator) in with_state.zip(accumulators) {
+        accumulator.add(*input);
     }
 }
 
@@ -302,9 +455,24 @@ mod tests {
 
     impl RowSink for Collect {
         fn row(&mut self, row: &Row<'_>) {
-            let group = row.group.iter().map(|value| value.to_string()).collect();
+            let group = row
+                .group
+                .iter()
+                .map(|value| match value {
+                    GroupValue::Text(text) => text.to_string(),
+                    GroupValue::Int(int) => format!("#{int}"),
+                })
+                .collect();
             self.0.push((row.window_start_ms, row.window_end_ms, group, row.count, row.complete));
         }
+    }
+
+    const COUNTED: Admission = Admission::Counted { missed_windows: 0 };
+
+    /// Counts an event whose group values are all strings.
+    fn observe(engine: &mut Engine, event_ms: i64, group: &[&str], rows: &mut Collect) -> Admission {
+        let group: Vec<GroupValue<'_>> = group.iter().map(|text| GroupValue::Text(text)).collect();
+        engine.observe(event_ms, &group, &[], rows)
     }
 
     fn at(text: &str) -> i64 {
@@ -330,16 +498,16 @@ mod tests {
     fn worked_example() {
         let mut engine = hop();
         let mut rows = Collect::default();
-        assert_eq!(engine.observe(at("19:00:03"), &["A"], &mut rows), Admission::Counted);
-        assert_eq!(engine.observe(at("19:00:07"), &["A"], &mut rows), Admission::Counted);
+        assert_eq!(observe(&mut engine, at("19:00:03"), &["A"], &mut rows), COUNTED);
+        assert_eq!(observe(&mut engine, at("19:00:07"), &["A"], &mut rows), COUNTED);
         assert!(rows.0.is_empty());
-        assert_eq!(engine.observe(at("19:00:12"), &["B"], &mut rows), Admission::Counted);
+        assert_eq!(observe(&mut engine, at("19:00:12"), &["B"], &mut rows), COUNTED);
         assert_eq!(engine.watermark_ms(), Some(at("19:00:11.999")));
         assert_eq!(rows.0, vec![(at("18:55:10"), at("19:00:10"), vec!["A".to_string()], 2, false)]);
 
         // Key C at 19:00:05 is behind the watermark: it misses the fired window but counts in the 29 later ones.
-        assert_eq!(engine.observe(at("19:00:05"), &["C"], &mut rows), Admission::Counted);
-        engine.observe(at("19:00:20"), &["A"], &mut rows);
+        assert_eq!(observe(&mut engine, at("19:00:05"), &["C"], &mut rows), Admission::Counted { missed_windows: 1 });
+        observe(&mut engine, at("19:00:20"), &["A"], &mut rows);
         assert_eq!(
             rows.0[1..],
             vec![
@@ -348,7 +516,7 @@ mod tests {
                 (at("18:55:20"), at("19:00:20"), vec!["C".to_string()], 1, false),
             ]
         );
-        engine.observe(at("19:10:00"), &["D"], &mut rows);
+        observe(&mut engine, at("19:10:00"), &["D"], &mut rows);
         let c_windows = rows.0.iter().filter(|row| row.2 == ["C"]).count();
         assert_eq!(c_windows, 29);
     }
@@ -357,19 +525,19 @@ mod tests {
     fn an_event_whose_windows_all_fired_is_late() {
         let mut engine = hop();
         let mut rows = Collect::default();
-        engine.observe(at("19:00:00"), &["A"], &mut rows);
-        engine.observe(at("19:06:00"), &["A"], &mut rows);
+        observe(&mut engine, at("19:00:00"), &["A"], &mut rows);
+        observe(&mut engine, at("19:06:00"), &["A"], &mut rows);
         // The watermark is 19:05:59.999, so the window [19:01:00, 19:06:00) has fired too.
-        assert_eq!(engine.observe(at("19:01:00"), &["A"], &mut rows), Admission::Late);
-        assert_eq!(engine.observe(at("19:01:10"), &["A"], &mut rows), Admission::Counted);
+        assert_eq!(observe(&mut engine, at("19:01:00"), &["A"], &mut rows), Admission::Late);
+        assert_eq!(observe(&mut engine, at("19:01:10"), &["A"], &mut rows), Admission::Counted { missed_windows: 29 });
     }
 
     #[test]
     fn zero_delay_counts_the_event_before_firing_its_own_window() {
         let mut engine = Engine::new(WindowSpec::new(10_000, 10_000, 0).unwrap(), usize::MAX);
         let mut rows = Collect::default();
-        engine.observe(at("19:00:00"), &["A"], &mut rows);
-        engine.observe(at("19:00:09.999"), &["A"], &mut rows);
+        observe(&mut engine, at("19:00:00"), &["A"], &mut rows);
+        observe(&mut engine, at("19:00:09.999"), &["A"], &mut rows);
         assert_eq!(rows.0, vec![(at("19:00:00"), at("19:00:10"), vec!["A".to_string()], 2, false)]);
     }
 
@@ -378,10 +546,10 @@ mod tests {
         let mut engine = Engine::new(WindowSpec::new(20_000, 10_000, 1).unwrap(), usize::MAX);
         let mut rows = Collect::default();
         for (time, user, page) in [("19:00:05", "b", "x"), ("19:00:06", "a", "y"), ("19:00:07", "a", "x")] {
-            engine.observe(at(time), &[user, page], &mut rows);
+            observe(&mut engine, at(time), &[user, page], &mut rows);
         }
-        engine.observe(at("19:00:15"), &["a", "x"], &mut rows);
-        engine.observe(at("19:00:40"), &["c", "c"], &mut rows);
+        observe(&mut engine, at("19:00:15"), &["a", "x"], &mut rows);
+        observe(&mut engine, at("19:00:40"), &["c", "c"], &mut rows);
         let summary: Vec<(i64, Vec<String>, u64, bool)> =
             rows.0.into_iter().map(|(start, _, group, count, complete)| (start, group, count, complete)).collect();
         let group = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
@@ -403,14 +571,15 @@ mod tests {
     fn a_long_gap_skips_empty_windows_and_frees_all_state() {
         let mut engine = hop();
         let mut rows = Collect::default();
-        engine.observe(at("19:00:00"), &["A"], &mut rows);
-        engine.observe(parse_timestamp_ms("9999-12-31 23:59:59").unwrap(), &["B"], &mut rows);
+        observe(&mut engine, at("19:00:00"), &["A"], &mut rows);
+        let far = parse_timestamp_ms("9999-12-31 23:50:00").unwrap();
+        assert_eq!(observe(&mut engine, far, &["B"], &mut rows), COUNTED);
         assert_eq!(rows.0.len(), 30);
         let stats = engine.stats();
         assert_eq!((stats.open_panes, stats.open_groups, stats.open_strings), (1, 1, 1));
         assert_eq!(
             stats.state_bytes,
-            PANE_BYTES + PANE_ENTRY_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 1
+            PANE_BYTES + PANE_ENTRY_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 2
         );
     }
 
@@ -420,7 +589,7 @@ mod tests {
         let mut rows = Collect::default();
         for i in 0..1_000 {
             let user = format!("user{i}");
-            engine.observe(at("19:00:00") + i * 100, &[&user, "view", "/item/1"], &mut rows);
+            observe(&mut engine, at("19:00:00") + i * 100, &[&user, "view", "/item/1"], &mut rows);
         }
         assert!(engine.stats().open_groups == 1_000);
         engine.advance(at("20:00:00"), &mut rows);
@@ -430,17 +599,92 @@ mod tests {
 
     #[test]
     fn the_budget_refuses_new_state_but_keeps_counting_known_groups() {
-        let one_group = PANE_BYTES + PANE_ENTRY_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 1;
+        let one_group = PANE_BYTES + PANE_ENTRY_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 2;
         let mut engine = Engine::new(WindowSpec::new(300_000, 10_000, 1).unwrap(), one_group);
         let mut rows = Collect::default();
-        assert_eq!(engine.observe(at("19:00:00"), &["A"], &mut rows), Admission::Counted);
-        assert_eq!(engine.observe(at("19:00:01"), &["B"], &mut rows), Admission::OverCapacity);
-        assert_eq!(engine.observe(at("19:00:02"), &["A"], &mut rows), Admission::Counted);
+        assert_eq!(observe(&mut engine, at("19:00:00"), &["A"], &mut rows), COUNTED);
+        assert_eq!(observe(&mut engine, at("19:00:01"), &["B"], &mut rows), Admission::OverCapacity);
+        assert_eq!(observe(&mut engine, at("19:00:02"), &["A"], &mut rows), COUNTED);
         // A new pane for a known group needs room too.
-        assert_eq!(engine.observe(at("19:00:12"), &["A"], &mut rows), Admission::OverCapacity);
+        assert_eq!(observe(&mut engine, at("19:00:12"), &["A"], &mut rows), Admission::OverCapacity);
         assert!(engine.stats().state_bytes <= one_group);
         engine.advance(at("19:05:01"), &mut rows);
         assert_eq!(rows.0.last().map(|row| row.3), Some(2));
-        assert_eq!(engine.observe(at("19:05:02"), &["B"], &mut rows), Admission::Counted);
+        assert_eq!(observe(&mut engine, at("19:05:02"), &["B"], &mut rows), COUNTED);
+    }
+
+    /// Regression (windows_before_year_0000): an event at 0000-01-01 00:00:05 made rows whose window
+    /// started in year -1, printed as "-001-12-31 23:55:10".
+    #[test]
+    fn events_whose_windows_leave_years_0000_to_9999_are_out_of_range() {
+        let mut engine = hop();
+        let mut rows = Collect::default();
+        let early = parse_timestamp_ms("0000-01-01 00:00:05").unwrap();
+        assert_eq!(observe(&mut engine, early, &["A"], &mut rows), Admission::OutOfRange);
+        let first_whole = parse_timestamp_ms("0000-01-01 00:04:50").unwrap();
+        assert_eq!(observe(&mut engine, first_whole, &["A"], &mut rows), COUNTED);
+        let late = parse_timestamp_ms("9999-12-31 23:55:00").unwrap();
+        assert_eq!(observe(&mut engine, late, &["A"], &mut rows), Admission::OutOfRange);
+        assert_eq!(observe(&mut engine, late - 1, &["A"], &mut rows), COUNTED);
+        assert!(rows.0.iter().all(|row| row.0 >= crate::time::MIN_TIMESTAMP_MS && row.1 <= crate::time::MAX_TIMESTAMP_MS));
+        assert_eq!(rows.0.first().map(|row| row.0), Some(crate::time::MIN_TIMESTAMP_MS));
+    }
+
+    #[test]
+    fn the_restart_margin_widens_what_is_marked_incomplete() {
+        let spec = WindowSpec::new(20_000, 10_000, 1).unwrap();
+        let mut rows = Collect::default();
+        for (margin, complete_from) in [(0, "19:00:10"), (10_000, "19:00:20")] {
+            rows.0.clear();
+            let mut engine = Engine::new(spec, usize::MAX).with_restart_margin(margin);
+            for second in 5..60 {
+                observe(&mut engine, at(&format!("19:00:{second:02}")), &["A"], &mut rows);
+            }
+            let first_complete = rows.0.iter().find(|row| row.4).map(|row| row.0);
+            assert_eq!(first_complete, Some(at(complete_from)), "margin {margin}");
+            assert!(rows.0.iter().all(|row| row.4 == (row.0 >= at(complete_from))));
+        }
+    }
+
+    #[test]
+    fn integer_and_text_group_values_are_distinct_groups_in_type_then_value_order() {
+        let mut engine = Engine::new(WindowSpec::new(10_000, 10_000, 0).unwrap(), usize::MAX);
+        let mut rows = Collect::default();
+        for value in [GroupValue::Text("42"), GroupValue::Int(42), GroupValue::Int(-7), GroupValue::Text("10"), GroupValue::Int(42)] {
+            engine.observe(at("19:00:01"), &[value], &[], &mut rows);
+        }
+        engine.advance(at("19:00:10"), &mut rows);
+        let summary: Vec<(String, u64)> = rows.0.iter().map(|row| (row.2[0].clone(), row.3)).collect();
+        let expected = [("#-7", 1), ("#42", 2), ("10", 1), ("42", 1)];
+        assert_eq!(summary, expected.map(|(group, count)| (group.to_string(), count)));
+    }
+
+    #[test]
+    fn aggregates_combine_panes_and_skip_nulls() {
+        use crate::aggregate::{Function, Number::{Float, Int}};
+        let functions = [Function::Count, Function::Sum, Function::Min, Function::Avg, Function::CountField];
+        let mut engine =
+            Engine::new(WindowSpec::new(20_000, 10_000, 1).unwrap(), usize::MAX).with_aggregates(&functions);
+        struct Values(Vec<(i64, Vec<Option<Number>>)>);
+        impl RowSink for Values {
+            fn row(&mut self, row: &Row<'_>) {
+                self.0.push((row.window_start_ms, row.values.to_vec()));
+            }
+        }
+        let mut rows = Values(Vec::new());
+        let group = [GroupValue::Text("A")];
+        for (time, value) in [("19:00:01", Some(Int(3))), ("19:00:02", None), ("19:00:11", Some(Float(0.5)))] {
+            engine.observe(at(time), &group, &[None, value, value, value, value], &mut rows);
+        }
+        engine.advance(at("19:01:00"), &mut rows);
+        assert_eq!(
+            rows.0,
+            vec![
+                (at("18:59:50"), vec![Some(Int(2)), Some(Int(3)), Some(Int(3)), Some(Float(3.0)), Some(Int(1))]),
+                (at("19:00:00"), vec![Some(Int(3)), Some(Float(3.5)), Some(Float(0.5)), Some(Float(1.75)), Some(Int(2))]),
+                (at("19:00:10"), vec![Some(Int(1)), Some(Float(0.5)), Some(Float(0.5)), Some(Float(0.5)), Some(Int(1))]),
+            ]
+        );
+        assert_eq!(engine.stats().state_bytes, 0, "every accumulator is accounted and freed");
     }
 }

@@ -1,4 +1,4 @@
-//! A strict JSON reader that pulls named string members out of one object, in a single pass with no
+//! A strict JSON reader that pulls named string and number members out of one object, in a single pass with no
 //! recursion: deep nesting costs a counter, not stack, so hostile input cannot overflow the small stack
 //! the module runs on.
 
@@ -46,8 +46,10 @@ impl JsonKind {
 pub enum Member<'a> {
     Missing,
     Text(&'a str),
-    /// A string longer than the reader's limit; not kept, so huge values cost no memory.
-    TooLong,
+    /// A number, as its JSON token (`-12`, `0.5`, `1e3`).
+    Number(&'a str),
+    /// A string or number (the kind) longer than the reader's limit; not kept, so huge values cost no memory.
+    TooLong(JsonKind),
     Other(JsonKind),
 }
 
@@ -55,7 +57,8 @@ pub enum Member<'a> {
 enum Slot {
     Missing,
     Text(Range<usize>),
-    TooLong,
+    Number(Range<usize>),
+    TooLong(JsonKind),
     Other(JsonKind),
 }
 
@@ -64,22 +67,34 @@ pub struct MemberReader {
     names: Vec<String>,
     max_text_bytes: usize,
     slots: Vec<Slot>,
+    /// How many members of the last object had each wanted name.
+    hits: Vec<usize>,
     decoded: String,
     key: String,
     member_count: usize,
 }
 
 impl MemberReader {
-    /// Keeps the string members under `names`, up to `max_text_bytes` each once decoded.
+    /// Keeps the string and number members under `names`, up to `max_text_bytes` each once decoded.
     pub fn new(names: Vec<String>, max_text_bytes: usize) -> Self {
         let slots = vec![Slot::Missing; names.len()];
-        MemberReader { names, max_text_bytes, slots, decoded: String::new(), key: String::new(), member_count: 0 }
+        let hits = vec![0; names.len()];
+        MemberReader {
+            names,
+            max_text_bytes,
+            slots,
+            hits,
+            decoded: String::new(),
+            key: String::new(),
+            member_count: 0,
+        }
     }
 
     /// Reads `input`, which must be exactly one JSON object (surrounding white space allowed).
     /// When a name repeats, the last member wins, as in Flink's JSON format.
     pub fn read(&mut self, input: &str) -> Result<(), JsonError> {
         self.slots.iter_mut().for_each(|slot| *slot = Slot::Missing);
+        self.hits.iter_mut().for_each(|hits| *hits = 0);
         self.decoded.clear();
         self.member_count = 0;
         let mut cursor = Cursor { bytes: input.as_bytes(), pos: 0 };
@@ -105,7 +120,23 @@ impl MemberReader {
             cursor.expect(b':')?;
             cursor.skip_whitespace();
             self.member_count += 1;
-            match self.names.iter().position(|name| *name == self.key) {
+            let wanted = self.names.iter().position(|name| *name == self.key);
+            if let Some(index) = wanted {
+                self.hits[index] += 1;
+            }
+            match wanted {
+                Some(index) if matches!(cursor.peek(), Some(b'-' | b'0'..=b'9')) => {
+                    let token_start = cursor.pos;
+                    cursor.number()?;
+                    let token = &input[token_start..cursor.pos];
+                    self.slots[index] = if token.len() <= self.max_text_bytes {
+                        let start = self.decoded.len();
+                        self.decoded.push_str(token);
+                        Slot::Number(start..self.decoded.len())
+                    } else {
+                        Slot::TooLong(JsonKind::Number)
+                    };
+                }
                 Some(index) if cursor.peek() == Some(b'"') => {
                     let start = self.decoded.len();
                     let whole = cursor.read_string(Some((&mut self.decoded, self.max_text_bytes)))?;
@@ -113,7 +144,7 @@ impl MemberReader {
                         Slot::Text(start..self.decoded.len())
                     } else {
                         self.decoded.truncate(start);
-                        Slot::TooLong
+                        Slot::TooLong(JsonKind::String)
                     };
                 }
                 Some(index) => self.slots[index] = Slot::Other(cursor.skip_value(1)?),
@@ -135,7 +166,8 @@ impl MemberReader {
         match &self.slots[index] {
             Slot::Missing => Member::Missing,
             Slot::Text(range) => Member::Text(&self.decoded[range.clone()]),
-            Slot::TooLong => Member::TooLong,
+            Slot::Number(range) => Member::Number(&self.decoded[range.clone()]),
+            Slot::TooLong(kind) => Member::TooLong(*kind),
             Slot::Other(kind) => Member::Other(*kind),
         }
     }
@@ -143,6 +175,11 @@ impl MemberReader {
     /// How many members the object had (repeated names count each time).
     pub fn member_count(&self) -> usize {
         self.member_count
+    }
+
+    /// Whether every member of the object (at least one) had the `index`-th wanted name.
+    pub fn holds_only(&self, index: usize) -> bool {
+        self.member_count > 0 && self.hits[index] == self.member_count
     }
 }
 
@@ -420,7 +457,11 @@ mod tests {
         let mut reader = reader();
         reader.read(r#"{"user_id": 42}"#).unwrap();
         assert_eq!(reader.member(0), Member::Missing);
-        assert_eq!(reader.member(1), Member::Other(JsonKind::Number));
+        assert_eq!(reader.member(1), Member::Number("42"));
+        reader.read(r#"{"user_id": -0.5e+3, "timestamp": 1667158800000}"#).unwrap();
+        assert_eq!((reader.member(0), reader.member(1)), (Member::Number("1667158800000"), Member::Number("-0.5e+3")));
+        reader.read(&format!(r#"{{"user_id": 1{}}}"#, "0".repeat(20))).unwrap();
+        assert_eq!(reader.member(1), Member::TooLong(JsonKind::Number), "number tokens obey the length limit too");
         for (text, kind) in [
             ("{\"user_id\": {}}", JsonKind::Object),
             ("{\"user_id\": [1]}", JsonKind::Array),
@@ -437,6 +478,13 @@ mod tests {
         let mut reader = reader();
         reader.read(r#"{"user_id": "a", "user_id": "b"}"#).unwrap();
         assert_eq!(reader.member(1), Member::Text("b"));
+        assert!(reader.holds_only(1) && !reader.holds_only(0));
+        reader.read(r#"{"timestamp": "t", "timestamp": "u"}"#).unwrap();
+        assert!(reader.holds_only(0), "a repeated name is still the only name");
+        reader.read(r#"{"timestamp": "t", "x": 1}"#).unwrap();
+        assert!(!reader.holds_only(0));
+        reader.read("{}").unwrap();
+        assert!(!reader.holds_only(0));
         reader.read(r#"{"timestamp": "t"}"#).unwrap();
         assert_eq!(reader.member(1), Member::Missing);
     }
@@ -446,15 +494,15 @@ mod tests {
         let mut reader = reader();
         reader.read(r#"{"timestamp": "0123456789abcdefghij", "user_id": "0123456789abcdefghijk"}"#).unwrap();
         assert_eq!(reader.member(0), Member::Text("0123456789abcdefghij"));
-        assert_eq!(reader.member(1), Member::TooLong);
+        assert_eq!(reader.member(1), Member::TooLong(JsonKind::String));
         reader.read(r#"{"user_id": "0123456789abcdefghi\u00e9"}"#).unwrap();
-        assert_eq!(reader.member(1), Member::TooLong, "the escape pushes it to 21 bytes");
+        assert_eq!(reader.member(1), Member::TooLong(JsonKind::String), "the escape pushes it to 21 bytes");
         // A long name that starts like a wanted one does not match it.
         reader.read(r#"{"user_id_but_longer": "x", "timestampXXXXXXXXXXXXXXX": "y"}"#).unwrap();
         assert_eq!((reader.member(0), reader.member(1)), (Member::Missing, Member::Missing));
         let huge = format!(r#"{{"user_id": "{}"}}"#, "x".repeat(1 << 20));
         reader.read(&huge).unwrap();
-        assert_eq!(reader.member(1), Member::TooLong);
+        assert_eq!(reader.member(1), Member::TooLong(JsonKind::String));
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Flink-exact hopping-window counts of clickstream events, in plain Rust.
+//! Flink-exact hopping-window aggregates (count, sum, min, max, avg) of JSON events, in plain Rust.
 //!
 //! The module's SDK adapter (`main.rs`) feeds each record to [`aggregator::Aggregator`], which reads the
-//! event, counts it in the window [`engine::Engine`] and pushes rows and dead letters into an
-//! [`aggregator::Output`]. Nothing here knows about Redpanda, so all of it is tested natively.
+//! event, adds it to the window [`engine::Engine`] (whose per-pane state is [`aggregate::Accumulator`]s)
+//! and pushes rows and dead letters into an [`aggregator::Output`]. Nothing here knows about Redpanda, so all of it is tested natively.
 
+pub mod aggregate;
 pub mod aggregator;
 pub mod config;
 pub mod duration;

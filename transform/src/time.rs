@@ -1,14 +1,112 @@
-//! Flink `TIMESTAMP(3)` values: zone-less text read as UTC, held as epoch milliseconds.
+//! Event times: Flink `TIMESTAMP(3)` text read as UTC, ISO 8601 with an offset, or epoch numbers, all held
+//! as epoch milliseconds within years 0000 to 9999, the range the output's text form can print.
 
 const MS_PER_DAY: i64 = 86_400_000;
 
-/// Parses `YYYY-MM-DD HH:MM:SS[.fraction]`, also with `T` for the space and an optional trailing `Z`.
-/// The fraction (1 to 9 digits) is truncated to milliseconds, as `TIMESTAMP(3)` stores it.
+/// How event times are written, as `TIMESTAMP_FORMAT` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampFormat {
+    /// A date-time string in either text form, or a JSON integer of epoch milliseconds.
+    Auto,
+    /// `YYYY-MM-DD HH:MM:SS[.fraction]`, zone-less UTC (Flink's SQL form).
+    Sql,
+    /// `YYYY-MM-DDTHH:MM:SS[.fraction]` with an optional `Z` or `±HH:MM` offset (zone-less is UTC).
+    Iso,
+    /// A JSON integer of milliseconds since 1970-01-01 UTC.
+    EpochMs,
+    /// A JSON number of seconds since 1970-01-01 UTC; a decimal fraction is kept to the millisecond.
+    EpochS,
+}
+
+impl TimestampFormat {
+    pub const ALL: [TimestampFormat; 5] = [
+        TimestampFormat::Auto,
+        TimestampFormat::Sql,
+        TimestampFormat::Iso,
+        TimestampFormat::EpochMs,
+        TimestampFormat::EpochS,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimestampFormat::Auto => "auto",
+            TimestampFormat::Sql => "sql",
+            TimestampFormat::Iso => "iso",
+            TimestampFormat::EpochMs => "epoch_ms",
+            TimestampFormat::EpochS => "epoch_s",
+        }
+    }
+
+    /// Whether event times in this format are JSON strings (else numbers; `Auto` takes both).
+    pub fn takes_text(self) -> bool {
+        matches!(self, TimestampFormat::Auto | TimestampFormat::Sql | TimestampFormat::Iso)
+    }
+
+    pub fn takes_number(self) -> bool {
+        matches!(self, TimestampFormat::Auto | TimestampFormat::EpochMs | TimestampFormat::EpochS)
+    }
+
+    /// Reads a JSON string's text as an event time in this format.
+    pub fn parse_text(self, text: &str) -> Option<i64> {
+        let (sql, iso) = match self {
+            TimestampFormat::Auto => (true, true),
+            TimestampFormat::Sql => (true, false),
+            TimestampFormat::Iso => (false, true),
+            TimestampFormat::EpochMs | TimestampFormat::EpochS => return None,
+        };
+        parse_date_time(text, sql, iso)
+    }
+
+    /// Reads a JSON number token (already checked to be valid JSON) as an event time in this format.
+    pub fn parse_number(self, token: &str) -> Option<i64> {
+        let ms = match self {
+            TimestampFormat::Auto | TimestampFormat::EpochMs => {
+                if !is_integer_token(token) {
+                    return None;
+                }
+                token.parse::<i64>().ok()?
+            }
+            TimestampFormat::EpochS => {
+                let (whole, fraction) = token.split_once('.').unwrap_or((token, ""));
+                if !is_integer_token(whole) || fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let millis = digits(&fraction.as_bytes()[..fraction.len().min(3)]).unwrap_or(0)
+                    * 10_i64.pow(3 - fraction.len().min(3) as u32);
+                let seconds = whole.parse::<i64>().ok()?;
+                let millis = if whole.starts_with('-') { -millis } else { millis };
+                seconds.checked_mul(1_000)?.checked_add(millis)?
+            }
+            TimestampFormat::Sql | TimestampFormat::Iso => return None,
+        };
+        (MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&ms).then_some(ms)
+    }
+}
+
+/// A JSON number written as a whole number: no fraction, no exponent.
+pub fn is_integer_token(token: &str) -> bool {
+    let digits = token.strip_prefix('-').unwrap_or(token);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Parses the date-time text forms (see [`TimestampFormat::Auto`]); the default for configuration and tools.
 pub fn parse_timestamp_ms(text: &str) -> Option<i64> {
-    let text = text.strip_suffix('Z').unwrap_or(text).as_bytes();
-    if text.len() < 19 || !matches!(text[10], b' ' | b'T') {
+    parse_date_time(text, true, true)
+}
+
+/// `YYYY-MM-DD?HH:MM:SS[.fraction][zone]`: `sql` allows a space and no zone; `iso` allows `T` and a zone
+/// (`Z`, `+HH:MM` or `-HH:MM`). The fraction (1 to 9 digits) is truncated to milliseconds, as `TIMESTAMP(3)`
+/// stores it. The instant must lie in years 0000 to 9999 UTC.
+fn parse_date_time(text: &str, sql: bool, iso: bool) -> Option<i64> {
+    let text = text.as_bytes();
+    if text.len() < 19 {
         return None;
     }
+    let with_t = match text[10] {
+        b' ' if sql => false,
+        b'T' if iso => true,
+        _ => return None,
+    };
     let punctuation_ok = text[4] == b'-' && text[7] == b'-' && text[13] == b':' && text[16] == b':';
     let year = digits(&text[0..4])?;
     let month = digits(&text[5..7])?;
@@ -16,12 +114,31 @@ pub fn parse_timestamp_ms(text: &str) -> Option<i64> {
     let hour = digits(&text[11..13])?;
     let minute = digits(&text[14..16])?;
     let second = digits(&text[17..19])?;
-    let millis = match &text[19..] {
-        [] => 0,
-        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
-            digits(fraction)?;
-            let kept = &fraction[..fraction.len().min(3)];
+    let rest = &text[19..];
+    let fraction_len = match rest {
+        [b'.', after @ ..] => after.iter().take_while(|b| b.is_ascii_digit()).count(),
+        _ => 0,
+    };
+    let millis = match fraction_len {
+        0 if rest.first() == Some(&b'.') => return None,
+        0 => 0,
+        1..=9 => {
+            let kept = &rest[1..1 + fraction_len.min(3)];
             digits(kept)? * 10_i64.pow(3 - kept.len() as u32)
+        }
+        _ => return None,
+    };
+    let zone = &rest[if fraction_len > 0 { 1 + fraction_len } else { 0 }..];
+    let offset_minutes = match zone {
+        [] => 0,
+        // Today's inputs include the space form with a `Z`; `auto` keeps accepting it.
+        [b'Z'] if with_t || iso => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] if with_t => {
+            let (hours, minutes) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            (hours * 60 + minutes) * if *sign == b'-' { -1 } else { 1 }
         }
         _ => return None,
     };
@@ -31,13 +148,20 @@ pub fn parse_timestamp_ms(text: &str) -> Option<i64> {
         && hour < 24
         && minute < 60
         && second < 60;
-    valid.then(|| {
-        days_from_civil(year, month, day) * MS_PER_DAY + (hour * 3_600 + minute * 60 + second) * 1_000 + millis
-    })
+    if !valid {
+        return None;
+    }
+    let local =
+        days_from_civil(year, month, day) * MS_PER_DAY + (hour * 3_600 + minute * 60 + second) * 1_000 + millis;
+    let utc = local - offset_minutes * 60_000;
+    (MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&utc).then_some(utc)
 }
 
-/// Formats as `YYYY-MM-DD HH:MM:SS`, with `.fff` only when the milliseconds are not zero.
+/// Formats as `YYYY-MM-DD HH:MM:SS`, with `.fff` only when the milliseconds are not zero. Output times are
+/// kept within [`MIN_TIMESTAMP_MS`]..=[`MAX_TIMESTAMP_MS`] by the aggregator; for times that may lie
+/// outside (a watermark in a log line) use [`format_log_time`].
 pub fn format_timestamp_ms(ms: i64, out: &mut String) {
+    debug_assert!((MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&ms), "{ms} is outside years 0000 to 9999");
     use std::fmt::Write;
     let days = ms.div_euclid(MS_PER_DAY);
     let in_day = ms.rem_euclid(MS_PER_DAY);
@@ -47,6 +171,17 @@ pub fn format_timestamp_ms(ms: i64, out: &mut String) {
     if millis != 0 {
         let _ = write!(out, ".{millis:03}");
     }
+}
+
+/// A time for a log line: its text form when it has one, else the epoch milliseconds.
+pub fn format_log_time(ms: i64) -> String {
+    let mut text = String::new();
+    if (MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&ms) {
+        format_timestamp_ms(ms, &mut text);
+    } else {
+        text = format!("{ms}ms since 1970 (outside years 0000 to 9999)");
+    }
+    text
 }
 
 /// The earliest and latest instants the text form can express (years 0000 to 9999).
@@ -138,6 +273,13 @@ mod tests {
             "2020-11-16 22:59:59.",
             "2020-11-16 22:59:59.1234567890",
             "2020-11-16 22:59:59+01:00",
+            "2020-11-16T22:59:59+1:00",
+            "2020-11-16T22:59:59+24:00",
+            "2020-11-16T22:59:59+01:60",
+            "2020-11-16T22:59:59+0100",
+            "2020-11-16T22:59:59.5x",
+            "0000-01-01T00:30:00+01:00",
+            "9999-12-31T23:30:00-01:00",
             "2020-11-16 22:59:59ZZ",
             "+020-11-16 22:59:59",
             "2020-11-16 22:59:5x",
@@ -147,6 +289,45 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp_ms(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn parses_iso_offsets_to_utc() {
+        assert_eq!(parse_timestamp_ms("2022-10-30T21:40:00+02:00"), parse_timestamp_ms("2022-10-30 19:40:00"));
+        assert_eq!(parse_timestamp_ms("2022-10-30T17:10:00.5-02:30"), parse_timestamp_ms("2022-10-30 19:40:00.5"));
+        assert_eq!(parse_timestamp_ms("0000-01-01T01:00:00+01:00"), Some(MIN_TIMESTAMP_MS));
+    }
+
+    #[test]
+    fn each_format_reads_only_its_own_forms() {
+        use TimestampFormat::*;
+        let sql = "2022-10-30 19:40:00";
+        let iso = "2022-10-30T21:40:00+02:00";
+        let expected = parse_timestamp_ms(sql);
+        assert_eq!((Sql.parse_text(sql), Sql.parse_text(iso)), (expected, None));
+        assert_eq!((Iso.parse_text(sql), Iso.parse_text(iso)), (None, expected));
+        assert_eq!(Sql.parse_text("2022-10-30 19:40:00Z"), None);
+        assert_eq!(Auto.parse_text("2022-10-30 19:40:00Z"), expected);
+        assert_eq!(EpochMs.parse_text(sql), None);
+        assert_eq!(Auto.parse_number("1667158800000"), expected);
+        assert_eq!(EpochMs.parse_number("1667158800000"), expected);
+        assert_eq!(Auto.parse_number("1667158800000.0"), None);
+        assert_eq!(EpochMs.parse_number("1.6e12"), None);
+        assert_eq!(EpochS.parse_number("1667158800"), expected);
+        assert_eq!(EpochS.parse_number("1667158800.2509"), expected.map(|ms| ms + 250));
+        assert_eq!(EpochS.parse_number("-1.5"), Some(-1_500));
+        assert_eq!(EpochS.parse_number("1e9"), None);
+        assert_eq!(Sql.parse_number("1667158800000"), None);
+        assert_eq!(EpochMs.parse_number("-62167219200001"), None, "before year 0000");
+        assert_eq!(EpochMs.parse_number("253402300800000"), None, "after year 9999");
+        assert_eq!(EpochMs.parse_number("99999999999999999999"), None);
+        assert_eq!(EpochS.parse_number("9999999999999999"), None);
+    }
+
+    #[test]
+    fn log_times_outside_the_text_range_print_as_numbers() {
+        assert_eq!(format_log_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_log_time(MIN_TIMESTAMP_MS - 1), "-62167219200001ms since 1970 (outside years 0000 to 9999)");
     }
 
     #[test]

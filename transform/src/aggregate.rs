@@ -1,0 +1,310 @@
+//! The aggregate functions: what each keeps for one group in one pane, how the panes of a window combine,
+//! and the value written for the window.
+//!
+//! Numbers stay exact integers (SQL `BIGINT`) while every value is a JSON integer and the result fits in
+//! 64 bits; anything else is a 64-bit float. Integer parts are summed exactly (128 bits) and rounded once;
+//! float parts are added in pane order, each pane in arrival order.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use crate::time::is_integer_token;
+
+/// An aggregate function of `AGGREGATES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// `count`: every counted event (SQL `COUNT(1)`).
+    Count,
+    /// `count(FIELD)`: events whose field is present and not null.
+    CountField,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+impl Function {
+    /// The functions that read a field, by name.
+    pub const OF_A_FIELD: [(&'static str, Function); 5] = [
+        ("count", Function::CountField),
+        ("sum", Function::Sum),
+        ("min", Function::Min),
+        ("max", Function::Max),
+        ("avg", Function::Avg),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Count | Function::CountField => "count",
+            Function::Sum => "sum",
+            Function::Min => "min",
+            Function::Max => "max",
+            Function::Avg => "avg",
+        }
+    }
+
+    /// Whether the function keeps state of its own (`count` uses the group's event count).
+    pub fn reads_a_field(self) -> bool {
+        self != Function::Count
+    }
+}
+
+/// A number read from an event, or an aggregate's result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    /// Reads a JSON number token: a whole number that fits in 64 bits is an integer, anything else the
+    /// nearest 64-bit float. `None` when the number is beyond the largest float (`1e400`).
+    pub fn parse(token: &str) -> Option<Number> {
+        if is_integer_token(token) {
+            if let Ok(int) = token.parse::<i64>() {
+                return Some(Number::Int(int));
+            }
+        }
+        let float = token.parse::<f64>().ok()?;
+        float.is_finite().then_some(Number::Float(float))
+    }
+
+    /// Orders by value; an integer and a float of equal value compare equal.
+    fn cmp_value(self, other: Number) -> Ordering {
+        match (self, other) {
+            (Number::Int(a), Number::Int(b)) => a.cmp(&b),
+            (Number::Float(a), Number::Float(b)) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+            (Number::Int(a), Number::Float(b)) => cmp_int_float(a, b),
+            (Number::Float(a), Number::Int(b)) => cmp_int_float(b, a).reverse(),
+        }
+    }
+
+    /// Whether `self` should replace `best` as the minimum (`Less`) or maximum (`Greater`). Ties go to the
+    /// integer, and between `-0.0` and `0.0` to the one in the direction sought, so the result never depends
+    /// on the order the values arrived in.
+    fn beats(self, best: Number, direction: Ordering) -> bool {
+        match self.cmp_value(best) {
+            Ordering::Equal => match (self, best) {
+                (Number::Int(_), Number::Float(_)) => true,
+                (Number::Float(a), Number::Float(b)) => a.total_cmp(&b) == direction,
+                _ => false,
+            },
+            order => order == direction,
+        }
+    }
+}
+
+impl fmt::Display for Number {
+    /// Integers in decimal; floats in the shortest form that reads back to the same float, always with a
+    /// fraction or exponent (`99.0`, `0.1`, `1e16`), so a float never reads back as an integer.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Number::Int(int) => write!(f, "{int}"),
+            Number::Float(float) => write!(f, "{float:?}"),
+        }
+    }
+}
+
+/// Compares an integer with a float exactly (no rounding of either).
+fn cmp_int_float(int: i64, float: f64) -> Ordering {
+    const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+    if float >= TWO_TO_63 {
+        return Ordering::Less;
+    }
+    if float < -TWO_TO_63 {
+        return Ordering::Greater;
+    }
+    let whole = float.trunc();
+    // `whole` is within i64's range here, so the cast is exact.
+    int.cmp(&(whole as i64)).then_with(|| whole.partial_cmp(&float).unwrap_or(Ordering::Equal))
+}
+
+/// A 128-bit integer kept as two words, so the accumulator needs no 16-byte alignment in the module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wide {
+    low: u64,
+    high: i64,
+}
+
+impl Wide {
+    fn get(self) -> i128 {
+        (i128::from(self.high) << 64) | i128::from(self.low)
+    }
+
+    fn set(&mut self, value: i128) {
+        self.low = value as u64;
+        self.high = (value >> 64) as i64;
+    }
+}
+
+/// The state of one aggregate that reads a field, for one group in one pane or window.
+#[derive(Debug, Clone, Copy)]
+pub enum Accumulator {
+    /// `count(FIELD)`: the non-null values.
+    Values(u64),
+    /// `sum` and `avg`: the non-null values, the exact sum of the integers, the sum of the floats.
+    Sum { values: u64, ints: Wide, floats: f64, any_float: bool },
+    Min(Option<Number>),
+    Max(Option<Number>),
+}
+
+impl Accumulator {
+    /// The state before any value; `None` for `count`, which keeps none.
+    pub fn empty(function: Function) -> Option<Accumulator> {
+        Some(match function {
+            Function::Count => return None,
+            Function::CountField => Accumulator::Values(0),
+            Function::Sum | Function::Avg => {
+                Accumulator::Sum { values: 0, ints: Wide::default(), floats: 0.0, any_float: false }
+            }
+            Function::Min => Accumulator::Min(None),
+            Function::Max => Accumulator::Max(None),
+        })
+    }
+
+    /// Adds one event's value of the field (`None`: absent or null, which every function skips).
+    pub fn add(&mut self, value: Option<Number>) {
+        let Some(value) = value else { return };
+        match self {
+            Accumulator::Values(count) => *count += 1,
+            Accumulator::Sum { values, ints, floats, any_float } => {
+                *values += 1;
+                match value {
+                    Number::Int(int) => ints.set(ints.get() + i128::from(int)),
+                    Number::Float(float) => {
+                        *floats += float;
+                        *any_float = true;
+                    }
+                }
+            }
+            Accumulator::Min(best) => keep_best(best, value, Ordering::Less),
+            Accumulator::Max(best) => keep_best(best, value, Ordering::Greater),
+        }
+    }
+
+    /// Adds the state of a later pane of the same window.
+    pub fn merge(&mut self, other: &Accumulator) {
+        match (self, other) {
+            (Accumulator::Values(count), Accumulator::Values(more)) => *count += more,
+            (
+                Accumulator::Sum { values, ints, floats, any_float },
+                Accumulator::Sum { values: more, ints: more_ints, floats: more_floats, any_float: more_any },
+            ) => {
+                *values += more;
+                ints.set(ints.get() + more_ints.get());
+                *floats += more_floats;
+                *any_float |= more_any;
+            }
+            (Accumulator::Min(best), Accumulator::Min(Some(value))) => keep_best(best, *value, Ordering::Less),
+            (Accumulator::Max(best), Accumulator::Max(Some(value))) => keep_best(best, *value, Ordering::Greater),
+            _ => {}
+        }
+    }
+
+    /// The aggregate's value; `None` (JSON null) when no value was seen, or when a float result overflows.
+    pub fn result(&self, function: Function) -> Option<Number> {
+        match *self {
+            Accumulator::Values(count) => Some(Number::Int(i64::try_from(count).unwrap_or(i64::MAX))),
+            Accumulator::Sum { values: 0, .. } => None,
+            Accumulator::Sum { values, ints, floats, any_float } => {
+                let exact = ints.get();
+                let sum = match i64::try_from(exact) {
+                    Ok(int) if !any_float && function == Function::Sum => return Some(Number::Int(int)),
+                    _ => exact as f64 + floats,
+                };
+                let result = if function == Function::Avg { sum / values as f64 } else { sum };
+                result.is_finite().then_some(Number::Float(result))
+            }
+            Accumulator::Min(best) | Accumulator::Max(best) => best,
+        }
+    }
+}
+
+fn keep_best(best: &mut Option<Number>, value: Number, direction: Ordering) {
+    if best.is_none_or(|current| value.beats(current, direction)) {
+        *best = Some(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fold(function: Function, values: &[Option<Number>]) -> Option<Number> {
+        let mut acc = Accumulator::empty(function).unwrap();
+        values.iter().for_each(|value| acc.add(*value));
+        acc.result(function)
+    }
+
+    use Number::{Float, Int};
+
+    #[test]
+    fn reads_integers_exactly_and_everything_else_as_floats() {
+        assert_eq!(Number::parse("42"), Some(Int(42)));
+        assert_eq!(Number::parse("-0"), Some(Int(0)));
+        assert_eq!(Number::parse("9223372036854775807"), Some(Int(i64::MAX)));
+        assert_eq!(Number::parse("9223372036854775808"), Some(Float(9_223_372_036_854_775_808.0)));
+        assert_eq!(Number::parse("42.0"), Some(Float(42.0)));
+        assert_eq!(Number::parse("1e3"), Some(Float(1000.0)));
+        assert_eq!(Number::parse("-0.0"), Some(Float(-0.0)));
+        assert_eq!(Number::parse("1e400"), None);
+        assert_eq!(Number::parse("1e-400"), Some(Float(0.0)));
+    }
+
+    #[test]
+    fn sums_stay_integers_while_they_fit() {
+        assert_eq!(fold(Function::Sum, &[Some(Int(2)), None, Some(Int(-5))]), Some(Int(-3)));
+        assert_eq!(fold(Function::Sum, &[Some(Int(i64::MAX)), Some(Int(1)), Some(Int(-1))]), Some(Int(i64::MAX)));
+        assert_eq!(fold(Function::Sum, &[Some(Int(i64::MAX)), Some(Int(i64::MAX))]), Some(Float(1.8446744073709552e19)));
+        assert_eq!(fold(Function::Sum, &[Some(Int(2)), Some(Float(0.5))]), Some(Float(2.5)));
+        assert_eq!(fold(Function::Sum, &[None, None]), None);
+        assert_eq!(fold(Function::Sum, &[Some(Float(1e308)), Some(Float(1e308))]), None, "overflow writes null");
+    }
+
+    #[test]
+    fn averages_are_floats_of_the_non_null_values() {
+        assert_eq!(fold(Function::Avg, &[Some(Int(1)), Some(Int(2)), None]), Some(Float(1.5)));
+        assert_eq!(fold(Function::Avg, &[Some(Int(99))]), Some(Float(99.0)));
+        assert_eq!(fold(Function::Avg, &[None]), None);
+        assert_eq!(fold(Function::CountField, &[None, Some(Int(0)), Some(Float(0.5))]), Some(Int(2)));
+        assert_eq!(fold(Function::CountField, &[None]), Some(Int(0)));
+    }
+
+    #[test]
+    fn min_and_max_compare_integers_and_floats_exactly_whatever_the_order() {
+        let values = [Some(Int(3)), Some(Float(2.5)), Some(Int(i64::MAX)), Some(Float(9.3e18)), None];
+        assert_eq!(fold(Function::Min, &values), Some(Float(2.5)));
+        assert_eq!(fold(Function::Max, &values), Some(Float(9.3e18)));
+        assert_eq!(fold(Function::Max, &[Some(Int(i64::MAX)), Some(Float(9_223_372_036_854_775_807.0))]), Some(Float(9.223372036854776e18)));
+        for order in [[Some(Int(3)), Some(Float(3.0))], [Some(Float(3.0)), Some(Int(3))]] {
+            assert_eq!(fold(Function::Min, &order), Some(Int(3)));
+            assert_eq!(fold(Function::Max, &order), Some(Int(3)));
+        }
+        for order in [[Some(Float(0.0)), Some(Float(-0.0))], [Some(Float(-0.0)), Some(Float(0.0))]] {
+            assert_eq!(fold(Function::Min, &order).map(|n| n.to_string()), Some("-0.0".to_string()));
+            assert_eq!(fold(Function::Max, &order).map(|n| n.to_string()), Some("0.0".to_string()));
+        }
+        assert_eq!(fold(Function::Min, &[None]), None);
+    }
+
+    #[test]
+    fn merging_panes_equals_adding_their_values() {
+        let mut window = Accumulator::empty(Function::Sum).unwrap();
+        for pane in [[Some(Int(1)), Some(Float(0.25))], [Some(Int(i64::MAX)), None]] {
+            let mut acc = Accumulator::empty(Function::Sum).unwrap();
+            pane.iter().for_each(|value| acc.add(*value));
+            window.merge(&acc);
+        }
+        assert_eq!(window.result(Function::Sum), Some(Float(9.223372036854776e18)));
+        assert_eq!(window.result(Function::Avg), Some(Float(9.223372036854776e18 / 3.0)));
+    }
+
+    #[test]
+    fn floats_print_so_they_read_back_as_the_same_float() {
+        for (float, text) in [(99.0, "99.0"), (0.1, "0.1"), (1e16, "1e16"), (72.33333333333333, "72.33333333333333")] {
+            assert_eq!(Float(float).to_string(), text);
+            assert_eq!(text.parse::<f64>(), Ok(float));
+        }
+        assert_eq!(Int(-7).to_string(), "-7");
+    }
+}
