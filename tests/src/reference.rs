@@ -1,7 +1,9 @@
 //! A brute-force model of the Flink job, written from the semantics note and sharing no code with the
-//! transform: serde_json reads events, chrono reads and prints times, and every window is its own map,
-//! updated event by event. Slow and obviously right is the point.
+//! transform: serde_json reads events, chrono reads and prints times, every window is its own map
+//! updated event by event, and each window keeps every value it was given until it fires. Slow and
+//! obviously right is the point.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime};
@@ -13,18 +15,38 @@ pub struct ReferenceConfig {
     pub size_ms: i64,
     pub slide_ms: i64,
     pub delay_ms: i64,
+    pub restart_margin_ms: i64,
     pub group_by: Vec<String>,
-    pub timestamp_field: String,
+    /// (output name, function, field) in output order.
+    pub aggregates: Vec<(String, String, Option<String>)>,
+    /// `None`: the record timestamp (`@record`).
+    pub timestamp_field: Option<String>,
+    pub timestamp_format: String,
     pub max_event_ahead_ms: i64,
 }
 
-/// One output row as the model sees it.
+/// A group-by value; integers order before strings, as the transform documents.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RefGroup {
+    Int(i64),
+    Text(String),
+}
+
+/// An aggregate's result: JSON null, an integer, or a float.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RefValue {
+    Null,
+    Int(i64),
+    Float(f64),
+}
+
+/// One output row as the model sees it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RefRow {
     pub window_start: String,
     pub window_end: String,
-    pub group: Vec<String>,
-    pub count: u64,
+    pub group: Vec<RefGroup>,
+    pub values: Vec<RefValue>,
     pub complete: bool,
 }
 
@@ -35,29 +57,83 @@ impl ReferenceConfig {
         let ms = |name: &str, default: &str| {
             clickstream_aggregation::duration::parse_duration_ms(&text(name, default)).expect("a valid duration") as i64
         };
+        let aggregates = text("AGGREGATES", "event_count=count")
+            .split(',')
+            .map(|item| {
+                let (name, function) = item.split_once('=').expect("NAME=FUNCTION");
+                let function = function.trim().to_lowercase();
+                match function.split_once('(') {
+                    Some((function, field)) => (
+                        name.trim().to_string(),
+                        function.trim().to_string(),
+                        Some(field.trim_end_matches(')').trim().to_string()),
+                    ),
+                    None => (name.trim().to_string(), function, None),
+                }
+            })
+            .collect();
+        let field = text("TIMESTAMP_FIELD", "timestamp").trim().to_string();
         ReferenceConfig {
             size_ms: ms("WINDOW_SIZE", "5m"),
             slide_ms: ms("WINDOW_SLIDE", "10s"),
             delay_ms: ms("WATERMARK_DELAY", "1ms"),
-            group_by: text("GROUP_BY", "user_id,event,url").split(',').map(String::from).collect(),
-            timestamp_field: text("TIMESTAMP_FIELD", "timestamp"),
+            restart_margin_ms: ms("RESTART_MARGIN", "10s"),
+            group_by: text("GROUP_BY", "user_id,event,url").split(',').map(|name| name.trim().to_string()).collect(),
+            aggregates,
+            timestamp_field: (field != "@record").then_some(field),
+            timestamp_format: text("TIMESTAMP_FORMAT", "auto"),
             max_event_ahead_ms: ms("MAX_EVENT_AHEAD", "1h"),
         }
     }
 }
 
+/// A number as the model reads it from serde_json.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+/// What one event brings to a window: its group's count and each aggregate's input.
+type Inputs = Vec<Option<Num>>;
+
+/// The events one group gave one window: their count and every aggregate input, in arrival order.
+#[derive(Debug, Default)]
+struct Seen {
+    count: u64,
+    inputs: Vec<Inputs>,
+}
+
+/// Running totals the transform also keeps.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RefTotals {
+    pub partly_late: u64,
+    pub missed_windows: u64,
+}
+
 pub struct Reference {
     config: ReferenceConfig,
-    /// Window start → group → count, for windows that hold events and have not fired.
-    windows: BTreeMap<i64, BTreeMap<Vec<String>, u64>>,
+    /// Window start → group → what was seen, for windows that hold events and have not fired.
+    windows: BTreeMap<i64, BTreeMap<Vec<RefGroup>, Seen>>,
     max_event_ms: Option<i64>,
     first_event_ms: Option<i64>,
     pub rows: Vec<RefRow>,
+    pub totals: RefTotals,
 }
+
+const MIN_MS: i64 = -62_167_219_200_000; // 0000-01-01 00:00:00
+const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31 23:59:59.999
 
 impl Reference {
     pub fn new(config: ReferenceConfig) -> Reference {
-        Reference { config, windows: BTreeMap::new(), max_event_ms: None, first_event_ms: None, rows: Vec::new() }
+        Reference {
+            config,
+            windows: BTreeMap::new(),
+            max_event_ms: None,
+            first_event_ms: None,
+            rows: Vec::new(),
+            totals: RefTotals::default(),
+        }
     }
 
     /// Handles one record value; returns "counted", "heartbeat" or the dead-letter reason.
@@ -67,21 +143,31 @@ impl Reference {
                 self.advance(event_ms);
                 "heartbeat".into()
             }
-            Ok((event_ms, Some(group))) => {
+            Ok((event_ms, Some((group, inputs)))) => {
+                let starts = self.window_starts_of(event_ms);
+                if starts.iter().any(|start| *start < MIN_MS || start + self.config.size_ms > MAX_MS) {
+                    return "out_of_range".into();
+                }
                 if self.first_event_ms.is_none() {
                     self.first_event_ms = Some(event_ms);
                 }
                 let watermark = self.watermark();
-                let open: Vec<i64> = self
-                    .window_starts_of(event_ms)
-                    .into_iter()
+                let open: Vec<i64> = starts
+                    .iter()
+                    .copied()
                     .filter(|&start| watermark.is_none_or(|wm| wm < start + self.config.size_ms - 1))
                     .collect();
                 if open.is_empty() {
                     return "late".into();
                 }
+                if open.len() < starts.len() {
+                    self.totals.partly_late += 1;
+                    self.totals.missed_windows += (starts.len() - open.len()) as u64;
+                }
                 for start in open {
-                    *self.windows.entry(start).or_default().entry(group.clone()).or_default() += 1;
+                    let seen = self.windows.entry(start).or_default().entry(group.clone()).or_default();
+                    seen.count += 1;
+                    seen.inputs.push(inputs.clone());
                 }
                 self.advance(event_ms);
                 "counted".into()
@@ -90,40 +176,79 @@ impl Reference {
         }
     }
 
-    fn classify(&self, value: Option<&[u8]>, record_ms: i64) -> Result<(i64, Option<Vec<String>>), &'static str> {
+    #[allow(clippy::type_complexity)]
+    fn classify(
+        &self,
+        value: Option<&[u8]>,
+        record_ms: i64,
+    ) -> Result<(i64, Option<(Vec<RefGroup>, Inputs)>), &'static str> {
         let bytes = value.ok_or("no_value")?;
         let text = std::str::from_utf8(bytes).map_err(|_| "invalid_utf8")?;
         let parsed: Value = match serde_json::from_str(text) {
             Ok(parsed) => parsed,
             Err(error) if error.to_string().contains("recursion limit") => return Err("too_deep"),
+            // serde_json refuses numbers beyond a float; the streams put those in aggregated fields only.
+            Err(error) if error.to_string().contains("number out of range") => return Err("out_of_range"),
             Err(_) => return Err("not_json"),
         };
         if depth(&parsed) > 64 {
             return Err("too_deep");
         }
         let object = parsed.as_object().ok_or("not_object")?;
-        let string_field = |name: &str| match object.get(name) {
-            None => Err("missing_field"),
-            Some(Value::String(text)) => Ok(text.clone()),
-            Some(_) => Err("wrong_type"),
+        let event_ms = match &self.config.timestamp_field {
+            None if (MIN_MS..=MAX_MS).contains(&record_ms) => record_ms,
+            None => return Err("bad_timestamp"),
+            Some(field) => {
+                let format = self.config.timestamp_format.as_str();
+                let event_ms = match object.get(field) {
+                    None => return Err("missing_field"),
+                    Some(Value::String(text)) if ["auto", "sql", "iso"].contains(&format) => {
+                        if text.len() > 1024 {
+                            return Err("bad_timestamp");
+                        }
+                        parse_time(text, format).ok_or("bad_timestamp")?
+                    }
+                    Some(Value::Number(number)) if ["auto", "epoch_ms", "epoch_s"].contains(&format) => {
+                        epoch_time(number, format).ok_or("bad_timestamp")?
+                    }
+                    Some(_) => return Err("wrong_type"),
+                };
+                if event_ms > record_ms + self.config.max_event_ahead_ms {
+                    return Err("future");
+                }
+                event_ms
+            }
         };
-        let timestamp = string_field(&self.config.timestamp_field)?;
-        let event_ms = parse_time(&timestamp).ok_or("bad_timestamp")?;
-        if event_ms > record_ms + self.config.max_event_ahead_ms {
-            return Err("future");
-        }
-        if object.len() == 1 {
+        let heartbeat = match &self.config.timestamp_field {
+            Some(field) => object.len() == 1 && object.contains_key(field),
+            None => object.is_empty(),
+        };
+        if heartbeat {
             return Ok((event_ms, None));
         }
         let mut group = Vec::new();
         for name in &self.config.group_by {
-            let value = string_field(name)?;
-            if value.len() > 1024 {
-                return Err("field_too_long");
-            }
-            group.push(value);
+            group.push(match object.get(name) {
+                None => return Err("missing_field"),
+                Some(Value::String(text)) if text.len() > 1024 => return Err("field_too_long"),
+                Some(Value::String(text)) => RefGroup::Text(text.clone()),
+                Some(Value::Number(number)) if number.is_i64() => RefGroup::Int(number.as_i64().unwrap()),
+                Some(Value::Number(number)) if number.is_u64() => return Err("out_of_range"),
+                Some(_) => return Err("wrong_type"),
+            });
         }
-        Ok((event_ms, Some(group)))
+        let mut inputs = Vec::new();
+        for (_, _, field) in &self.config.aggregates {
+            inputs.push(match field.as_ref().map(|field| object.get(field)) {
+                None | Some(None) | Some(Some(Value::Null)) => None,
+                Some(Some(Value::Number(number))) => Some(match number.as_i64() {
+                    Some(int) => Num::Int(int),
+                    None => Num::Float(number.as_f64().expect("serde_json numbers are finite")),
+                }),
+                Some(Some(_)) => return Err("wrong_type"),
+            });
+        }
+        Ok((event_ms, Some((group, inputs))))
     }
 
     /// Advances the watermark and fires, in start order, every window it has passed.
@@ -137,13 +262,27 @@ impl Reference {
             self.windows.keys().copied().filter(|start| watermark >= start + self.config.size_ms - 1).collect();
         for start in due {
             let groups = self.windows.remove(&start).expect("listed");
-            let complete = start > self.first_event_ms.expect("set") + self.config.delay_ms;
-            for (group, count) in groups {
+            let first = self.first_event_ms.expect("set");
+            let complete = start > first + self.config.delay_ms + self.config.restart_margin_ms;
+            for (group, seen) in groups {
+                let values = self
+                    .config
+                    .aggregates
+                    .iter()
+                    .enumerate()
+                    .map(|(index, (_, function, field))| {
+                        let inputs: Vec<Num> = seen.inputs.iter().filter_map(|inputs| inputs[index]).collect();
+                        match field {
+                            None => RefValue::Int(seen.count as i64),
+                            Some(_) => aggregate(function, &inputs),
+                        }
+                    })
+                    .collect();
                 self.rows.push(RefRow {
                     window_start: format_time(start),
                     window_end: format_time(start + self.config.size_ms),
                     group,
-                    count,
+                    values,
                     complete,
                 });
             }
@@ -161,6 +300,77 @@ impl Reference {
     }
 }
 
+/// One aggregate of a field over a window's non-null inputs, in arrival order.
+fn aggregate(function: &str, inputs: &[Num]) -> RefValue {
+    let float_sum = || {
+        let ints: i128 = inputs.iter().map(|n| if let Num::Int(i) = n { i128::from(*i) } else { 0 }).sum();
+        let floats: f64 = inputs.iter().map(|n| if let Num::Float(f) = n { *f } else { 0.0 }).sum();
+        ints as f64 + floats
+    };
+    let finite = |x: f64| if x.is_finite() { RefValue::Float(x) } else { RefValue::Null };
+    match function {
+        "count" => RefValue::Int(inputs.len() as i64),
+        _ if inputs.is_empty() => RefValue::Null,
+        "sum" => {
+            let all_ints: Option<Vec<i64>> =
+                inputs.iter().map(|n| if let Num::Int(i) = n { Some(*i) } else { None }).collect();
+            match all_ints.map(|ints| ints.iter().map(|i| i128::from(*i)).sum::<i128>()) {
+                Some(exact) if i64::try_from(exact).is_ok() => RefValue::Int(exact as i64),
+                _ => finite(float_sum()),
+            }
+        }
+        "avg" => finite(float_sum() / inputs.len() as f64),
+        "min" => extreme(inputs, Ordering::Less),
+        "max" => extreme(inputs, Ordering::Greater),
+        other => panic!("unknown function {other}"),
+    }
+}
+
+/// The smallest (`Less`) or largest (`Greater`) input; ties prefer an integer, then `-0.0` for the
+/// minimum and `0.0` for the maximum.
+fn extreme(inputs: &[Num], want: Ordering) -> RefValue {
+    let rank = |n: &Num| match n {
+        Num::Int(_) => 0,
+        Num::Float(f) if f.is_sign_negative() == (want == Ordering::Less) => 1,
+        Num::Float(_) => 2,
+    };
+    let best = inputs
+        .iter()
+        .copied()
+        .reduce(|best, next| {
+            let order = compare(next, best);
+            if order == want || (order == Ordering::Equal && rank(&next) < rank(&best)) {
+                next
+            } else {
+                best
+            }
+        })
+        .expect("not empty");
+    match best {
+        Num::Int(i) => RefValue::Int(i),
+        Num::Float(f) => RefValue::Float(f),
+    }
+}
+
+/// Exact numeric order of two numbers, through 128-bit integers where a float is whole.
+fn compare(a: Num, b: Num) -> Ordering {
+    let int_vs_float = |i: i64, f: f64| -> Ordering {
+        if f.fract() == 0.0 {
+            i128::from(i).cmp(&(f as i128))
+        } else if i128::from(i) <= f.floor() as i128 {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        }
+    };
+    match (a, b) {
+        (Num::Int(x), Num::Int(y)) => x.cmp(&y),
+        (Num::Float(x), Num::Float(y)) => x.partial_cmp(&y).expect("finite"),
+        (Num::Int(x), Num::Float(y)) => int_vs_float(x, y),
+        (Num::Float(x), Num::Int(y)) => int_vs_float(y, x).reverse(),
+    }
+}
+
 fn depth(value: &Value) -> usize {
     match value {
         Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
@@ -169,20 +379,53 @@ fn depth(value: &Value) -> usize {
     }
 }
 
-/// Flink's zone-less TIMESTAMP(3) text, read with chrono.
-pub fn parse_time(text: &str) -> Option<i64> {
-    let text = text.strip_suffix('Z').unwrap_or(text);
-    let digits_after_dot = text.split_once('.').map(|(_, fraction)| fraction.len());
-    if text.len() < 19
-        || digits_after_dot.is_some_and(|n| !(1..=9).contains(&n))
-        || !text[..4].bytes().all(|b| b.is_ascii_digit())
-    {
+/// A date-time string in the given `TIMESTAMP_FORMAT` (`auto`, `sql` or `iso`), read with chrono.
+pub fn parse_time(text: &str, format: &str) -> Option<i64> {
+    let sql = format != "iso";
+    let iso = format != "sql";
+    let bytes = text.as_bytes();
+    if bytes.len() < 19 || !bytes[..4].iter().all(u8::is_ascii_digit) {
         return None;
     }
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-        .map(|time| time.and_utc().timestamp_millis())
+    let with_t = match bytes[10] {
+        b' ' if sql => false,
+        b'T' if iso => true,
+        _ => return None,
+    };
+    let (local, zone) = match text.find(['+', 'Z']).or_else(|| text[19..].find('-').map(|at| at + 19)) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    if let Some((_, fraction)) = local.split_once('.') {
+        if !(1..=9).contains(&fraction.len()) {
+            return None;
+        }
+    }
+    let naive = NaiveDateTime::parse_from_str(&local.replace('T', " "), "%Y-%m-%d %H:%M:%S%.f").ok()?;
+    let offset_ms = match zone {
+        "" => 0,
+        "Z" if with_t || iso => 0,
+        zone if with_t && zone.len() == 6 => {
+            let fixed = DateTime::parse_from_str(&format!("2000-01-01 00:00:00 {zone}"), "%Y-%m-%d %H:%M:%S %:z").ok()?;
+            i64::from(fixed.offset().local_minus_utc()) * 1000
+        }
+        _ => return None,
+    };
+    let ms = naive.and_utc().timestamp_millis() - offset_ms;
+    (MIN_MS..=MAX_MS).contains(&ms).then_some(ms)
+}
+
+/// An epoch number in the given `TIMESTAMP_FORMAT` (`auto` and `epoch_ms`: integer milliseconds; `epoch_s`:
+/// seconds, a fraction kept to the millisecond).
+fn epoch_time(number: &serde_json::Number, format: &str) -> Option<i64> {
+    let ms = match format {
+        "epoch_s" => match number.as_i64() {
+            Some(seconds) => seconds.checked_mul(1000)?,
+            None => (number.as_f64()? * 1000.0).trunc() as i64,
+        },
+        _ => number.as_i64()?,
+    };
+    (MIN_MS..=MAX_MS).contains(&ms).then_some(ms)
 }
 
 /// `YYYY-MM-DD HH:MM:SS`, with `.fff` only when the milliseconds are not zero.
@@ -195,15 +438,36 @@ pub fn format_time(ms: i64) -> String {
     }
 }
 
-/// Reads a row the transform wrote back into the model's terms.
-pub fn row_from_json(value: &[u8], group_by: &[String], incomplete: bool) -> RefRow {
-    let parsed: Value = serde_json::from_slice(value).expect("rows are JSON");
-    let text = |name: &str| parsed[name].as_str().unwrap_or_else(|| panic!("row lacks {name}: {parsed}")).to_string();
-    RefRow {
-        window_start: text("window_start"),
-        window_end: text("window_end"),
-        group: group_by.iter().map(|name| text(name)).collect(),
-        count: parsed["event_count"].as_u64().expect("event_count is an integer"),
-        complete: !incomplete,
-    }
+/// Reads a row the transform wrote back into the model's terms, checking its shape: window bounds, the
+/// group fields in order, then the aggregates in order, and nothing else but the incomplete flag.
+pub fn row_from_json(value: &[u8], config: &ReferenceConfig, incomplete: bool) -> RefRow {
+    let parsed: serde_json::Map<String, Value> = serde_json::from_slice(value).expect("rows are JSON objects");
+    let names: Vec<&str> = parsed.keys().map(String::as_str).filter(|name| *name != "incomplete").collect();
+    let expected: Vec<&str> = ["window_start", "window_end"]
+        .into_iter()
+        .chain(config.group_by.iter().map(String::as_str))
+        .chain(config.aggregates.iter().map(|(name, _, _)| name.as_str()))
+        .collect();
+    assert_eq!(names, expected, "row fields in order: {}", String::from_utf8_lossy(value));
+    let text = |name: &str| parsed[name].as_str().unwrap_or_else(|| panic!("row lacks {name}")).to_string();
+    let group = config
+        .group_by
+        .iter()
+        .map(|name| match &parsed[name] {
+            Value::String(text) => RefGroup::Text(text.clone()),
+            Value::Number(number) => RefGroup::Int(number.as_i64().expect("integer group values")),
+            other => panic!("group value {other}"),
+        })
+        .collect();
+    let values = config
+        .aggregates
+        .iter()
+        .map(|(name, _, _)| match &parsed[name] {
+            Value::Null => RefValue::Null,
+            Value::Number(number) if number.is_i64() => RefValue::Int(number.as_i64().unwrap()),
+            Value::Number(number) => RefValue::Float(number.as_f64().unwrap()),
+            other => panic!("aggregate value {other}"),
+        })
+        .collect();
+    RefRow { window_start: text("window_start"), window_end: text("window_end"), group, values, complete: !incomplete }
 }

@@ -1,20 +1,37 @@
-//! Random clickstreams for property tests: in order, out of order, late, malformed, heartbeats, few or
-//! many keys, under several window configurations.
+//! Random event streams for property tests: in order, out of order, late, malformed, heartbeats, few or
+//! many keys, under several window, group-by, aggregate and event-time configurations.
+//!
+//! Aggregated values are small integers, integers near the 64-bit limits, and quarters (`12.75`): their
+//! float sums are exact in any order, so the transform (which adds pane by pane) and the reference (which
+//! adds in arrival order) must agree to the bit.
 
 use proptest::prelude::*;
 
 use crate::reference::{format_time, ReferenceConfig};
 
-/// Every record's Kafka timestamp: the streams are replays of 2020 data produced "now".
+/// Every record's Kafka timestamp (but with `TIMESTAMP_FIELD=@record`): the streams are replays of 2020
+/// data produced "now".
 pub const RECORD_MS: i64 = 1_790_000_000_000;
-/// 2020-11-16 19:00:00 UTC.
-const START_MS: i64 = 1_605_553_200_000;
+/// 2020-11-16 19:00:03 UTC.
+const START_MS: i64 = 1_605_553_203_000;
 
-/// A configuration (as environment variables) and the record values to feed.
-#[derive(Debug, Clone)]
+/// A configuration (as environment variables) and the records to feed: value and Kafka timestamp.
+#[derive(Clone)]
 pub struct Stream {
     pub vars: Vec<(String, String)>,
-    pub values: Vec<Option<Vec<u8>>>,
+    pub records: Vec<(Option<Vec<u8>>, i64)>,
+}
+
+/// Values as text, one record a line, so a shrunk failing stream can be read.
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "Stream {:?}", self.vars)?;
+        for (index, (value, record_ms)) in self.records.iter().enumerate() {
+            let text = value.as_deref().map(String::from_utf8_lossy);
+            writeln!(f, "  {index}: record_ms={record_ms} {text:?}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Stream {
@@ -31,7 +48,20 @@ pub enum Disorder {
     Jitter(i64),
 }
 
-fn window_vars() -> impl Strategy<Value = Vec<(String, String)>> {
+/// How events carry their time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeForm {
+    /// `TIMESTAMP_FORMAT=auto`, each event in one of the forms it reads.
+    Mixed,
+    Sql,
+    Iso,
+    EpochMs,
+    EpochS,
+    /// `TIMESTAMP_FIELD=@record`.
+    Record,
+}
+
+fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
     let windows = prop_oneof![
         Just(("5m", "10s")),
         Just(("1m", "1m")),
@@ -40,16 +70,42 @@ fn window_vars() -> impl Strategy<Value = Vec<(String, String)>> {
         Just(("3s", "1s")),
     ];
     let delays = prop_oneof![Just("0ms"), Just("1ms"), Just("2s")];
-    let groups = prop_oneof![Just("user_id,event,url"), Just("user_id"), Just("site_id,event")];
-    (windows, delays, groups).prop_map(|((size, slide), delay, group_by)| {
-        [("WINDOW_SIZE", size), ("WINDOW_SLIDE", slide), ("WATERMARK_DELAY", delay), ("GROUP_BY", group_by)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    let groups = prop_oneof![Just("user_id,event,url"), Just("user_id"), Just("site_id,event"), Just("store,user_id")];
+    let aggregates = prop_oneof![
+        Just("event_count=count"),
+        Just("n=count,secs=sum(on_site_seconds),avg_viewed=avg(viewed_percent)"),
+        Just("lo=min(on_site_seconds),hi=max(on_site_seconds),seen=count(viewed_percent),total=sum(viewed_percent)"),
+        Just("a=avg(on_site_seconds),s=sum(on_site_seconds),n=count,m=max(viewed_percent),c=count(on_site_seconds)"),
+    ];
+    let forms = prop_oneof![
+        3 => Just(TimeForm::Mixed),
+        1 => Just(TimeForm::Sql),
+        1 => Just(TimeForm::Iso),
+        1 => Just(TimeForm::EpochMs),
+        1 => Just(TimeForm::EpochS),
+        1 => Just(TimeForm::Record),
+    ];
+    (windows, delays, groups, aggregates, forms).prop_map(|((size, slide), delay, group_by, aggregates, form)| {
+        let mut vars = vec![
+            ("WINDOW_SIZE", size),
+            ("WINDOW_SLIDE", slide),
+            ("WATERMARK_DELAY", delay),
+            ("GROUP_BY", group_by),
+            ("AGGREGATES", aggregates),
+        ];
+        match form {
+            TimeForm::Mixed => {}
+            TimeForm::Sql => vars.push(("TIMESTAMP_FORMAT", "sql")),
+            TimeForm::Iso => vars.push(("TIMESTAMP_FORMAT", "iso")),
+            TimeForm::EpochMs => vars.push(("TIMESTAMP_FORMAT", "epoch_ms")),
+            TimeForm::EpochS => vars.push(("TIMESTAMP_FORMAT", "epoch_s")),
+            TimeForm::Record => vars.push(("TIMESTAMP_FIELD", "@record")),
+        }
+        (vars.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), form)
     })
 }
 
-/// One step of a stream: how far event time moves, what kind of record, and its group choices.
+/// One step of a stream: how far event time moves, what kind of record, its group and value choices.
 #[derive(Debug, Clone)]
 struct Step {
     advance_ms: i64,
@@ -58,6 +114,29 @@ struct Step {
     user: u16,
     event: u8,
     url: u8,
+    form: u8,
+    seconds: Value,
+    viewed: Value,
+}
+
+/// An aggregated field's value in an event.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Absent,
+    Null,
+    Int(i64),
+    /// A multiple of 0.25.
+    Quarter(i64),
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        1 => Just(Value::Absent),
+        1 => Just(Value::Null),
+        4 => (-100i64..1_000).prop_map(Value::Int),
+        1 => prop_oneof![Just(i64::MAX), Just(i64::MIN), Just(i64::MAX - 1), Just(1i64 << 62)].prop_map(Value::Int),
+        3 => (-4_000i64..4_000).prop_map(Value::Quarter),
+    ]
 }
 
 fn step(users: u16, disorder: Disorder) -> impl Strategy<Value = Step> {
@@ -66,57 +145,112 @@ fn step(users: u16, disorder: Disorder) -> impl Strategy<Value = Step> {
         Disorder::InOrder => Just(0i64).boxed(),
         Disorder::Jitter(max) => prop_oneof![3 => Just(0i64), 1 => 0..=max].boxed(),
     };
-    (advance, behind, 0u8..100, 0..users, 0u8..4, 0u8..10).prop_map(
-        |(advance_ms, behind_ms, kind, user, event, url)| Step { advance_ms, behind_ms, kind, user, event, url },
+    (advance, behind, 0u8..100, 0..users, 0u8..4, 0u8..10, 0u8..4, value(), value()).prop_map(
+        |(advance_ms, behind_ms, kind, user, event, url, form, seconds, viewed)| Step {
+            advance_ms,
+            behind_ms,
+            kind,
+            user,
+            event,
+            url,
+            form,
+            seconds,
+            viewed,
+        },
     )
 }
 
-/// Streams with `malformed_percent` bad or unusual records mixed into clicks from `users` users.
+/// Streams with `malformed_percent` bad or unusual records mixed into events from `users` users.
 pub fn streams(users: u16, disorder: Disorder, malformed_percent: u8, max_len: usize) -> impl Strategy<Value = Stream> {
-    (window_vars(), prop::collection::vec(step(users, disorder), 1..max_len)).prop_map(move |(vars, steps)| {
+    (vars(), prop::collection::vec(step(users, disorder), 1..max_len)).prop_map(move |((vars, form), steps)| {
         let mut now = START_MS;
-        let values = steps
+        // The reference reads values with serde_json, which refuses numbers beyond a float anywhere in a
+        // value; the streams put those only where the transform reads them.
+        let huge_ok = vars.iter().any(|(name, value)| name == "AGGREGATES" && value.contains("(viewed_percent)"));
+        let records = steps
             .iter()
             .map(|step| {
                 now += step.advance_ms;
-                record(step, now - step.behind_ms, malformed_percent)
+                let event_ms = now - step.behind_ms;
+                let record_ms = if form == TimeForm::Record { event_ms } else { RECORD_MS };
+                (record(step, event_ms, form, malformed_percent, huge_ok), record_ms)
             })
             .collect();
-        Stream { vars, values }
+        Stream { vars, records }
     })
 }
 
 const EVENTS: [&str; 4] = ["view_item", "add_to_cart", "checkout", "search"];
 
-fn record(step: &Step, event_ms: i64, malformed_percent: u8) -> Option<Vec<u8>> {
-    let time = format_time(event_ms);
-    let click = |time: &str| {
+/// The event time as the stream's form writes it (the `"timestamp":` member, or nothing for `@record`).
+fn time_member(form: TimeForm, choice: u8, event_ms: i64) -> String {
+    let sql = format_time(event_ms);
+    match (form, choice % 4) {
+        (TimeForm::Record, _) => String::new(),
+        (TimeForm::Sql, _) | (TimeForm::Mixed, 0) => format!(r#""timestamp":"{sql}","#),
+        (TimeForm::Iso, 0 | 1) | (TimeForm::Mixed, 1) => format!(r#""timestamp":"{}Z","#, sql.replace(' ', "T")),
+        (TimeForm::Iso, _) | (TimeForm::Mixed, 2) => {
+            // The same instant written with a +05:30 offset.
+            let local = format_time(event_ms + 19_800_000).replace(' ', "T");
+            format!(r#""timestamp":"{local}+05:30","#)
+        }
+        (TimeForm::EpochMs, _) | (TimeForm::Mixed, _) => format!(r#""timestamp":{event_ms},"#),
+        (TimeForm::EpochS, _) if event_ms % 1000 == 0 => format!(r#""timestamp":{},"#, event_ms / 1000),
+        // Seconds with a fraction; the streams' times are whole milliseconds.
+        (TimeForm::EpochS, _) => {
+            format!(r#""timestamp":{}.{:03},"#, event_ms.div_euclid(1000), event_ms.rem_euclid(1000))
+        }
+    }
+}
+
+fn member(name: &str, value: Value) -> String {
+    match value {
+        Value::Absent => String::new(),
+        Value::Null => format!(r#","{name}":null"#),
+        Value::Int(int) => format!(r#","{name}":{int}"#),
+        Value::Quarter(quarters) => format!(r#","{name}":{:?}"#, quarters as f64 / 4.0),
+    }
+}
+
+fn record(step: &Step, event_ms: i64, form: TimeForm, malformed_percent: u8, huge_ok: bool) -> Option<Vec<u8>> {
+    let time = time_member(form, step.form, event_ms);
+    let event = |time: &str| {
         format!(
-            r#"{{"timestamp":"{time}","event":"{}","user_id":"user{}","site_id":"site{}","url":"/item/{}","on_site_seconds":{},"viewed_percent":{}}}"#,
+            r#"{{{time}"event":"{}","user_id":"user{}","site_id":"site{}","store":{},"url":"/item/{}"{}{}}}"#,
             EVENTS[step.event as usize],
             step.user,
             step.user % 3,
+            i64::from(step.user % 7) - 3,
             step.url,
-            step.user % 100,
-            step.url * 10
+            member("on_site_seconds", step.seconds),
+            member("viewed_percent", step.viewed),
         )
     };
     if step.kind >= malformed_percent {
-        return Some(click(&time).into_bytes());
+        return Some(event(&time).into_bytes());
     }
+    let heartbeat = if form == TimeForm::Record { "{}".to_string() } else { format!("{{{}}}", time.trim_end_matches(',')) };
     // Bad, odd or special records, each with a single fault.
-    Some(match step.kind % 12 {
+    Some(match step.kind % 16 {
         0 => return None,
         1 => b"\xff\xfe not utf-8".to_vec(),
-        2 => click(&time).as_bytes()[..20].to_vec(),
+        2 => event(&time).as_bytes()[..20].to_vec(),
         3 => b"[1, 2, 3]".to_vec(),
-        4 => format!(r#"{{"timestamp":"{time}","deep":{}{}}}"#, "[".repeat(80), "]".repeat(80)).into_bytes(),
-        5 => click(&time).replace("\"user_id\"", "\"uid\"").into_bytes(),
-        6 => click(&time).replace(&format!("\"url\":\"/item/{}\"", step.url), "\"url\":7").into_bytes(),
-        7 => click(&time).replace(&time, "2020-11-16 25:00:00").into_bytes(),
-        8 => click(&format_time(event_ms + 30 * 86_400_000 * 1_000)).into_bytes(),
-        9 => format!(r#"{{"timestamp":"{time}"}}"#).into_bytes(),
-        10 => click(&time.replace(' ', "T")).replace("\"}", "Z\"}").into_bytes(),
-        _ => click(&time).replace("\"event\":\"", "\"event\":\"\\u00e9\\n\\\"").into_bytes(),
+        4 => format!(r#"{{{time}"deep":{}{}}}"#, "[".repeat(80), "]".repeat(80)).into_bytes(),
+        5 => event(&time).replace("\"user_id\"", "\"uid\"").into_bytes(),
+        6 => event(&time).replace(&format!("\"url\":\"/item/{}\"", step.url), "\"url\":7.5").into_bytes(),
+        7 if form == TimeForm::Record => event(&time).replace("\"store\":", "\"store\":true,\"was\":").into_bytes(),
+        7 => event(&time).replacen("\"timestamp\":", "\"timestamp\":\"2020-11-16 25:00:00\",\"was\":", 1).into_bytes(),
+        8 => event(&time_member(form, step.form, event_ms + 30 * 86_400_000 * 1_000)).into_bytes(),
+        9 => heartbeat.into_bytes(),
+        10 if form == TimeForm::Record => heartbeat.into_bytes(),
+        // The timestamp member twice: still a heartbeat.
+        10 => format!("{},{}", &heartbeat[..heartbeat.len() - 1], &heartbeat[1..]).into_bytes(),
+        11 => event(&time).replace("\"event\":\"", "\"event\":\"\\u00e9\\n\\\"").into_bytes(),
+        12 => format!("{},\"on_site_seconds\":\"55\"}}", event(&time).trim_end_matches('}')).into_bytes(),
+        13 if !huge_ok => event(&time).into_bytes(),
+        13 => format!("{},\"viewed_percent\":1e400}}", event(&time).trim_end_matches('}')).into_bytes(),
+        14 => event(&time).replace("\"store\":", "\"store\":12.5,\"was\":").into_bytes(),
+        _ => event(&time).replace("\"store\":", "\"store\":9223372036854775808,\"was\":").into_bytes(),
     })
 }

@@ -2,20 +2,20 @@
 
 use clickstream_aggregation::aggregator::{Aggregator, Output, Reason};
 use clickstream_aggregation::config::Config;
-use integration_tests::reference::{row_from_json, RefRow, Reference};
-use integration_tests::streams::{streams, Disorder, Stream, RECORD_MS};
+use integration_tests::reference::{row_from_json, RefRow, Reference, ReferenceConfig};
+use integration_tests::streams::{streams, Disorder, Stream};
 use proptest::prelude::*;
 
 /// Collects what the aggregator writes, in the model's terms.
 struct Collect {
-    group_by: Vec<String>,
+    config: ReferenceConfig,
     rows: Vec<RefRow>,
     dead_letters: Vec<&'static str>,
 }
 
 impl Output for Collect {
     fn row(&mut self, _key: &[u8], value: &[u8], incomplete: bool) {
-        self.rows.push(row_from_json(value, &self.group_by, incomplete));
+        self.rows.push(row_from_json(value, &self.config, incomplete));
     }
     fn dead_letter(&mut self, _topic: &str, reason: Reason, _detail: &str, _keep_value: bool) {
         self.dead_letters.push(reason.name());
@@ -25,16 +25,16 @@ impl Output for Collect {
 
 fn check(stream: &Stream) -> Result<(), TestCaseError> {
     let mut vars = stream.vars.clone();
-    vars.push(("STATE_BUDGET".into(), "4096MiB".into()));
+    vars.push(("STATE_BUDGET".into(), "4095MiB".into()));
     vars.push(("REDPANDA_OUTPUT_TOPIC_0".into(), "out".into()));
     vars.push(("REDPANDA_OUTPUT_TOPIC_1".into(), "dlq".into()));
     let config = Config::from_env(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).unwrap();
     let mut aggregator = Aggregator::new(config);
     let mut reference = Reference::new(stream.reference_config());
-    let mut out = Collect { group_by: stream.reference_config().group_by, rows: Vec::new(), dead_letters: Vec::new() };
-    for (index, value) in stream.values.iter().enumerate() {
-        let expected = reference.on_record(value.as_deref(), RECORD_MS);
-        let outcome = aggregator.on_record(value.as_deref(), RECORD_MS, &mut out);
+    let mut out = Collect { config: stream.reference_config(), rows: Vec::new(), dead_letters: Vec::new() };
+    for (index, (value, record_ms)) in stream.records.iter().enumerate() {
+        let expected = reference.on_record(value.as_deref(), *record_ms);
+        let outcome = aggregator.on_record(value.as_deref(), *record_ms, &mut out);
         let got = match outcome {
             clickstream_aggregation::aggregator::Outcome::Counted => "counted",
             clickstream_aggregation::aggregator::Outcome::Heartbeat => "heartbeat",
@@ -52,7 +52,12 @@ fn check(stream: &Stream) -> Result<(), TestCaseError> {
     prop_assert_eq!(&out.rows, &reference.rows);
     let dead_letters = out.dead_letters.len() as u64;
     let totals = aggregator.totals();
-    prop_assert_eq!(totals.counted + totals.heartbeats + dead_letters, stream.values.len() as u64);
+    prop_assert_eq!(totals.counted + totals.heartbeats + dead_letters, stream.records.len() as u64);
+    prop_assert_eq!(
+        (totals.partly_late, totals.missed_windows),
+        (reference.totals.partly_late, reference.totals.missed_windows),
+        "partly late events and the windows they missed"
+    );
     Ok(())
 }
 

@@ -457,7 +457,7 @@ mod tests {
     /// and every event was dead-lettered as over_capacity.
     #[test]
     fn a_state_budget_the_module_cannot_address_is_refused() {
-        assert!(message(&[("STATE_BUDGET", "4096MiB")]).contains("from 16KiB to 4095MiB"));
+        assert!(message(&[("STATE_BUDGET", "4095MiB")]).contains("from 16KiB to 4095MiB"));
         assert!(message(&[("STATE_BUDGET", "17179869184")]).contains("STATE_BUDGET"));
         let largest = with_outputs(&[("STATE_BUDGET", "4095MiB")]).unwrap();
         assert_eq!(largest.state_budget_bytes as u64, MAX_STATE_BUDGET_BYTES);
