@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clickstream_aggregation::aggregator::{DETAIL_HEADER, REASON_HEADER};
 use clickstream_aggregation::duration::{parse_duration_ms, parse_size_bytes};
-use clickstream_aggregation::time::parse_timestamp_ms;
+use clickstream_aggregation::config::parse_aggregates;
+use clickstream_aggregation::time::{parse_timestamp_ms, TimestampFormat};
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{Limits, LogLine, TransformMeta, TransformModule};
 use harness::input::{InputFormat, RecordReader};
@@ -106,9 +107,10 @@ struct ReplayArgs {
     /// The value field whose text is the record key; `none` for no key.
     #[arg(long, default_value = "user_id")]
     key_field: String,
-    /// The value field holding event time.
-    #[arg(long, default_value = "timestamp")]
-    time_field: String,
+    /// The value field holding event time; default: the transform's TIMESTAMP_FIELD, else `timestamp`.
+    /// Its form (date-time text, epoch milliseconds or seconds) follows the transform's TIMESTAMP_FORMAT.
+    #[arg(long)]
+    time_field: Option<String>,
     /// Record timestamps for inputs that carry none.
     #[arg(long, value_enum, default_value = "live")]
     record_time: RecordTimeArg,
@@ -139,7 +141,7 @@ struct ReplayArgs {
     /// At the end, send every partition a heartbeat far ahead so every open window closes.
     #[arg(long)]
     close_windows: bool,
-    /// Print the N busiest groups of the last window that closed.
+    /// Print the N busiest groups of the last window that closed, ranked by the first aggregate.
     #[arg(long, value_name = "N")]
     top: Option<usize>,
     /// No progress line.
@@ -353,6 +355,11 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     harness::meta::apply_overrides(&mut meta, &args.env)?;
     harness::meta::validate(&meta)?;
+    let env = |name: &str| meta.env.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+    // The aggregates' names, to rank the top groups by the first; the module itself reports a bad list.
+    let aggregate_names: Vec<String> = parse_aggregates(&env("AGGREGATES").unwrap_or_else(|| "event_count=count".into()), &[])
+        .map(|aggregates| aggregates.into_iter().map(|aggregate| aggregate.name).collect())
+        .unwrap_or_else(|_| vec!["event_count".into()]);
     if args.partitions == 0 || args.shards == 0 || args.output_partitions == Some(0) {
         bail!("--partitions, --output-partitions and --shards must be at least 1");
     }
@@ -377,7 +384,11 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         batch_bytes: size_bytes("batch-bytes", &args.batch_bytes)? as usize,
         linger_ms: duration_ms("linger", &args.linger)?,
         key_field: Some(args.key_field.clone()).filter(|field| field != "none"),
-        time_field: args.time_field.clone(),
+        time_field: args.time_field.clone().or_else(|| env("TIMESTAMP_FIELD")).unwrap_or_else(|| "timestamp".into()),
+        time_format: match env("TIMESTAMP_FORMAT").as_deref().map(str::trim) {
+            Some("epoch_s") => TimestampFormat::EpochS,
+            _ => TimestampFormat::Auto,
+        },
         record_time: match args.record_time {
             RecordTimeArg::Live => RecordTime::Live,
             RecordTimeArg::Wall => RecordTime::Wall,
@@ -411,7 +422,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             Some(path) => Some(create(&Some(PathBuf::from(path)))?),
         },
         last_log: None,
-        top: args.top.map(|_| TopGroups::default()),
+        top: args.top.map(|_| TopGroups::new(aggregate_names)),
     };
     let topics = meta.output_topics.clone();
     let memory_limit = limits.memory_bytes;

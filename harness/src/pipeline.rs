@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clickstream_aggregation::aggregator::REASON_HEADER;
-use clickstream_aggregation::time::parse_timestamp_ms;
+use clickstream_aggregation::time::{format_timestamp_ms, TimestampFormat, MAX_TIMESTAMP_MS};
 
 use crate::host::{BatchOutput, BatchRecord, InputBatch, LogLine, TransformMeta, TransformModule, Vm, VmFailure};
 use crate::wire::{encode_payload, Header, Payload};
@@ -51,6 +51,8 @@ pub struct PipelineConfig {
     pub key_field: Option<String>,
     /// The value field holding event time (for record timestamps and heartbeats).
     pub time_field: String,
+    /// How numbers in it are read (`EpochS`: seconds; otherwise milliseconds); strings are date-times.
+    pub time_format: TimestampFormat,
     pub record_time: RecordTime,
     /// `data_transforms_commit_interval_ms`, on the broker clock (the newest record timestamp processed).
     pub commit_interval_ms: i64,
@@ -70,6 +72,7 @@ impl Default for PipelineConfig {
             linger_ms: 5,
             key_field: Some("user_id".into()),
             time_field: "timestamp".into(),
+            time_format: TimestampFormat::Auto,
             record_time: RecordTime::Live,
             commit_interval_ms: 3_000,
             restart_every: None,
@@ -167,6 +170,8 @@ pub struct Pipeline<'a> {
     broker_clock_ms: i64,
     last_commit_ms: Option<i64>,
     round_robin: u32,
+    /// Whether the latest event time was a JSON number (the closing heartbeats use the same form).
+    time_as_number: bool,
     first_deliveries: u64,
     pub stats: RunStats,
     started: Instant,
@@ -201,6 +206,7 @@ impl<'a> Pipeline<'a> {
             broker_clock_ms: 0,
             last_commit_ms: None,
             round_robin: 0,
+            time_as_number: false,
             first_deliveries: 0,
             started: Instant::now(),
         }
@@ -224,8 +230,11 @@ impl<'a> Pipeline<'a> {
     pub fn push(&mut self, mut record: ProducerRecord) -> Result<(), VmFailure> {
         self.stats.records_in += 1;
         let fields = record.value.as_deref().and_then(|value| serde_json::from_slice::<serde_json::Value>(value).ok());
-        let event_ms =
-            fields.as_ref().and_then(|f| f.get(&self.config.time_field)?.as_str()).and_then(parse_timestamp_ms);
+        let time = fields.as_ref().and_then(|f| f.get(&self.config.time_field));
+        if let Some(time) = time {
+            self.time_as_number = time.is_number();
+        }
+        let event_ms = time.and_then(|time| self.event_ms(time));
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| self.producer_time(event_ms));
         // Only events a transform would believe (at most an hour ahead of their record) count here.
         if let Some(event_ms) = event_ms.filter(|event_ms| *event_ms <= timestamp_ms.saturating_add(PLAUSIBLE_AHEAD_MS))
@@ -260,10 +269,8 @@ impl<'a> Pipeline<'a> {
     pub fn close_windows(&mut self) -> Result<(), VmFailure> {
         const AHEAD_MS: i64 = 15 * 86_400_000;
         let Some(max) = self.stats.max_event_ms else { return Ok(()) };
-        let at_ms = (max + AHEAD_MS).min(clickstream_aggregation::time::MAX_TIMESTAMP_MS);
-        let mut time = String::new();
-        clickstream_aggregation::time::format_timestamp_ms(at_ms, &mut time);
-        let value = serde_json::json!({ self.config.time_field.as_str(): time }).to_string().into_bytes();
+        let at_ms = (max + AHEAD_MS).min(MAX_TIMESTAMP_MS);
+        let value = self.heartbeat(at_ms);
         for partition in 0..self.partition_count() {
             self.push(ProducerRecord {
                 value: Some(value.clone()),
@@ -281,6 +288,36 @@ impl<'a> Pipeline<'a> {
             self.seal(partition)?;
         }
         Ok(std::mem::take(&mut self.stats))
+    }
+
+    /// A heartbeat value at `at_ms` (to the second for epoch seconds), its time in the form the events
+    /// used, so a transform pinned to one form reads it.
+    pub fn heartbeat(&self, at_ms: i64) -> Vec<u8> {
+        let time = match (self.time_as_number, self.config.time_format) {
+            (true, TimestampFormat::EpochS) => serde_json::json!(at_ms.div_euclid(1_000)),
+            (true, _) => serde_json::json!(at_ms),
+            (false, _) => {
+                let mut text = String::new();
+                format_timestamp_ms(at_ms, &mut text);
+                serde_json::json!(text)
+            }
+        };
+        serde_json::json!({ self.config.time_field.as_str(): time }).to_string().into_bytes()
+    }
+
+    /// An event time as the transform reads it: a date-time string, or an epoch number.
+    fn event_ms(&self, time: &serde_json::Value) -> Option<i64> {
+        match time {
+            serde_json::Value::String(text) => TimestampFormat::Auto.parse_text(text),
+            serde_json::Value::Number(number) => {
+                let format = match self.config.time_format {
+                    TimestampFormat::EpochS => TimestampFormat::EpochS,
+                    _ => TimestampFormat::EpochMs,
+                };
+                format.parse_number(&number.to_string())
+            }
+            _ => None,
+        }
     }
 
     fn producer_time(&mut self, event_ms: Option<i64>) -> i64 {

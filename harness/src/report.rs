@@ -1,23 +1,30 @@
 //! The busiest groups of the last window that closed, from the rows a module wrote.
 
+use std::cmp::Ordering;
+
 use serde_json::Value;
 
-/// Keeps the rows of the latest window seen (by `window_start`), to rank them at the end.
-#[derive(Default)]
+/// Keeps the rows of the latest window seen (by `window_start`), to rank them at the end by the first
+/// aggregate; the row's other fields, but the window bounds and the aggregates, are its group.
 pub struct TopGroups {
+    aggregates: Vec<String>,
     window: Option<(String, String)>,
-    rows: Vec<(Vec<(String, String)>, u64)>,
+    /// (group fields, aggregate values as printed, the first aggregate as a number).
+    rows: Vec<(Vec<(String, String)>, Vec<String>, Option<f64>)>,
 }
 
 impl TopGroups {
+    /// Ranks by the first of `aggregates` (the names in the rows, in order) and shows them all.
+    pub fn new(aggregates: Vec<String>) -> TopGroups {
+        TopGroups { aggregates, window: None, rows: Vec::new() }
+    }
+
     /// Takes one output value; values that are not aggregate rows are ignored.
     pub fn add(&mut self, value: &[u8]) {
         let Ok(Value::Object(row)) = serde_json::from_slice::<Value>(value) else { return };
-        let (Some(start), Some(end), Some(count)) = (
-            row.get("window_start").and_then(Value::as_str),
-            row.get("window_end").and_then(Value::as_str),
-            row.get("event_count").and_then(Value::as_u64),
-        ) else {
+        let (Some(start), Some(end)) =
+            (row.get("window_start").and_then(Value::as_str), row.get("window_end").and_then(Value::as_str))
+        else {
             return;
         };
         match &self.window {
@@ -28,25 +35,38 @@ impl TopGroups {
                 self.rows.clear();
             }
         }
+        let shown = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_string);
         let group = row
             .iter()
-            .filter(|(name, _)| !matches!(name.as_str(), "window_start" | "window_end" | "event_count" | "incomplete"))
-            .map(|(name, value)| (name.clone(), value.as_str().map_or_else(|| value.to_string(), str::to_string)))
+            .filter(|(name, _)| {
+                !matches!(name.as_str(), "window_start" | "window_end" | "incomplete") && !self.aggregates.contains(name)
+            })
+            .map(|(name, value)| (name.clone(), shown(value)))
             .collect();
-        self.rows.push((group, count));
+        let values = self.aggregates.iter().map(|name| row.get(name).map_or_else(String::new, shown)).collect();
+        let rank = self.aggregates.first().and_then(|name| row.get(name)).and_then(Value::as_f64);
+        self.rows.push((group, values, rank));
     }
 
-    /// A text table of the `n` largest counts, ties in group order.
+    /// A text table of the `n` rows with the largest first aggregate (nulls last), ties in group order.
     pub fn table(&self, n: usize) -> String {
         let Some((start, end)) = &self.window else { return "no window closed\n".to_string() };
-        let mut rows: Vec<&(Vec<(String, String)>, u64)> = self.rows.iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut rows: Vec<&(Vec<(String, String)>, Vec<String>, Option<f64>)> = self.rows.iter().collect();
+        let by_rank = |a: &Option<f64>, b: &Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => b.partial_cmp(a).unwrap_or(Ordering::Equal),
+            (a, b) => b.is_some().cmp(&a.is_some()),
+        };
+        rows.sort_by(|a, b| by_rank(&a.2, &b.2).then_with(|| a.0.cmp(&b.0)));
         rows.truncate(n);
         let names: Vec<&str> =
-            rows.first().map(|(group, _)| group.iter().map(|(name, _)| name.as_str()).collect()).unwrap_or_default();
+            rows.first().map(|(group, _, _)| group.iter().map(|(name, _)| name.as_str()).collect()).unwrap_or_default();
         let mut widths: Vec<usize> = names.iter().map(|name| name.len()).collect();
-        for (group, _) in &rows {
+        let mut value_widths: Vec<usize> = self.aggregates.iter().map(String::len).collect();
+        for (group, values, _) in &rows {
             for (width, (_, value)) in widths.iter_mut().zip(group) {
+                *width = (*width).max(value.chars().count());
+            }
+            for (width, value) in value_widths.iter_mut().zip(values) {
                 *width = (*width).max(value.chars().count());
             }
         }
@@ -55,13 +75,19 @@ impl TopGroups {
         for (name, width) in names.iter().zip(&widths) {
             line.push_str(&format!("{name:<width$}  "));
         }
-        out.push_str(&format!("  {line}events\n"));
-        for (group, count) in rows {
+        for (name, width) in self.aggregates.iter().zip(&value_widths) {
+            line.push_str(&format!("{name:>width$}  "));
+        }
+        out.push_str(&format!("  {}\n", line.trim_end()));
+        for (group, values, _) in rows {
             line.clear();
             for ((_, value), width) in group.iter().zip(&widths) {
                 line.push_str(&format!("{value:<width$}  "));
             }
-            out.push_str(&format!("  {line}{count:>6}\n"));
+            for (value, width) in values.iter().zip(&value_widths) {
+                line.push_str(&format!("{value:>width$}  "));
+            }
+            out.push_str(&format!("  {}\n", line.trim_end()));
         }
         out
     }
@@ -73,7 +99,7 @@ mod tests {
 
     #[test]
     fn ranks_the_latest_window_only() {
-        let mut top = TopGroups::default();
+        let mut top = TopGroups::new(vec!["event_count".into()]);
         let row = |start: &str, user: &str, count: u64| {
             format!(r#"{{"window_start":"{start}","window_end":"x","user_id":"{user}","event_count":{count}}}"#)
         };
@@ -86,7 +112,25 @@ mod tests {
         assert!(table.contains("[2020-11-16 19:00:10, x)"), "{table}");
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[1].contains("user_id") && lines[1].ends_with("event_count"), "{table}");
         assert!(lines[2].contains('b') && lines[2].trim_end().ends_with('5'), "{table}");
         assert!(!table.contains("old") && !table.contains("late"));
+    }
+
+    #[test]
+    fn ranks_by_the_first_aggregate_and_shows_the_others() {
+        let mut top = TopGroups::new(vec!["revenue".into(), "orders".into()]);
+        for (store, revenue, orders) in [("1", "12.5", "3"), ("2", "null", "9"), ("\"3\"", "99", "1")] {
+            let row = format!(
+                r#"{{"window_start":"s","window_end":"e","store_id":{store},"revenue":{revenue},"orders":{orders}}}"#
+            );
+            top.add(row.as_bytes());
+        }
+        let table = top.table(10);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["store_id", "revenue", "orders"], "{table}");
+        assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["3", "99", "1"], "{table}");
+        assert_eq!(lines[3].split_whitespace().collect::<Vec<_>>(), ["1", "12.5", "3"], "{table}");
+        assert_eq!(lines[4].split_whitespace().collect::<Vec<_>>(), ["2", "null", "9"], "a null ranks last: {table}");
     }
 }

@@ -122,13 +122,11 @@ impl OutputSink for Collected {
 /// Sends each partition one more heartbeat, a minute of record time apart, so every VM logs a summary
 /// (the module logs one per minute of record time) that covers every record it was given.
 fn log_final_summaries(pipeline: &mut Pipeline<'_>) -> Result<(), VmFailure> {
-    let event_ms = pipeline.stats.max_event_ms.unwrap_or(0);
-    let mut time = String::new();
-    clickstream_aggregation::time::format_timestamp_ms(event_ms, &mut time);
+    let heartbeat = pipeline.heartbeat(pipeline.stats.max_event_ms.unwrap_or(0));
     let record_ms = pipeline.stats.max_record_ms.unwrap_or(0);
     for partition in 0..pipeline.partition_count() {
         pipeline.push(ProducerRecord {
-            value: Some(serde_json::json!({ "timestamp": time }).to_string().into_bytes()),
+            value: Some(heartbeat.clone()),
             timestamp_ms: Some(record_ms + 61_000 * (i64::from(partition) + 1)),
             partition: Some(partition),
             ..Default::default()

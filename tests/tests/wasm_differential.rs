@@ -40,8 +40,11 @@ fn reference_rows(config: &ReferenceConfig, delivered: &[(Option<Vec<u8>>, i64)]
 }
 
 fn check(generator: GeneratorConfig, env: &[(&str, &str)], partitions: u32, shards: u32) -> Collected {
+    check_values(Generator::new(generator).collect(), env, partitions, shards)
+}
+
+fn check_values(values: Vec<Vec<u8>>, env: &[(&str, &str)], partitions: u32, shards: u32) -> Collected {
     let pipeline = PipelineConfig { partitions, shards, ..PipelineConfig::default() };
-    let values: Vec<Vec<u8>> = Generator::new(generator).collect();
     let records = values.len();
     let (collected, result) = replay(values, env, pipeline, Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("the module failed: {failure}"));
@@ -53,7 +56,6 @@ fn check(generator: GeneratorConfig, env: &[(&str, &str)], partitions: u32, shar
 
     let meta = meta(env);
     let reference = ReferenceConfig::from_env(|name| meta.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
-    let group_by = reference.group_by.clone();
     let mut total_rows = 0;
     for (shard, delivered) in collected.delivered.iter().enumerate() {
         let wasm: Vec<(String, bool)> = collected
@@ -63,12 +65,19 @@ fn check(generator: GeneratorConfig, env: &[(&str, &str)], partitions: u32, shar
             .collect();
         let native = native_rows(env, delivered);
         assert_eq!(wasm.len(), native.len(), "shard {shard}: row counts, wasm vs native");
-        assert!(wasm == native, "shard {shard}: wasm and native rows differ");
+        if let Some(at) = wasm.iter().zip(&native).position(|(wasm, native)| wasm != native) {
+            panic!("shard {shard}: row {at} differs\n  wasm:   {:?}\n  native: {:?}", wasm[at], native[at]);
+        }
         let as_reference: Vec<RefRow> =
-            wasm.iter().map(|(value, incomplete)| row_from_json(value.as_bytes(), &group_by, *incomplete)).collect();
+            wasm.iter().map(|(value, incomplete)| row_from_json(value.as_bytes(), &reference, *incomplete)).collect();
         let expected = reference_rows(&reference, delivered);
         assert_eq!(as_reference.len(), expected.len(), "shard {shard}: row counts, wasm vs reference");
-        assert!(as_reference == expected, "shard {shard}: wasm and reference rows differ");
+        if let Some(at) = as_reference.iter().zip(&expected).position(|(wasm, reference)| wasm != reference) {
+            panic!(
+                "shard {shard}: row {at} differs\n  wasm:      {:?}\n  reference: {:?}",
+                as_reference[at], expected[at]
+            );
+        }
         total_rows += wasm.len();
     }
     assert!(total_rows > 0, "the stream produced rows");
@@ -123,4 +132,72 @@ fn several_partitions_and_shards_share_vms() {
 fn tumbling_windows_grouped_by_site() {
     let generator = GeneratorConfig { events: 3_000, jitter_ms: 1_000, seed: 11, ..Default::default() };
     check(generator, &[("WINDOW_SIZE", "1m"), ("WINDOW_SLIDE", "1m"), ("GROUP_BY", "site_id,event")], 2, 1);
+}
+
+/// Seed-shaped events whose numeric fields are sometimes absent, null, negative, fractional (quarters,
+/// so float sums are exact in any order) or at the 64-bit limits, and whose store is an integer.
+fn with_varied_values(generator: GeneratorConfig) -> Vec<Vec<u8>> {
+    Generator::new(generator)
+        .enumerate()
+        .map(|(index, line)| {
+            let Ok(serde_json::Value::Object(mut event)) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                return line;
+            };
+            if !event.contains_key("user_id") {
+                return line;
+            }
+            let seconds: serde_json::Value = match index % 7 {
+                0 => serde_json::Value::Null,
+                1 => serde_json::json!(-(index as i64)),
+                2 => serde_json::json!(index as f64 / 4.0 - 300.0),
+                3 => serde_json::json!(i64::MAX - index as i64),
+                4 => {
+                    event.remove("on_site_seconds");
+                    serde_json::Value::Null
+                }
+                _ => event["on_site_seconds"].clone(),
+            };
+            if index % 7 != 4 {
+                event.insert("on_site_seconds".into(), seconds);
+            }
+            event.insert("store_id".into(), serde_json::json!(index % 5));
+            serde_json::Value::Object(event).to_string().into_bytes()
+        })
+        .collect()
+}
+
+#[test]
+fn every_aggregate_with_nulls_fractions_and_huge_values() {
+    let generator = GeneratorConfig { events: 3_000, users: 20, jitter_ms: 2_000, seed: 13, ..Default::default() };
+    for aggregates in [
+        "n=count,secs=sum(on_site_seconds),avg_secs=avg(on_site_seconds),seen=count(on_site_seconds)",
+        "lo=min(on_site_seconds),hi=max(on_site_seconds),views=sum(viewed_percent),n=count",
+        "avg_viewed=avg(viewed_percent),top=max(viewed_percent),low=min(viewed_percent),total=sum(on_site_seconds),c=count(viewed_percent)",
+    ] {
+        let collected = check_values(with_varied_values(generator.clone()), &[("AGGREGATES", aggregates)], 2, 1);
+        let values: Vec<String> = collected.rows().map(|row| row.value_text()).collect();
+        assert!(values.iter().any(|value| value.contains(":null")), "{aggregates}: some window saw only nulls");
+        assert!(values.iter().any(|value| value.contains(".25") || value.contains(".75")), "{aggregates}: fractions");
+    }
+}
+
+#[test]
+fn integer_group_values_and_epoch_milliseconds() {
+    let generator = GeneratorConfig { events: 2_000, users: 10, seed: 17, ..Default::default() };
+    let values: Vec<Vec<u8>> = with_varied_values(generator)
+        .into_iter()
+        .map(|line| {
+            let Ok(serde_json::Value::Object(mut event)) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                return line;
+            };
+            if let Some(ms) = event["timestamp"].as_str().and_then(clickstream_aggregation::time::parse_timestamp_ms) {
+                event.insert("timestamp".into(), serde_json::json!(ms));
+            }
+            serde_json::Value::Object(event).to_string().into_bytes()
+        })
+        .collect();
+    let env = [("GROUP_BY", "store_id"), ("AGGREGATES", "orders=count,secs=sum(on_site_seconds)"), ("TIMESTAMP_FORMAT", "epoch_ms")];
+    let collected = check_values(values, &env, 1, 1);
+    assert!(collected.rows().any(|row| row.value_text().contains("\"store_id\":3,")));
+    assert_eq!(collected.dead_letters().count(), 0, "the closing heartbeats use the events' epoch form");
 }
