@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clickstream_aggregation::aggregator::{DETAIL_HEADER, REASON_HEADER};
-use clickstream_aggregation::duration::{parse_duration_ms, parse_size_bytes};
 use clickstream_aggregation::config::parse_aggregates;
+use clickstream_aggregation::duration::{parse_duration_ms, parse_size_bytes};
 use clickstream_aggregation::time::{parse_timestamp_ms, TimestampFormat};
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{Limits, LogLine, TransformMeta, TransformModule};
@@ -357,9 +357,10 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     harness::meta::validate(&meta)?;
     let env = |name: &str| meta.env.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
     // The aggregates' names, to rank the top groups by the first; the module itself reports a bad list.
-    let aggregate_names: Vec<String> = parse_aggregates(&env("AGGREGATES").unwrap_or_else(|| "event_count=count".into()), &[])
-        .map(|aggregates| aggregates.into_iter().map(|aggregate| aggregate.name).collect())
-        .unwrap_or_else(|_| vec!["event_count".into()]);
+    let aggregate_names: Vec<String> =
+        parse_aggregates(&env("AGGREGATES").unwrap_or_else(|| "event_count=count".into()), &[])
+            .map(|aggregates| aggregates.into_iter().map(|aggregate| aggregate.name).collect())
+            .unwrap_or_else(|_| vec!["event_count".into()]);
     if args.partitions == 0 || args.shards == 0 || args.output_partitions == Some(0) {
         bail!("--partitions, --output-partitions and --shards must be at least 1");
     }

@@ -9,9 +9,11 @@ use serde_json::Value;
 pub struct TopGroups {
     aggregates: Vec<String>,
     window: Option<(String, String)>,
-    /// (group fields, aggregate values as printed, the first aggregate as a number).
-    rows: Vec<(Vec<(String, String)>, Vec<String>, Option<f64>)>,
+    rows: Vec<RankedRow>,
 }
+
+/// A row's group fields (name, value), its aggregate values as printed, and the first as a number.
+type RankedRow = (Vec<(String, String)>, Vec<String>, Option<f64>);
 
 impl TopGroups {
     /// Ranks by the first of `aggregates` (the names in the rows, in order) and shows them all.
@@ -39,7 +41,8 @@ impl TopGroups {
         let group = row
             .iter()
             .filter(|(name, _)| {
-                !matches!(name.as_str(), "window_start" | "window_end" | "incomplete") && !self.aggregates.contains(name)
+                !matches!(name.as_str(), "window_start" | "window_end" | "incomplete")
+                    && !self.aggregates.contains(name)
             })
             .map(|(name, value)| (name.clone(), shown(value)))
             .collect();
@@ -51,7 +54,7 @@ impl TopGroups {
     /// A text table of the `n` rows with the largest first aggregate (nulls last), ties in group order.
     pub fn table(&self, n: usize) -> String {
         let Some((start, end)) = &self.window else { return "no window closed\n".to_string() };
-        let mut rows: Vec<&(Vec<(String, String)>, Vec<String>, Option<f64>)> = self.rows.iter().collect();
+        let mut rows: Vec<&RankedRow> = self.rows.iter().collect();
         let by_rank = |a: &Option<f64>, b: &Option<f64>| match (a, b) {
             (Some(a), Some(b)) => b.partial_cmp(a).unwrap_or(Ordering::Equal),
             (a, b) => b.is_some().cmp(&a.is_some()),

@@ -406,7 +406,8 @@ pub fn parse_time(text: &str, format: &str) -> Option<i64> {
         "" => 0,
         "Z" if with_t || iso => 0,
         zone if with_t && zone.len() == 6 => {
-            let fixed = DateTime::parse_from_str(&format!("2000-01-01 00:00:00 {zone}"), "%Y-%m-%d %H:%M:%S %:z").ok()?;
+            let fixed =
+                DateTime::parse_from_str(&format!("2000-01-01 00:00:00 {zone}"), "%Y-%m-%d %H:%M:%S %:z").ok()?;
             i64::from(fixed.offset().local_minus_utc()) * 1000
         }
         _ => return None,

@@ -229,7 +229,8 @@ fn record(step: &Step, event_ms: i64, form: TimeForm, malformed_percent: u8, hug
     if step.kind >= malformed_percent {
         return Some(event(&time).into_bytes());
     }
-    let heartbeat = if form == TimeForm::Record { "{}".to_string() } else { format!("{{{}}}", time.trim_end_matches(',')) };
+    let heartbeat =
+        if form == TimeForm::Record { "{}".to_string() } else { format!("{{{}}}", time.trim_end_matches(',')) };
     // Bad, odd or special records, each with a single fault.
     Some(match step.kind % 16 {
         0 => return None,

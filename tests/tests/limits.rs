@@ -105,3 +105,19 @@ fn the_record_that_fires_every_window_of_a_full_state_stays_inside_the_cpu_budge
     eprintln!("worst record: {} fuel = {worst_ms} ms of 3000 ms, {rows} rows", stats.max_record_fuel);
     assert!(worst_ms < 1_500, "the worst record used {worst_ms} ms of the 3000 ms budget");
 }
+
+/// The README's memory figures with aggregates: five of them (four keep state) on a crowd of new groups
+/// fill the default budget without a trap, and the peak stays inside the sizing rule.
+#[test]
+fn five_aggregates_on_more_groups_than_fit_stay_inside_the_sizing_rule() {
+    let aggregates = "n=count,secs=sum(on_site_seconds),low=min(on_site_seconds),high=max(on_site_seconds),avg_viewed=avg(viewed_percent)";
+    let (collected, result) =
+        replay(crowd(60_000), &[("AGGREGATES", aggregates)], PipelineConfig::default(), Limits::default(), true);
+    let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    let over = reasons(&collected).get("over_capacity").copied().unwrap_or(0);
+    assert!(over > 30_000, "the budget refused {over} events");
+    // 128 KiB + 1.2 × STATE_BUDGET, the README's rule without records to hold.
+    let rule = (128 << 10) + 768 * 1024 * 12 / 10;
+    assert!(stats.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.peak_memory_bytes);
+    println!("five aggregates: peak linear memory {} bytes", stats.peak_memory_bytes);
+}

@@ -196,7 +196,11 @@ fn integer_group_values_and_epoch_milliseconds() {
             serde_json::Value::Object(event).to_string().into_bytes()
         })
         .collect();
-    let env = [("GROUP_BY", "store_id"), ("AGGREGATES", "orders=count,secs=sum(on_site_seconds)"), ("TIMESTAMP_FORMAT", "epoch_ms")];
+    let env = [
+        ("GROUP_BY", "store_id"),
+        ("AGGREGATES", "orders=count,secs=sum(on_site_seconds)"),
+        ("TIMESTAMP_FORMAT", "epoch_ms"),
+    ];
     let collected = check_values(values, &env, 1, 1);
     assert!(collected.rows().any(|row| row.value_text().contains("\"store_id\":3,")));
     assert_eq!(collected.dead_letters().count(), 0, "the closing heartbeats use the events' epoch form");

@@ -143,7 +143,12 @@ pub enum Accumulator {
     /// `count(FIELD)`: the non-null values.
     Values(u64),
     /// `sum` and `avg`: the non-null values, the exact sum of the integers, the sum of the floats.
-    Sum { values: u64, ints: Wide, floats: f64, any_float: bool },
+    Sum {
+        values: u64,
+        ints: Wide,
+        floats: f64,
+        any_float: bool,
+    },
     Min(Option<Number>),
     Max(Option<Number>),
 }
@@ -255,7 +260,10 @@ mod tests {
     fn sums_stay_integers_while_they_fit() {
         assert_eq!(fold(Function::Sum, &[Some(Int(2)), None, Some(Int(-5))]), Some(Int(-3)));
         assert_eq!(fold(Function::Sum, &[Some(Int(i64::MAX)), Some(Int(1)), Some(Int(-1))]), Some(Int(i64::MAX)));
-        assert_eq!(fold(Function::Sum, &[Some(Int(i64::MAX)), Some(Int(i64::MAX))]), Some(Float(1.8446744073709552e19)));
+        assert_eq!(
+            fold(Function::Sum, &[Some(Int(i64::MAX)), Some(Int(i64::MAX))]),
+            Some(Float(1.8446744073709552e19))
+        );
         assert_eq!(fold(Function::Sum, &[Some(Int(2)), Some(Float(0.5))]), Some(Float(2.5)));
         assert_eq!(fold(Function::Sum, &[None, None]), None);
         assert_eq!(fold(Function::Sum, &[Some(Float(1e308)), Some(Float(1e308))]), None, "overflow writes null");
@@ -275,7 +283,10 @@ mod tests {
         let values = [Some(Int(3)), Some(Float(2.5)), Some(Int(i64::MAX)), Some(Float(9.3e18)), None];
         assert_eq!(fold(Function::Min, &values), Some(Float(2.5)));
         assert_eq!(fold(Function::Max, &values), Some(Float(9.3e18)));
-        assert_eq!(fold(Function::Max, &[Some(Int(i64::MAX)), Some(Float(9_223_372_036_854_775_807.0))]), Some(Float(9.223372036854776e18)));
+        assert_eq!(
+            fold(Function::Max, &[Some(Int(i64::MAX)), Some(Float(9_223_372_036_854_775_807.0))]),
+            Some(Float(9.223372036854776e18))
+        );
         for order in [[Some(Int(3)), Some(Float(3.0))], [Some(Float(3.0)), Some(Int(3))]] {
             assert_eq!(fold(Function::Min, &order), Some(Int(3)));
             assert_eq!(fold(Function::Max, &order), Some(Int(3)));

@@ -384,9 +384,10 @@ fn group_value<'a>(member: Member<'a>, name: &str) -> Result<GroupValue<'a>, (Re
         |what: &str| (Reason::WrongType, format!("field {name:?} is {what}, expected a string or an integer"));
     match member {
         Member::Text(text) => Ok(GroupValue::Text(text)),
-        Member::Number(token) if is_integer_token(token) => token.parse().map(GroupValue::Int).map_err(|_| {
-            (Reason::OutOfRange, format!("field {name:?} is an integer beyond 64 bits: {}", clip(token)))
-        }),
+        Member::Number(token) if is_integer_token(token) => token
+            .parse()
+            .map(GroupValue::Int)
+            .map_err(|_| (Reason::OutOfRange, format!("field {name:?} is an integer beyond 64 bits: {}", clip(token)))),
         Member::Number(_) => Err(wrong_type("a number with a fraction or exponent")),
         Member::TooLong(_) => {
             Err((Reason::FieldTooLong, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long")))
@@ -766,7 +767,8 @@ mod tests {
         let summaries: Vec<&String> = out.logs.iter().filter(|line| line.starts_with("summary:")).collect();
         assert_eq!(summaries.len(), 3);
         assert!(
-            summaries[2].starts_with("summary: records=121 counted=121 partly_late=0 missed_windows=0 heartbeats=0 rows=0"),
+            summaries[2]
+                .starts_with("summary: records=121 counted=121 partly_late=0 missed_windows=0 heartbeats=0 rows=0"),
             "{}",
             summaries[2]
         );
@@ -820,7 +822,9 @@ mod tests {
             (&format!("\"{}\"", "9".repeat(2_000)), Reason::WrongType, "is a string"),
             (&"9".repeat(2_000), Reason::FieldTooLong, "over 1024 bytes"),
         ] {
-            let value = format!(r#"{{"timestamp":"2022-10-30 19:40:01","event":"e","user_id":"u","url":"/","on_site_seconds":{field}}}"#);
+            let value = format!(
+                r#"{{"timestamp":"2022-10-30 19:40:01","event":"e","user_id":"u","url":"/","on_site_seconds":{field}}}"#
+            );
             assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::DeadLetter(reason), "{field}");
             assert!(out.dead_letters.last().unwrap().2.contains(detail), "{}", out.dead_letters.last().unwrap().2);
         }
@@ -834,14 +838,29 @@ mod tests {
             let value = format!(r#"{{"timestamp":"2022-10-30 19:40:01","store_id":{store}}}"#);
             assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::Counted);
         }
-        for (store, reason) in [("4.5", Reason::WrongType), ("1e2", Reason::WrongType), ("null", Reason::WrongType), ("false", Reason::WrongType), ("{}", Reason::WrongType), ("99999999999999999999", Reason::OutOfRange)] {
+        for (store, reason) in [
+            ("4.5", Reason::WrongType),
+            ("1e2", Reason::WrongType),
+            ("null", Reason::WrongType),
+            ("false", Reason::WrongType),
+            ("{}", Reason::WrongType),
+            ("99999999999999999999", Reason::OutOfRange),
+        ] {
             let value = format!(r#"{{"timestamp":"2022-10-30 19:40:01","store_id":{store}}}"#);
             assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::DeadLetter(reason), "{store}");
             assert!(out.dead_letters.last().unwrap().2.contains("field \"store_id\""));
         }
         agg.on_record(Some(br#"{"timestamp":"2022-10-30 19:50:00"}"#), NOW, &mut out);
         let keys: Vec<&str> = out.rows.iter().map(|(key, _, _)| key.as_str()).collect();
-        assert_eq!(keys, [r#"["2022-10-30 19:40:00",0]"#, r#"["2022-10-30 19:40:00",7]"#, r#"["2022-10-30 19:40:00",42]"#, r#"["2022-10-30 19:40:00","42"]"#]);
+        assert_eq!(
+            keys,
+            [
+                r#"["2022-10-30 19:40:00",0]"#,
+                r#"["2022-10-30 19:40:00",7]"#,
+                r#"["2022-10-30 19:40:00",42]"#,
+                r#"["2022-10-30 19:40:00","42"]"#
+            ]
+        );
         assert!(values(&out)[2].contains(r#""store_id":42,"event_count":1"#), "{}", values(&out)[2]);
         assert!(values(&out)[3].contains(r#""store_id":"42","event_count":1"#));
     }
@@ -849,12 +868,18 @@ mod tests {
     #[test]
     fn event_time_in_each_accepted_form() {
         let sql_beat = r#"{"timestamp":"2022-10-30 19:50:00"}"#;
-        let cases: [(&[(&str, &str)], &str, i64, &str); 6] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, i64, &'a str);
+        let cases: [Case; 6] = [
             (&[], r#""2022-10-30T21:40:01+02:00""#, NOW, sql_beat),
             (&[], "1667158801000", NOW, r#"{"timestamp":1667159400000}"#),
             (&[("TIMESTAMP_FORMAT", "epoch_s")], "1667158801.999", NOW, r#"{"timestamp":1667159400}"#),
             (&[("TIMESTAMP_FORMAT", "sql")], r#""2022-10-30 19:40:01""#, NOW, sql_beat),
-            (&[("TIMESTAMP_FORMAT", "iso")], r#""2022-10-30T19:40:01Z""#, NOW, r#"{"timestamp":"2022-10-30T19:50:00Z"}"#),
+            (
+                &[("TIMESTAMP_FORMAT", "iso")],
+                r#""2022-10-30T19:40:01Z""#,
+                NOW,
+                r#"{"timestamp":"2022-10-30T19:50:00Z"}"#,
+            ),
             (&[("TIMESTAMP_FIELD", "@record")], r#""not read""#, 1_667_158_801_000, "{}"),
         ];
         for (vars, timestamp, record_ms, heartbeat) in cases {
@@ -867,10 +892,9 @@ mod tests {
         }
         let mut agg = aggregator(&[("TIMESTAMP_FORMAT", "sql")]);
         let mut out = Collected::default();
-        for (timestamp, reason) in [
-            (r#""2022-10-30T19:40:01""#, Reason::BadTimestamp),
-            ("1667158801000", Reason::WrongType),
-        ] {
+        for (timestamp, reason) in
+            [(r#""2022-10-30T19:40:01""#, Reason::BadTimestamp), ("1667158801000", Reason::WrongType)]
+        {
             let value = format!(r#"{{"timestamp":{timestamp},"event":"e","user_id":"u","url":"/"}}"#);
             assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::DeadLetter(reason));
         }
@@ -918,7 +942,9 @@ mod tests {
         let early = MIN_TIMESTAMP_MS + 5_000;
         let outcome = agg.on_record(Some(br#"{"event":"e","user_id":"u","url":"/"}"#), early, &mut out);
         assert_eq!(outcome, Outcome::DeadLetter(Reason::OutOfRange));
-        assert!(out.dead_letters[0].2.contains("\"0000-01-01 00:00:05\" has windows reaching outside years 0000 to 9999"));
+        assert!(out.dead_letters[0]
+            .2
+            .contains("\"0000-01-01 00:00:05\" has windows reaching outside years 0000 to 9999"));
         agg.on_record(Some(br#"{"event":"e","user_id":"u","url":"/"}"#), MIN_TIMESTAMP_MS + 290_000, &mut out);
         agg.on_record(Some(b"{}"), MAX_TIMESTAMP_MS, &mut out);
         assert_eq!(out.rows.len(), 30);

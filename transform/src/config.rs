@@ -72,7 +72,10 @@ impl fmt::Display for Aggregate {
 /// Where an event's time comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventTime {
-    Field { name: String, format: TimestampFormat },
+    Field {
+        name: String,
+        format: TimestampFormat,
+    },
     /// The record's Kafka timestamp (`TIMESTAMP_FIELD=@record`).
     RecordTimestamp,
 }
@@ -195,7 +198,11 @@ impl Config {
         } else if let Some(name) = group_by.iter().find(|name| RESERVED_NAMES.contains(&name.as_str())) {
             Some(format!("{name:?} is a name the output row uses itself"))
         } else {
-            group_by.iter().enumerate().find(|(i, name)| group_by[..*i].contains(name)).map(|(_, name)| format!("{name:?} is repeated"))
+            group_by
+                .iter()
+                .enumerate()
+                .find(|(i, name)| group_by[..*i].contains(name))
+                .map(|(_, name)| format!("{name:?} is repeated"))
         };
         if let Some(problem) = problem {
             return Err(error(
@@ -208,8 +215,8 @@ impl Config {
         }
 
         let aggregates_setting = read("AGGREGATES");
-        let aggregates = parse_aggregates(&aggregates_setting.0, &group_by)
-            .map_err(|problem| error(aggregates_setting, problem))?;
+        let aggregates =
+            parse_aggregates(&aggregates_setting.0, &group_by).map_err(|problem| error(aggregates_setting, problem))?;
 
         let restart_margin_ms = duration(read("RESTART_MARGIN"), 0)? as i64;
 
@@ -349,7 +356,10 @@ mod tests {
         assert_eq!(config.window, WindowSpec::new(300_000, 10_000, 1).unwrap());
         assert_eq!(config.group_by, ["user_id", "event", "url"]);
         assert_eq!(config.event_time, EventTime::Field { name: "timestamp".into(), format: TimestampFormat::Auto });
-        assert_eq!(config.aggregates, [Aggregate { name: "event_count".into(), function: Function::Count, field: None }]);
+        assert_eq!(
+            config.aggregates,
+            [Aggregate { name: "event_count".into(), function: Function::Count, field: None }]
+        );
         assert_eq!(config.restart_margin_ms, 10_000);
         assert_eq!(config.state_budget_bytes, 768 * 1024);
         assert_eq!(config.max_event_ahead_ms, 3_600_000);
@@ -402,7 +412,8 @@ mod tests {
             message(&[("DEAD_LETTER_MAX_BYTES", "1GiB")]).contains("DEAD_LETTER_MAX_BYTES=\"1GiB\": expected a size")
         );
         assert!(message(&[("DEAD_LETTER_TOPIC", "clickstream_aggregated")]).contains("other than the first"));
-        assert!(message(&[("TIMESTAMP_FORMAT", "unix")]).contains("TIMESTAMP_FORMAT=\"unix\": expected one of: auto, sql, iso, epoch_ms, epoch_s"));
+        assert!(message(&[("TIMESTAMP_FORMAT", "unix")])
+            .contains("TIMESTAMP_FORMAT=\"unix\": expected one of: auto, sql, iso, epoch_ms, epoch_s"));
         assert!(message(&[("RESTART_MARGIN", "-1s")]).contains("RESTART_MARGIN=\"-1s\": expected a duration"));
     }
 
@@ -410,7 +421,10 @@ mod tests {
     fn any_fields_can_be_grouped_by_and_aggregated() {
         let config = with_outputs(&[
             ("GROUP_BY", "store_id, region "),
-            ("AGGREGATES", "orders=count, revenue = SUM(amount), top=max(amount),avg_items=avg(items),with_coupon=count(coupon)"),
+            (
+                "AGGREGATES",
+                "orders=count, revenue = SUM(amount), top=max(amount),avg_items=avg(items),with_coupon=count(coupon)",
+            ),
             ("TIMESTAMP_FIELD", "created_at"),
             ("TIMESTAMP_FORMAT", "epoch_ms"),
         ])
@@ -419,7 +433,13 @@ mod tests {
         let aggregates: Vec<String> = config.aggregates.iter().map(ToString::to_string).collect();
         assert_eq!(
             aggregates,
-            ["orders=count", "revenue=sum(amount)", "top=max(amount)", "avg_items=avg(items)", "with_coupon=count(coupon)"]
+            [
+                "orders=count",
+                "revenue=sum(amount)",
+                "top=max(amount)",
+                "avg_items=avg(items)",
+                "with_coupon=count(coupon)"
+            ]
         );
         assert_eq!(config.event_time, EventTime::Field { name: "created_at".into(), format: TimestampFormat::EpochMs });
         assert_eq!(with_outputs(&[("TIMESTAMP_FIELD", "@record")]).unwrap().event_time, EventTime::RecordTimestamp);
@@ -457,7 +477,7 @@ mod tests {
     /// and every event was dead-lettered as over_capacity.
     #[test]
     fn a_state_budget_the_module_cannot_address_is_refused() {
-        assert!(message(&[("STATE_BUDGET", "4095MiB")]).contains("from 16KiB to 4095MiB"));
+        assert!(message(&[("STATE_BUDGET", "4096MiB")]).contains("from 16KiB to 4095MiB"));
         assert!(message(&[("STATE_BUDGET", "17179869184")]).contains("STATE_BUDGET"));
         let largest = with_outputs(&[("STATE_BUDGET", "4095MiB")]).unwrap();
         assert_eq!(largest.state_budget_bytes as u64, MAX_STATE_BUDGET_BYTES);

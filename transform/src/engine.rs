@@ -292,12 +292,18 @@ impl Engine {
             }
         }
         let blocks = self.empty_accumulators.len();
-        new_bytes += PANE_ENTRY_BYTES + blocks * ACCUMULATOR_BYTES;
-        if !self.panes.contains_key(&pane) {
-            new_bytes += PANE_BYTES;
-        }
+        new_bytes += PANE_ENTRY_BYTES;
+        let (len, capacity) = match self.panes.get(&pane) {
+            Some(state) => (state.accumulators.len(), state.accumulators.capacity()),
+            None => {
+                new_bytes += PANE_BYTES;
+                (0, 0)
+            }
+        };
+        let grown = grown_capacity(len, capacity, blocks);
+        new_bytes += (grown - capacity) * ACCUMULATOR_BYTES;
         if known_group.is_none() {
-            new_bytes += GROUP_BYTES + GROUP_FIELD_BYTES * group.len();
+            new_bytes += self.group_bytes(group.len());
         }
         if self.state_bytes + new_bytes > self.budget_bytes {
             return false;
@@ -314,11 +320,19 @@ impl Engine {
             Pane::default()
         });
         let first = state.accumulators.len();
+        state.accumulators.reserve_exact(grown - first);
+        let growth = state.accumulators.capacity() - capacity;
         state.accumulators.extend_from_slice(&self.empty_accumulators);
         add_inputs(&self.functions, inputs, &mut state.accumulators[first..]);
         state.entries.insert(group_id, Entry { count: 1, first_accumulator: first as u32 });
-        self.state_bytes += PANE_ENTRY_BYTES + blocks * ACCUMULATOR_BYTES;
+        self.state_bytes += PANE_ENTRY_BYTES + growth * ACCUMULATOR_BYTES;
         true
+    }
+
+    /// An open group's bytes: its entry, its field ids, and room for its accumulators in the buffer that
+    /// combines a window's panes when it fires (a window holds each open group at most once).
+    fn group_bytes(&self, fields: usize) -> usize {
+        GROUP_BYTES + GROUP_FIELD_BYTES * fields + ACCUMULATOR_BYTES * self.empty_accumulators.len()
     }
 
     fn intern_group(&mut self, group: &[GroupValue<'_>]) -> u32 {
@@ -334,7 +348,7 @@ impl Engine {
         let before = self.groups.len();
         let id = self.groups.acquire(&self.group_ids);
         if self.groups.len() > before {
-            self.state_bytes += GROUP_BYTES + GROUP_FIELD_BYTES * group.len();
+            self.state_bytes += self.group_bytes(group.len());
         } else {
             // The group already existed: the value users taken above are not needed.
             for &value in &self.group_ids {
@@ -360,20 +374,24 @@ impl Engine {
             window += 1;
         }
         let open = self.panes.split_off(&(fired_now + 1));
-        let blocks = self.empty_accumulators.len();
         for (_, pane) in std::mem::replace(&mut self.panes, open) {
-            self.state_bytes -= PANE_BYTES + (PANE_ENTRY_BYTES + blocks * ACCUMULATOR_BYTES) * pane.entries.len();
+            self.state_bytes -=
+                PANE_BYTES + PANE_ENTRY_BYTES * pane.entries.len() + ACCUMULATOR_BYTES * pane.accumulators.capacity();
             for group in pane.entries.into_keys() {
                 self.release_group(group);
             }
         }
         self.values.shrink_when_sparse();
         self.groups.shrink_when_sparse();
+        // The combining buffer is accounted per open group: give back what the open groups no longer cover.
+        if self.window_accumulators.capacity() > self.groups.len() * self.empty_accumulators.len() {
+            self.window_accumulators = Vec::new();
+        }
     }
 
     fn release_group(&mut self, group: u32) {
         if let Some(values) = self.groups.release(group) {
-            self.state_bytes -= GROUP_BYTES + GROUP_FIELD_BYTES * values.len();
+            self.state_bytes -= self.group_bytes(values.len());
             for &value in values.iter() {
                 if let Some(text) = self.values.release(value) {
                     self.state_bytes -= STRING_BYTES + text.len();
@@ -388,6 +406,7 @@ impl Engine {
         self.window_rows.clear();
         self.window_counts.clear();
         self.window_accumulators.clear();
+        self.window_accumulators.reserve_exact(self.groups.len() * blocks);
         for pane in self.panes.range(window..window + self.spec.panes_per_window()).map(|(_, pane)| pane) {
             for (&group, entry) in &pane.entries {
                 let row = *self.window_rows.entry(group).or_insert_with(|| {
@@ -435,6 +454,15 @@ impl Engine {
             });
         }
     }
+}
+
+/// The capacity a pane's accumulator vector needs to take one more group's block: the same while it has
+/// room, else a quarter more (at least 16 blocks), so growth wastes little and all of it is accounted.
+fn grown_capacity(len: usize, capacity: usize, blocks: usize) -> usize {
+    if capacity - len >= blocks {
+        return capacity;
+    }
+    len + (len / 4).max(16 * blocks)
 }
 
 /// Adds one event's inputs to a group's accumulators (aggregates that keep none are skipped).
@@ -626,7 +654,10 @@ mod tests {
         let late = parse_timestamp_ms("9999-12-31 23:55:00").unwrap();
         assert_eq!(observe(&mut engine, late, &["A"], &mut rows), Admission::OutOfRange);
         assert_eq!(observe(&mut engine, late - 1, &["A"], &mut rows), COUNTED);
-        assert!(rows.0.iter().all(|row| row.0 >= crate::time::MIN_TIMESTAMP_MS && row.1 <= crate::time::MAX_TIMESTAMP_MS));
+        assert!(rows
+            .0
+            .iter()
+            .all(|row| row.0 >= crate::time::MIN_TIMESTAMP_MS && row.1 <= crate::time::MAX_TIMESTAMP_MS));
         assert_eq!(rows.0.first().map(|row| row.0), Some(crate::time::MIN_TIMESTAMP_MS));
     }
 
@@ -650,7 +681,13 @@ mod tests {
     fn integer_and_text_group_values_are_distinct_groups_in_type_then_value_order() {
         let mut engine = Engine::new(WindowSpec::new(10_000, 10_000, 0).unwrap(), usize::MAX);
         let mut rows = Collect::default();
-        for value in [GroupValue::Text("42"), GroupValue::Int(42), GroupValue::Int(-7), GroupValue::Text("10"), GroupValue::Int(42)] {
+        for value in [
+            GroupValue::Text("42"),
+            GroupValue::Int(42),
+            GroupValue::Int(-7),
+            GroupValue::Text("10"),
+            GroupValue::Int(42),
+        ] {
             engine.observe(at("19:00:01"), &[value], &[], &mut rows);
         }
         engine.advance(at("19:00:10"), &mut rows);
@@ -661,7 +698,10 @@ mod tests {
 
     #[test]
     fn aggregates_combine_panes_and_skip_nulls() {
-        use crate::aggregate::{Function, Number::{Float, Int}};
+        use crate::aggregate::{
+            Function,
+            Number::{Float, Int},
+        };
         let functions = [Function::Count, Function::Sum, Function::Min, Function::Avg, Function::CountField];
         let mut engine =
             Engine::new(WindowSpec::new(20_000, 10_000, 1).unwrap(), usize::MAX).with_aggregates(&functions);
@@ -681,8 +721,14 @@ mod tests {
             rows.0,
             vec![
                 (at("18:59:50"), vec![Some(Int(2)), Some(Int(3)), Some(Int(3)), Some(Float(3.0)), Some(Int(1))]),
-                (at("19:00:00"), vec![Some(Int(3)), Some(Float(3.5)), Some(Float(0.5)), Some(Float(1.75)), Some(Int(2))]),
-                (at("19:00:10"), vec![Some(Int(1)), Some(Float(0.5)), Some(Float(0.5)), Some(Float(0.5)), Some(Int(1))]),
+                (
+                    at("19:00:00"),
+                    vec![Some(Int(3)), Some(Float(3.5)), Some(Float(0.5)), Some(Float(1.75)), Some(Int(2))]
+                ),
+                (
+                    at("19:00:10"),
+                    vec![Some(Int(1)), Some(Float(0.5)), Some(Float(0.5)), Some(Float(0.5)), Some(Int(1))]
+                ),
             ]
         );
         assert_eq!(engine.stats().state_bytes, 0, "every accumulator is accounted and freed");

@@ -79,15 +79,7 @@ impl MemberReader {
     pub fn new(names: Vec<String>, max_text_bytes: usize) -> Self {
         let slots = vec![Slot::Missing; names.len()];
         let hits = vec![0; names.len()];
-        MemberReader {
-            names,
-            max_text_bytes,
-            slots,
-            hits,
-            decoded: String::new(),
-            key: String::new(),
-            member_count: 0,
-        }
+        MemberReader { names, max_text_bytes, slots, hits, decoded: String::new(), key: String::new(), member_count: 0 }
     }
 
     /// Reads `input`, which must be exactly one JSON object (surrounding white space allowed).

@@ -151,8 +151,7 @@ fn parse_date_time(text: &str, sql: bool, iso: bool) -> Option<i64> {
     if !valid {
         return None;
     }
-    let local =
-        days_from_civil(year, month, day) * MS_PER_DAY + (hour * 3_600 + minute * 60 + second) * 1_000 + millis;
+    let local = days_from_civil(year, month, day) * MS_PER_DAY + (hour * 3_600 + minute * 60 + second) * 1_000 + millis;
     let utc = local - offset_minutes * 60_000;
     (MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&utc).then_some(utc)
 }

@@ -1,0 +1,38 @@
+//! The README's examples, run as written: the input, the settings of the command and the output are read
+//! from the README's marked blocks, so the README cannot drift from what the module does.
+
+use harness::host::Limits;
+use harness::pipeline::PipelineConfig;
+use integration_tests::replay::replay;
+
+const README: &str = include_str!("../../README.md");
+
+/// The lines of the fenced block that follows `<!-- example: NAME -->`.
+fn block(name: &str) -> Vec<&'static str> {
+    let marker = format!("<!-- example: {name} -->");
+    let after = &README[README.find(&marker).unwrap_or_else(|| panic!("README has no {marker}")) + marker.len()..];
+    let body = &after[after.find("```").expect("a fenced block follows") + 3..];
+    let body = &body[body.find('\n').expect("a fence line") + 1..];
+    body[..body.find("```").expect("the block is closed")].lines().collect()
+}
+
+#[test]
+fn the_orders_example_gives_the_rows_the_readme_shows() {
+    let command = block("orders command").join(" ");
+    let settings: Vec<(&str, &str)> = command
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|pair| pair[0] == "--env")
+        .map(|pair| pair[1].trim_matches('\'').split_once('=').expect("--env KEY=VALUE"))
+        .collect();
+    assert_eq!(settings.len(), 6, "{command}");
+    assert!(command.contains("--close-windows") && command.contains("--key-field none"));
+    let input: Vec<Vec<u8>> = block("orders input").iter().map(|line| line.as_bytes().to_vec()).collect();
+    let pipeline = PipelineConfig { key_field: None, time_field: "created_at".into(), ..PipelineConfig::default() };
+    let (collected, result) = replay(input, &settings, pipeline, Limits::default(), true);
+    result.unwrap_or_else(|failure| panic!("{failure}"));
+    let rows: Vec<String> = collected.rows().map(|row| row.value_text()).collect();
+    assert_eq!(rows, block("orders output"));
+    assert_eq!(collected.dead_letters().count(), 0);
+}
