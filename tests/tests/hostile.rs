@@ -261,3 +261,33 @@ proptest! {
         check_books(&collected);
     }
 }
+
+/// Regression (readme_said_negative_timestamps_panic): a record with a negative Kafka timestamp reaches
+/// the transform with that timestamp; its 2020 event is then far ahead of it, so `future`, and with
+/// `TIMESTAMP_FIELD=@record` it is counted at that time.
+#[test]
+fn a_negative_record_timestamp_reaches_the_transform_as_it_is() {
+    use harness::pipeline::{Pipeline, ProducerRecord};
+    for (env, expected) in [(&[][..], "future"), (&[("TIMESTAMP_FIELD", "@record")][..], "counted")] {
+        let mut collected = Collected::default();
+        let result = (|| {
+            let mut pipeline =
+                Pipeline::new(module(Limits::default()), meta(env), PipelineConfig::default(), &mut collected);
+            pipeline.push(ProducerRecord {
+                value: Some(EVENT.as_bytes().to_vec()),
+                timestamp_ms: Some(-5),
+                ..Default::default()
+            })?;
+            pipeline.finish()
+        })();
+        result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+        let reasons: Vec<String> = collected.dead_letters().filter_map(|d| d.header("dead-letter-reason")).collect();
+        if expected == "future" {
+            assert_eq!(reasons, ["future"]);
+            let detail = collected.dead_letters().next().unwrap().header("dead-letter-detail").unwrap();
+            assert!(detail.contains("after the record timestamp -5"), "{detail}");
+        } else {
+            assert!(reasons.is_empty(), "{reasons:?}");
+        }
+    }
+}
