@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clickstream_aggregation::aggregator::{DETAIL_HEADER, REASON_HEADER};
-use clickstream_aggregation::config::parse_aggregates;
+use clickstream_aggregation::config::{parse_aggregates, VARIABLES};
 use clickstream_aggregation::duration::{parse_duration_ms, parse_size_bytes};
 use clickstream_aggregation::time::{parse_timestamp_ms, TimestampFormat};
 use harness::generate::{Generator, GeneratorConfig};
@@ -198,6 +198,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// The transform's default for one of its settings.
+fn default_setting(name: &str) -> Option<&'static str> {
+    VARIABLES.iter().find(|(variable, _)| *variable == name).and_then(|(_, default)| *default)
+}
+
 fn duration_ms(flag: &str, text: &str) -> anyhow::Result<i64> {
     parse_duration_ms(text)
         .map(|ms| ms as i64)
@@ -357,10 +362,14 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     harness::meta::validate(&meta)?;
     let env = |name: &str| meta.env.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
     // The aggregates' names, to rank the top groups by the first; the module itself reports a bad list.
-    let aggregate_names: Vec<String> =
-        parse_aggregates(&env("AGGREGATES").unwrap_or_else(|| "event_count=count".into()), &[])
-            .map(|aggregates| aggregates.into_iter().map(|aggregate| aggregate.name).collect())
-            .unwrap_or_else(|_| vec!["event_count".into()]);
+    let setting = |name: &str| env(name).or_else(|| default_setting(name).map(str::to_string)).unwrap_or_default();
+    let aggregate_names: Vec<String> = parse_aggregates(&setting("AGGREGATES"), &[])
+        .map(|aggregates| aggregates.into_iter().map(|aggregate| aggregate.name).collect())
+        .unwrap_or_else(|_| vec!["event_count".into()]);
+    let time_format = TimestampFormat::ALL
+        .into_iter()
+        .find(|format| format.name() == setting("TIMESTAMP_FORMAT").trim())
+        .unwrap_or(TimestampFormat::Auto);
     if args.partitions == 0 || args.shards == 0 || args.output_partitions == Some(0) {
         bail!("--partitions, --output-partitions and --shards must be at least 1");
     }
@@ -385,11 +394,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         batch_bytes: size_bytes("batch-bytes", &args.batch_bytes)? as usize,
         linger_ms: duration_ms("linger", &args.linger)?,
         key_field: Some(args.key_field.clone()).filter(|field| field != "none"),
-        time_field: args.time_field.clone().or_else(|| env("TIMESTAMP_FIELD")).unwrap_or_else(|| "timestamp".into()),
-        time_format: match env("TIMESTAMP_FORMAT").as_deref().map(str::trim) {
-            Some("epoch_s") => TimestampFormat::EpochS,
-            _ => TimestampFormat::Auto,
-        },
+        time_field: args.time_field.clone().unwrap_or_else(|| setting("TIMESTAMP_FIELD")),
+        time_format,
         record_time: match args.record_time {
             RecordTimeArg::Live => RecordTime::Live,
             RecordTimeArg::Wall => RecordTime::Wall,

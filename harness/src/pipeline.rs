@@ -51,7 +51,8 @@ pub struct PipelineConfig {
     pub key_field: Option<String>,
     /// The value field holding event time (for record timestamps and heartbeats).
     pub time_field: String,
-    /// How numbers in it are read (`EpochS`: seconds; otherwise milliseconds); strings are date-times.
+    /// The transform's TIMESTAMP_FORMAT: numbers are seconds with `EpochS`, else milliseconds; strings are
+    /// date-times; heartbeats are written in the form it reads.
     pub time_format: TimestampFormat,
     pub record_time: RecordTime,
     /// `data_transforms_commit_interval_ms`, on the broker clock (the newest record timestamp processed).
@@ -296,9 +297,12 @@ impl<'a> Pipeline<'a> {
         let time = match (self.time_as_number, self.config.time_format) {
             (true, TimestampFormat::EpochS) => serde_json::json!(at_ms.div_euclid(1_000)),
             (true, _) => serde_json::json!(at_ms),
-            (false, _) => {
+            (false, format) => {
                 let mut text = String::new();
                 format_timestamp_ms(at_ms, &mut text);
+                if format == TimestampFormat::Iso {
+                    text = format!("{}Z", text.replacen(' ', "T", 1));
+                }
                 serde_json::json!(text)
             }
         };

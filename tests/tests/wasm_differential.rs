@@ -205,3 +205,27 @@ fn integer_group_values_and_epoch_milliseconds() {
     assert!(collected.rows().any(|row| row.value_text().contains("\"store_id\":3,")));
     assert_eq!(collected.dead_letters().count(), 0, "the closing heartbeats use the events' epoch form");
 }
+
+/// Regression (closing_heartbeat_in_sql_form_under_iso): the harness wrote its closing heartbeats as
+/// `YYYY-MM-DD HH:MM:SS`, which a transform pinned to `TIMESTAMP_FORMAT=iso` dead-letters.
+#[test]
+fn closing_heartbeats_use_the_pinned_iso_form() {
+    let generator = GeneratorConfig { events: 500, users: 5, seed: 19, ..Default::default() };
+    let values: Vec<Vec<u8>> = Generator::new(generator)
+        .map(|line| {
+            let text = String::from_utf8(line).unwrap();
+            let time =
+                serde_json::from_str::<serde_json::Value>(&text).unwrap()["timestamp"].as_str().unwrap().to_string();
+            text.replace(&time, &format!("{}Z", time.replacen(' ', "T", 1))).into_bytes()
+        })
+        .collect();
+    let pipeline = PipelineConfig {
+        time_format: clickstream_aggregation::time::TimestampFormat::Iso,
+        ..PipelineConfig::default()
+    };
+    let (collected, result) = replay(values, &[("TIMESTAMP_FORMAT", "iso")], pipeline, Limits::default(), true);
+    result.unwrap_or_else(|failure| panic!("{failure}"));
+    assert!(collected.rows().count() > 0);
+    let reasons: Vec<String> = collected.dead_letters().filter_map(|d| d.header("dead-letter-reason")).collect();
+    assert!(reasons.is_empty(), "{reasons:?}");
+}

@@ -965,4 +965,31 @@ mod tests {
         assert_eq!((agg.totals().partly_late, agg.totals().missed_windows), (1, 3));
         assert!(agg.summary().contains("partly_late=1 missed_windows=3"));
     }
+
+    /// The README's memory figures: bytes per open group, and how many fit in the default budget, with
+    /// 10-character user ids and three group-by fields, with the count and with five aggregates.
+    #[test]
+    fn the_readme_memory_figures_hold() {
+        let five =
+            "n=count,s=sum(on_site_seconds),lo=min(on_site_seconds),hi=max(on_site_seconds),a=avg(viewed_percent)";
+        for (aggregates, bytes_per_group, groups) in [("event_count=count", 227, 3_462), (five, 547, 1_436)] {
+            let mut agg = aggregator(&[("AGGREGATES", aggregates)]);
+            let mut out = Collected::default();
+            for i in 0.. {
+                let value = format!(
+                    r#"{{"timestamp":"2020-11-16 19:00:01","event":"view_item","user_id":"user{i:06}","url":"/item/1","on_site_seconds":5,"viewed_percent":30}}"#
+                );
+                if agg.on_record(Some(value.as_bytes()), NOW, &mut out) != Outcome::Counted {
+                    break;
+                }
+            }
+            let stats = agg.engine().stats();
+            assert_eq!(
+                (stats.open_groups, stats.state_bytes / stats.open_groups),
+                (groups, bytes_per_group),
+                "{aggregates}"
+            );
+        }
+        assert_eq!(std::mem::size_of::<crate::aggregate::Accumulator>(), 40, "the README's 40 bytes per aggregate");
+    }
 }

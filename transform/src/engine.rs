@@ -211,12 +211,12 @@ impl Engine {
         if fired_through.is_some_and(|fired| pane <= fired) {
             return Admission::Late;
         }
-        if !self.count(pane, group, inputs) {
-            self.advance(event_ms, sink);
+        let counted = self.count(pane, group, inputs);
+        self.advance(event_ms, sink);
+        if !counted {
             return Admission::OverCapacity;
         }
         let missed = fired_through.map_or(0, |fired| (fired - first_window + 1).clamp(0, panes_per_window));
-        self.advance(event_ms, sink);
         Admission::Counted { missed_windows: missed as u32 }
     }
 

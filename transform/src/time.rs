@@ -67,12 +67,13 @@ impl TimestampFormat {
                 token.parse::<i64>().ok()?
             }
             TimestampFormat::EpochS => {
-                let (whole, fraction) = token.split_once('.').unwrap_or((token, ""));
-                if !is_integer_token(whole) || fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                let (whole, millis) = match token.split_once('.') {
+                    Some((whole, fraction)) => (whole, fraction_ms(fraction.as_bytes())?),
+                    None => (token, 0),
+                };
+                if !is_integer_token(whole) {
                     return None;
                 }
-                let millis = digits(&fraction.as_bytes()[..fraction.len().min(3)]).unwrap_or(0)
-                    * 10_i64.pow(3 - fraction.len().min(3) as u32);
                 let seconds = whole.parse::<i64>().ok()?;
                 let millis = if whole.starts_with('-') { -millis } else { millis };
                 seconds.checked_mul(1_000)?.checked_add(millis)?
@@ -119,14 +120,9 @@ fn parse_date_time(text: &str, sql: bool, iso: bool) -> Option<i64> {
         [b'.', after @ ..] => after.iter().take_while(|b| b.is_ascii_digit()).count(),
         _ => 0,
     };
-    let millis = match fraction_len {
-        0 if rest.first() == Some(&b'.') => return None,
-        0 => 0,
-        1..=9 => {
-            let kept = &rest[1..1 + fraction_len.min(3)];
-            digits(kept)? * 10_i64.pow(3 - kept.len() as u32)
-        }
-        _ => return None,
+    let millis = match rest.first() {
+        Some(b'.') => fraction_ms(&rest[1..1 + fraction_len])?,
+        _ => 0,
     };
     let zone = &rest[if fraction_len > 0 { 1 + fraction_len } else { 0 }..];
     let offset_minutes = match zone {
@@ -186,6 +182,15 @@ pub fn format_log_time(ms: i64) -> String {
 /// The earliest and latest instants the text form can express (years 0000 to 9999).
 pub const MIN_TIMESTAMP_MS: i64 = -62_167_219_200_000;
 pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+/// The milliseconds of a decimal fraction of a second (the digits after the point, 1 to 9 of them), truncated.
+fn fraction_ms(fraction: &[u8]) -> Option<i64> {
+    if !(1..=9).contains(&fraction.len()) || !fraction.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let kept = &fraction[..fraction.len().min(3)];
+    Some(digits(kept)? * 10_i64.pow(3 - kept.len() as u32))
+}
 
 fn digits(bytes: &[u8]) -> Option<i64> {
     if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
