@@ -266,19 +266,29 @@ impl<'a> Pipeline<'a> {
     /// Sends every partition a heartbeat far enough past the latest believable event to close every
     /// window: windows and watermark delays are at most 7 days each, so 15 days ahead (or the last
     /// expressible instant), stamped with that same time so no future-event guard refuses it. This is
-    /// how a replay compares with a bounded batch job.
+    /// how a replay compares with a bounded batch job. A transform may write what one record fires over
+    /// the following records (the clickstream transform bounds each record's share), so the heartbeat is
+    /// repeated while it writes two records or more: writing none means nothing is left, and one is what
+    /// a transform that echoes its input writes.
     pub fn close_windows(&mut self) -> Result<(), VmFailure> {
         const AHEAD_MS: i64 = 15 * 86_400_000;
         let Some(max) = self.stats.max_event_ms else { return Ok(()) };
         let at_ms = (max + AHEAD_MS).min(MAX_TIMESTAMP_MS);
         let value = self.heartbeat(at_ms);
         for partition in 0..self.partition_count() {
-            self.push(ProducerRecord {
-                value: Some(value.clone()),
-                timestamp_ms: Some(at_ms),
-                partition: Some(partition),
-                ..Default::default()
-            })?;
+            loop {
+                let before: u64 = self.stats.written.iter().sum();
+                self.push(ProducerRecord {
+                    value: Some(value.clone()),
+                    timestamp_ms: Some(at_ms),
+                    partition: Some(partition),
+                    ..Default::default()
+                })?;
+                self.seal(partition)?;
+                if self.stats.written.iter().sum::<u64>() < before + 2 {
+                    break;
+                }
+            }
         }
         Ok(())
     }

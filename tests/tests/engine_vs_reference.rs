@@ -23,25 +23,24 @@ impl Output for Collect {
     fn log(&mut self, _line: &str) {}
 }
 
-fn check(stream: &Stream) -> Result<(), TestCaseError> {
+fn aggregator_for(stream: &Stream) -> Aggregator {
     let mut vars = stream.vars.clone();
     vars.push(("STATE_BUDGET".into(), "4095MiB".into()));
     vars.push(("REDPANDA_OUTPUT_TOPIC_0".into(), "out".into()));
     vars.push(("REDPANDA_OUTPUT_TOPIC_1".into(), "dlq".into()));
     let config = Config::from_env(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).unwrap();
-    let mut aggregator = Aggregator::new(config);
+    Aggregator::new(config)
+}
+
+fn check(stream: &Stream) -> Result<(), TestCaseError> {
+    let mut aggregator = aggregator_for(stream);
     let mut reference = Reference::new(stream.reference_config());
     let mut out = Collect { config: stream.reference_config(), rows: Vec::new(), dead_letters: Vec::new() };
     for (index, (value, record_ms)) in stream.records.iter().enumerate() {
         let expected = reference.on_record(value.as_deref(), *record_ms);
         let outcome = aggregator.on_record(value.as_deref(), *record_ms, &mut out);
-        let got = match outcome {
-            clickstream_aggregation::aggregator::Outcome::Counted => "counted",
-            clickstream_aggregation::aggregator::Outcome::Heartbeat => "heartbeat",
-            clickstream_aggregation::aggregator::Outcome::DeadLetter(reason) => reason.name(),
-        };
         prop_assert_eq!(
-            got,
+            outcome_name(outcome),
             expected.as_str(),
             "record {}: {:?}",
             index,
@@ -61,8 +60,54 @@ fn check(stream: &Stream) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// With tiny shares per record, fired rows wait for later records while more events arrive: the rows
+/// still come in the reference's order, each a prefix of what it has written, and records with no value
+/// (dead letters) after the stream write the rest.
+fn check_with_backlog(stream: &Stream, work: usize, row_bytes: usize) -> Result<(), TestCaseError> {
+    let mut aggregator = aggregator_for(stream).with_share_per_record(work, row_bytes);
+    let mut reference = Reference::new(stream.reference_config());
+    let mut out = Collect { config: stream.reference_config(), rows: Vec::new(), dead_letters: Vec::new() };
+    let mut records = stream.records.clone();
+    let mut index = 0;
+    loop {
+        if index == records.len() {
+            if !aggregator.engine().has_backlog() {
+                break;
+            }
+            records.push((None, records[index - 1].1));
+        }
+        let (value, record_ms) = &records[index];
+        let expected = reference.on_record(value.as_deref(), *record_ms);
+        let outcome = aggregator.on_record(value.as_deref(), *record_ms, &mut out);
+        prop_assert_eq!(outcome_name(outcome), expected.as_str(), "record {}", index);
+        prop_assert!(out.rows.len() <= reference.rows.len(), "more rows than the reference after record {}", index);
+        prop_assert_eq!(&out.rows[..], &reference.rows[..out.rows.len()], "after record {}", index);
+        index += 1;
+        prop_assert!(index < stream.records.len() + 100_000, "the backlog never drains");
+    }
+    prop_assert_eq!(&out.rows, &reference.rows);
+    Ok(())
+}
+
+fn outcome_name(outcome: clickstream_aggregation::aggregator::Outcome) -> &'static str {
+    match outcome {
+        clickstream_aggregation::aggregator::Outcome::Counted => "counted",
+        clickstream_aggregation::aggregator::Outcome::Heartbeat => "heartbeat",
+        clickstream_aggregation::aggregator::Outcome::DeadLetter(reason) => reason.name(),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rows_that_wait_for_later_records_match_the_reference(
+        stream in streams(5, Disorder::Jitter(400_000), 10, 300),
+        work in 1usize..40,
+        row_bytes in 1usize..2_000,
+    ) {
+        check_with_backlog(&stream, work, row_bytes)?;
+    }
 
     #[test]
     fn in_order_streams_match_the_reference(stream in streams(5, Disorder::InOrder, 0, 300)) {

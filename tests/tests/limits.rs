@@ -121,3 +121,85 @@ fn five_aggregates_on_more_groups_than_fit_stay_inside_the_sizing_rule() {
     assert!(stats.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.peak_memory_bytes);
     println!("five aggregates: peak linear memory {} bytes", stats.peak_memory_bytes);
 }
+
+/// `groups` groups seen in the first pane, then one event ten minutes later that fires every window they
+/// are in, then the closing heartbeats. Every row is written, none twice, and the record that fired them
+/// (and every other) does a bounded share of the work. Returns the worst record's fuel.
+fn one_record_fires_every_window(
+    groups: usize,
+    value_of: impl Fn(usize) -> String,
+    env: &[(&str, &str)],
+    limits: Limits,
+    windows_per_pane: usize,
+) -> u64 {
+    let event = |time: &str, value: &str| {
+        serde_json::json!({"timestamp": time, "event": value, "user_id": value, "url": value}).to_string().into_bytes()
+    };
+    let mut values: Vec<Vec<u8>> = (0..groups)
+        .map(|group| event(&format!("2020-11-16 19:00:00.{:03}", group % 1_000), &value_of(group)))
+        .collect();
+    values.push(event("2020-11-16 19:10:00", "jump"));
+    let (collected, result) = replay(values, env, PipelineConfig::default(), limits, true);
+    let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    assert_eq!(reasons(&collected), Default::default(), "every event counted");
+    let mut keys: Vec<&[u8]> = collected.rows().filter_map(|row| row.payload.key.as_deref()).collect();
+    let rows = keys.len();
+    assert_eq!(rows, (groups + 1) * windows_per_pane, "one row per group and window");
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), rows, "no row written twice");
+    let worst_ms = stats.max_record_fuel as f64 / FUEL_PER_MS as f64;
+    eprintln!(
+        "{groups} groups, {rows} rows: worst record {} fuel = {worst_ms:.1} ms of 3000 ms",
+        stats.max_record_fuel
+    );
+    stats.max_record_fuel
+}
+
+/// At most this much CPU for any one record in the tests below: far below the broker's 3 s.
+const WORST_RECORD_MS: u64 = 100;
+
+/// Regression (one_record_fired_unbounded_rows): 3,000 groups in one pane, then an event ten minutes later:
+/// that one record wrote 90,000 rows with 693 ms of fuel. Its rows now go out over the following records.
+#[test]
+fn a_record_that_fires_90_000_rows_writes_them_over_the_following_records() {
+    let fuel = one_record_fires_every_window(3_000, |group| format!("user{group:05}"), &[], Limits::default(), 30);
+    assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+}
+
+/// Regression (control_characters_exhausted_the_fuel): 230 groups whose values are 1 KiB of control
+/// characters (escaped six-fold in rows) ran the firing record out of fuel, on valid input, forever.
+#[test]
+fn rows_of_escaped_control_characters_cannot_exhaust_the_fuel() {
+    let value_of = |group: usize| format!("{group:04}{}", "\u{1}".repeat(1_020));
+    let fuel = one_record_fires_every_window(230, value_of, &[], Limits::default(), 30);
+    assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+}
+
+/// Regression (one_second_slides_exhausted_the_fuel): 300 windows a pane and 2,000 groups trapped too.
+#[test]
+fn a_one_second_slide_with_2_000_groups_stays_inside_the_cpu_budget() {
+    let fuel = one_record_fires_every_window(
+        2_000,
+        |group| format!("user{group:05}"),
+        &[("WINDOW_SLIDE", "1s")],
+        Limits::default(),
+        300,
+    );
+    assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+}
+
+/// Regression (five_mib_sizing_exhausted_the_fuel): the README's 5 MiB sizing holds 12,000 groups, whose
+/// 360,000 rows one record used to write.
+#[test]
+fn the_5_mib_sizing_with_12_000_groups_stays_inside_the_cpu_budget() {
+    let limits = Limits { memory_bytes: 5 << 20, ..Limits::default() };
+    let fuel = one_record_fires_every_window(
+        12_000,
+        |group| format!("user{group:05}"),
+        &[("STATE_BUDGET", "4MiB")],
+        limits,
+        30,
+    );
+    assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+}

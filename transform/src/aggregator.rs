@@ -12,6 +12,9 @@ pub const MAX_FIELD_BYTES: usize = 1_024;
 pub const WARNINGS_PER_MINUTE: u32 = 5;
 /// Record time between two summary lines.
 pub const SUMMARY_INTERVAL_MS: i64 = 60_000;
+/// Row bytes (keys and values) one record may write; the rest of what has fired waits for the following
+/// records. With the engine's own limit ([`crate::engine::WORK_PER_EMIT`]) this bounds one record's work.
+pub const ROW_BYTES_PER_RECORD: usize = 1 << 20;
 
 /// Header on rows of windows that may be missing events (see [`Row::complete`]).
 pub const INCOMPLETE_HEADER: &str = "window-incomplete";
@@ -101,6 +104,7 @@ pub struct Aggregator {
     fields: FieldIndices,
     inputs: Vec<Option<Number>>,
     rows: RowFormatter,
+    row_bytes_per_record: usize,
     totals: Totals,
     log: LogLimiter,
 }
@@ -138,10 +142,19 @@ impl Aggregator {
             fields: FieldIndices { time, group, inputs },
             inputs: Vec::with_capacity(functions.len()),
             rows: RowFormatter::new(&config),
+            row_bytes_per_record: ROW_BYTES_PER_RECORD,
             totals: Totals { dead_letters: vec![0; Reason::ALL.len()], ..Totals::default() },
             log: LogLimiter::default(),
             config,
         }
+    }
+
+    /// Smaller shares of work and row bytes per record than the defaults ([`crate::engine::WORK_PER_EMIT`],
+    /// [`ROW_BYTES_PER_RECORD`]); tests use tiny ones so that rows wait for later records.
+    pub fn with_share_per_record(mut self, work: usize, row_bytes: usize) -> Aggregator {
+        self.engine = self.engine.with_work_per_emit(work);
+        self.row_bytes_per_record = row_bytes;
+        self
     }
 
     pub fn totals(&self) -> &Totals {
@@ -179,7 +192,7 @@ impl Aggregator {
     /// Handles one record: its value and its Kafka timestamp (ms).
     pub fn on_record(&mut self, value: Option<&[u8]>, record_ms: i64, out: &mut impl Output) -> Outcome {
         self.totals.records += 1;
-        let outcome = match self.read_and_count(value, record_ms, out) {
+        let outcome = match self.read_and_count(value, record_ms) {
             Ok(outcome) => outcome,
             Err((reason, detail)) => {
                 let keep_value = value.map_or(0, <[u8]>::len) <= self.config.dead_letter_max_bytes;
@@ -192,6 +205,15 @@ impl Aggregator {
             Outcome::Heartbeat => self.totals.heartbeats += 1,
             Outcome::DeadLetter(_) => {}
         }
+        // Every record, whatever became of it, writes its share of the rows that have fired.
+        let mut sink = RowSinkFor {
+            rows: &mut self.rows,
+            totals: &mut self.totals,
+            config: &self.config,
+            out,
+            bytes_left: self.row_bytes_per_record,
+        };
+        self.engine.emit(&mut sink);
         if self.log.summary_due(record_ms) {
             let line = self.summary();
             out.log(&line);
@@ -212,7 +234,7 @@ impl Aggregator {
             .collect();
         let watermark = stats.watermark_ms.map_or_else(|| "none".to_string(), format_log_time);
         format!(
-            "summary: records={} counted={} partly_late={} missed_windows={} heartbeats={} rows={} incomplete_rows={} dropped_incomplete_rows={} dead_letters={} [{}] dead_letters_skipped={} open_panes={} open_groups={} state_bytes={}/{} watermark={:?} suppressed_warnings={}",
+            "summary: records={} counted={} partly_late={} missed_windows={} heartbeats={} rows={} incomplete_rows={} dropped_incomplete_rows={} dead_letters={} [{}] dead_letters_skipped={} open_panes={} open_groups={} state_bytes={}/{} watermark={:?} backlog_windows={} suppressed_warnings={}",
             totals.records,
             totals.counted,
             totals.partly_late,
@@ -229,16 +251,12 @@ impl Aggregator {
             stats.state_bytes,
             self.config.state_budget_bytes,
             watermark,
+            stats.backlog_windows,
             totals.suppressed_warnings,
         )
     }
 
-    fn read_and_count(
-        &mut self,
-        value: Option<&[u8]>,
-        record_ms: i64,
-        out: &mut impl Output,
-    ) -> Result<Outcome, (Reason, String)> {
+    fn read_and_count(&mut self, value: Option<&[u8]>, record_ms: i64) -> Result<Outcome, (Reason, String)> {
         let value = value.ok_or((Reason::NoValue, "the record value is null".to_string()))?;
         let text = std::str::from_utf8(value)
             .map_err(|e| (Reason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
@@ -249,7 +267,6 @@ impl Aggregator {
         })?;
 
         let event_ms = self.event_time(record_ms)?;
-        let mut sink = RowSinkFor { rows: &mut self.rows, totals: &mut self.totals, config: &self.config, out };
         // A value holding the timestamp field alone (perhaps repeated) is a heartbeat: it moves the
         // watermark and counts nowhere. With @record, that is an empty object.
         let heartbeat = match self.fields.time {
@@ -257,7 +274,7 @@ impl Aggregator {
             None => self.reader.member_count() == 0,
         };
         if heartbeat {
-            self.engine.advance(event_ms, &mut sink);
+            self.engine.advance(event_ms);
             return Ok(Outcome::Heartbeat);
         }
 
@@ -274,7 +291,7 @@ impl Aggregator {
             self.inputs.push(input);
         }
         let group = &group[..self.config.group_by.len()];
-        match self.engine.observe(event_ms, group, &self.inputs, &mut sink) {
+        match self.engine.observe(event_ms, group, &self.inputs) {
             Admission::Counted { missed_windows } => {
                 if missed_windows > 0 {
                     self.totals.partly_late += 1;
@@ -491,25 +508,29 @@ impl RowFormatter {
     }
 }
 
+/// Formats and writes rows until this record's [`ROW_BYTES_PER_RECORD`] are spent.
 struct RowSinkFor<'a, O: Output> {
     rows: &'a mut RowFormatter,
     totals: &'a mut Totals,
     config: &'a Config,
     out: &'a mut O,
+    bytes_left: usize,
 }
 
 impl<O: Output> RowSink for RowSinkFor<'_, O> {
-    fn row(&mut self, row: &Row<'_>) {
+    fn row(&mut self, row: &Row<'_>) -> bool {
         if !row.complete {
             if self.config.incomplete == IncompletePolicy::Drop {
                 self.totals.dropped_incomplete_rows += 1;
-                return;
+                return true;
             }
             self.totals.incomplete_rows += 1;
         }
         self.totals.rows += 1;
         self.rows.format(row);
         self.out.row(self.rows.key.as_bytes(), self.rows.value.as_bytes(), !row.complete);
+        self.bytes_left = self.bytes_left.saturating_sub(self.rows.key.len() + self.rows.value.len());
+        self.bytes_left > 0
     }
 }
 
@@ -972,7 +993,7 @@ mod tests {
     fn the_readme_memory_figures_hold() {
         let five =
             "n=count,s=sum(on_site_seconds),lo=min(on_site_seconds),hi=max(on_site_seconds),a=avg(viewed_percent)";
-        for (aggregates, bytes_per_group, groups) in [("event_count=count", 227, 3_462), (five, 547, 1_436)] {
+        for (aggregates, bytes_per_group, groups) in [("event_count=count", 247, 3_180), (five, 407, 1_920)] {
             let mut agg = aggregator(&[("AGGREGATES", aggregates)]);
             let mut out = Collected::default();
             for i in 0.. {

@@ -1,11 +1,18 @@
 //! The hop-window engine: Flink's `HOP` with `COUNT`, `SUM`, `MIN`, `MAX` and `AVG` on event time, record
 //! by record.
 //!
-//! Events are aggregated in panes one slide wide; window `k` covers panes `k .. k + size/slide`, so its
-//! aggregates combine those panes when it fires. A late event lands in its pane and is therefore counted
-//! by exactly the windows containing it that have not fired yet, which is Flink's rule.
+//! Events are aggregated per group in cells one slide (a pane) wide; window `k` covers panes
+//! `k .. k + size/slide`, so a group's row for it combines the group's cells of those panes. A late event
+//! lands in its pane and is therefore counted by exactly the windows containing it that have not fired
+//! yet, which is Flink's rule.
+//!
+//! Firing and writing are apart: a window fires when the watermark passes it, and its rows are written
+//! by [`Engine::emit`], which does a bounded amount of work per call and resumes where it stopped. So one
+//! record that moves the watermark far cannot cause unbounded work: the rows it fires are written over
+//! the following calls, in the same order. Events that arrive in between are kept out of the windows
+//! that fired before them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::aggregate::{Accumulator, Function, Number};
 use crate::intern::Interner;
@@ -78,7 +85,8 @@ pub struct Row<'a> {
 
 /// Receives the rows of fired windows, in window order, then group order.
 pub trait RowSink {
-    fn row(&mut self, row: &Row<'_>);
+    /// Takes one row; false asks the engine to stop writing until its next [`Engine::emit`].
+    fn row(&mut self, row: &Row<'_>) -> bool;
 }
 
 /// What happened to one event.
@@ -97,12 +105,19 @@ pub enum Admission {
 
 /// Accounted bytes of state; constants model the module's wasm32 layout (see the README's limits).
 const STRING_BYTES: usize = 80;
-const GROUP_BYTES: usize = 96;
+/// A group's interned ids, its cell list ends, and its places in the group order (sorted, new, merge).
+const GROUP_BYTES: usize = 116;
 const GROUP_FIELD_BYTES: usize = 4;
-const PANE_BYTES: usize = 160;
-const PANE_ENTRY_BYTES: usize = 28;
-/// One aggregate's state for one group in one pane: the accumulator in the pane's vector.
+/// A pane's entry in the map of open panes.
+const PANE_BYTES: usize = 48;
+/// One cell slot: the cell and its place in the free list.
+const CELL_BYTES: usize = 28;
+/// One aggregate's state in one cell.
 const ACCUMULATOR_BYTES: usize = std::mem::size_of::<Accumulator>();
+
+/// At most this much work (a unit per group visited and per cell folded into a row, times the aggregates
+/// that keep state) per call of [`Engine::emit`]: what is left waits for the next call.
+pub const WORK_PER_EMIT: usize = 100_000;
 
 /// A snapshot of the engine's size, for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,20 +127,37 @@ pub struct EngineStats {
     pub open_strings: usize,
     pub state_bytes: usize,
     pub watermark_ms: Option<i64>,
+    /// Windows that have fired whose rows are not all written yet.
+    pub backlog_windows: u64,
 }
 
-/// A group's events in one pane, and where its accumulators start in the pane's vector.
+const NIL: u32 = u32::MAX;
+
+/// A group's events in one pane: the cells of a group form a list in pane order.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+struct Cell {
+    pane: i64,
+    /// The first window that counts these events. Events that arrive after some windows of their pane
+    /// have fired but before those windows' rows are all written get a cell of their own, hidden from them.
+    visible_from: i64,
+    next: u32,
     count: u32,
-    first_accumulator: u32,
 }
 
-#[derive(Default)]
-struct Pane {
-    entries: HashMap<u32, Entry>,
-    /// The accumulators of every group in the pane, one block per group.
-    accumulators: Vec<Accumulator>,
+/// The first and last cell of a group; `NIL` for an id no live group has.
+#[derive(Debug, Clone, Copy)]
+struct CellList {
+    first: u32,
+    last: u32,
+}
+
+const EMPTY_LIST: CellList = CellList { first: NIL, last: NIL };
+
+/// The window whose rows are being written, and how far through the groups.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    window: i64,
+    position: usize,
 }
 
 pub struct Engine {
@@ -133,23 +165,35 @@ pub struct Engine {
     budget_bytes: usize,
     state_bytes: usize,
     restart_margin_ms: i64,
+    work_per_emit: usize,
     /// The aggregates, in output order.
     functions: Vec<Function>,
-    /// The empty state of each aggregate that keeps one.
+    /// The empty state of each aggregate that keeps one: one block per cell.
     empty_accumulators: Vec<Accumulator>,
     /// Group values as tagged text (`i42`, `stext`), shared by every group that holds them.
     values: Interner<str>,
-    /// A group is its field values as value ids; its users are the pane entries that count it.
+    /// A group is its field values as value ids; its users are its cells.
     groups: Interner<[u32]>,
-    panes: BTreeMap<i64, Pane>,
+    /// Each group's cells, by group id.
+    lists: Vec<CellList>,
+    cells: CellStore,
+    /// Open panes and how many cells each has.
+    panes: BTreeMap<i64, u32>,
+    /// Live groups in output order (`NIL` where a group was freed), and groups created since it was sorted.
+    ordered: Vec<u32>,
+    unordered: Vec<u32>,
     max_event_ms: Option<i64>,
     first_event_ms: Option<i64>,
+    /// Every window through this one has all its rows written.
+    written_through: Option<i64>,
+    pass: Option<Pass>,
     // Buffers reused across calls.
     group_ids: Vec<u32>,
     tagged: String,
-    window_rows: HashMap<u32, usize>,
-    window_counts: Vec<(u32, u64)>,
-    window_accumulators: Vec<Accumulator>,
+    merged: Vec<u32>,
+    row_group: Vec<GroupValue<'static>>,
+    row_accumulators: Vec<Accumulator>,
+    row_values: Vec<Option<Number>>,
 }
 
 impl Engine {
@@ -160,18 +204,26 @@ impl Engine {
             budget_bytes,
             state_bytes: 0,
             restart_margin_ms: 0,
+            work_per_emit: WORK_PER_EMIT,
             functions: vec![Function::Count],
             empty_accumulators: Vec::new(),
             values: Interner::default(),
             groups: Interner::default(),
+            lists: Vec::new(),
+            cells: CellStore::default(),
             panes: BTreeMap::new(),
+            ordered: Vec::new(),
+            unordered: Vec::new(),
             max_event_ms: None,
             first_event_ms: None,
+            written_through: None,
+            pass: None,
             group_ids: Vec::new(),
             tagged: String::new(),
-            window_rows: HashMap::new(),
-            window_counts: Vec::new(),
-            window_accumulators: Vec::new(),
+            merged: Vec::new(),
+            row_group: Vec::new(),
+            row_accumulators: Vec::new(),
+            row_values: Vec::new(),
         }
     }
 
@@ -179,6 +231,7 @@ impl Engine {
     pub fn with_aggregates(mut self, functions: &[Function]) -> Engine {
         self.functions = functions.to_vec();
         self.empty_accumulators = functions.iter().filter_map(|f| Accumulator::empty(*f)).collect();
+        self.cells = CellStore { blocks: self.empty_accumulators.len(), ..CellStore::default() };
         self
     }
 
@@ -189,15 +242,17 @@ impl Engine {
         self
     }
 
+    /// Does at most `units` of work per [`Engine::emit`] instead of [`WORK_PER_EMIT`] (tests use tiny
+    /// shares to make every stream leave rows for later calls).
+    pub fn with_work_per_emit(mut self, units: usize) -> Engine {
+        self.work_per_emit = units;
+        self
+    }
+
     /// Counts one event of `group` at `event_ms`, with one input per aggregate (`None`: absent or null;
-    /// ignored by `count`), then advances the watermark, firing what it passes.
-    pub fn observe(
-        &mut self,
-        event_ms: i64,
-        group: &[GroupValue<'_>],
-        inputs: &[Option<Number>],
-        sink: &mut impl RowSink,
-    ) -> Admission {
+    /// ignored by `count`), then advances the watermark. Rows of the windows that fire are written by
+    /// [`Engine::emit`].
+    pub fn observe(&mut self, event_ms: i64, group: &[GroupValue<'_>], inputs: &[Option<Number>]) -> Admission {
         let pane = self.spec.pane_of(event_ms);
         let panes_per_window = self.spec.panes_per_window();
         let first_window = pane - panes_per_window + 1;
@@ -207,36 +262,52 @@ impl Engine {
         {
             return Admission::OutOfRange;
         }
-        let fired_through = self.watermark_ms().map(|watermark| self.spec.fired_through(watermark));
-        if fired_through.is_some_and(|fired| pane <= fired) {
+        let fired = self.fired_through();
+        if fired.is_some_and(|fired| pane <= fired) {
             return Admission::Late;
         }
-        let counted = self.count(pane, group, inputs);
-        self.advance(event_ms, sink);
+        // Windows that fired but are not all written must not see this event.
+        let visible_from = match (fired, self.written_through) {
+            (Some(fired), written) if written.is_none_or(|written| written < fired) => (fired + 1).max(first_window),
+            _ => first_window,
+        };
+        let counted = self.count(pane, visible_from, group, inputs);
+        self.advance(event_ms);
         if !counted {
             return Admission::OverCapacity;
         }
-        let missed = fired_through.map_or(0, |fired| (fired - first_window + 1).clamp(0, panes_per_window));
+        let missed = fired.map_or(0, |fired| (fired - first_window + 1).clamp(0, panes_per_window));
         Admission::Counted { missed_windows: missed as u32 }
     }
 
-    /// Moves the watermark to `event_ms − delay` if that is ahead, firing every window it passes.
-    pub fn advance(&mut self, event_ms: i64, sink: &mut impl RowSink) {
+    /// Moves the watermark to `event_ms − delay` if that is ahead; the windows it passes fire.
+    pub fn advance(&mut self, event_ms: i64) {
         self.first_event_ms.get_or_insert(event_ms);
-        if self.max_event_ms.is_some_and(|max| event_ms <= max) {
-            return;
-        }
-        let fired_before = self.watermark_ms().map(|watermark| self.spec.fired_through(watermark));
-        self.max_event_ms = Some(event_ms);
-        let fired_now = self.spec.fired_through(event_ms - self.spec.delay_ms);
-        if fired_before != Some(fired_now) {
-            self.fire(fired_before, fired_now, sink);
+        if self.max_event_ms.is_none_or(|max| event_ms > max) {
+            self.max_event_ms = Some(event_ms);
         }
     }
 
     /// Largest event time seen minus the delay; `None` before the first event.
     pub fn watermark_ms(&self) -> Option<i64> {
         self.max_event_ms.map(|max| max - self.spec.delay_ms)
+    }
+
+    /// The last window the watermark has passed.
+    fn fired_through(&self) -> Option<i64> {
+        self.watermark_ms().map(|watermark| self.spec.fired_through(watermark))
+    }
+
+    /// Whether fired windows still have rows to write.
+    pub fn has_backlog(&self) -> bool {
+        self.backlog_windows() > 0
+    }
+
+    /// Fired windows from the next one with rows to write (some may hold no event).
+    fn backlog_windows(&self) -> u64 {
+        let Some(fired) = self.fired_through() else { return 0 };
+        let next = self.pass.map(|pass| pass.window).or_else(|| self.next_window(fired));
+        next.map_or(0, |window| (fired - window + 1) as u64)
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -246,7 +317,155 @@ impl Engine {
             open_strings: self.values.len(),
             state_bytes: self.state_bytes,
             watermark_ms: self.watermark_ms(),
+            backlog_windows: self.backlog_windows(),
         }
+    }
+
+    /// Writes the rows of fired windows, in window order then group order, until they are all written
+    /// (true), or its work share ([`WORK_PER_EMIT`]) is spent or the sink asks to stop (false); the next call goes on
+    /// from there. Each fired window that holds any event gives one row per group with events in it.
+    pub fn emit(&mut self, sink: &mut impl RowSink) -> bool {
+        let Some(fired) = self.fired_through() else { return true };
+        let mut work = 0;
+        loop {
+            let mut pass = match self.pass {
+                Some(pass) => pass,
+                None => match self.next_window(fired) {
+                    Some(window) => self.begin_pass(window),
+                    None => {
+                        self.written_through = Some(fired);
+                        return true;
+                    }
+                },
+            };
+            while pass.position < self.ordered.len() {
+                if work >= self.work_per_emit {
+                    self.pass = Some(pass);
+                    return false;
+                }
+                let group = self.ordered[pass.position];
+                let (cost, go_on) = self.visit(group, pass.window, sink);
+                if self.lists[group as usize].first == NIL {
+                    self.ordered[pass.position] = NIL;
+                }
+                pass.position += 1;
+                work += cost;
+                if !go_on {
+                    self.pass = Some(pass);
+                    return false;
+                }
+            }
+            self.end_pass(pass.window);
+        }
+    }
+
+    /// The first window after those written that holds any event, if it has fired.
+    fn next_window(&self, fired: i64) -> Option<i64> {
+        let after = self.written_through.map_or(i64::MIN, |written| written + 1);
+        let (&pane, _) = self.panes.range(after..).next()?;
+        let window = (pane - self.spec.panes_per_window() + 1).max(after);
+        (window <= fired).then_some(window)
+    }
+
+    /// Puts the groups created since the last pass in their places: groups are visited in output order.
+    fn begin_pass(&mut self, window: i64) -> Pass {
+        let mut unordered = std::mem::take(&mut self.unordered);
+        unordered.sort_unstable_by(|&a, &b| self.compare_groups(a, b));
+        let mut merged = std::mem::take(&mut self.merged);
+        merged.clear();
+        let mut new = unordered.iter().copied().peekable();
+        for &group in self.ordered.iter().filter(|&&group| group != NIL) {
+            while let Some(first) = new.next_if(|&first| self.compare_groups(first, group).is_lt()) {
+                merged.push(first);
+            }
+            merged.push(group);
+        }
+        merged.extend(new);
+        self.merged = std::mem::replace(&mut self.ordered, merged);
+        unordered.clear();
+        self.unordered = unordered;
+        Pass { window, position: 0 }
+    }
+
+    fn end_pass(&mut self, window: i64) {
+        self.pass = None;
+        self.written_through = Some(window);
+        self.values.shrink_when_sparse();
+        self.groups.shrink_when_sparse();
+        self.compact_when_sparse();
+    }
+
+    /// Orders groups field by field, integers before strings (the order of [`GroupValue`]).
+    fn compare_groups(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        let (a, b) = (self.groups.get(a), self.groups.get(b));
+        for (&x, &y) in a.iter().zip(b) {
+            if x != y {
+                return Self::untag(self.values.get(x)).cmp(&Self::untag(self.values.get(y)));
+            }
+        }
+        a.len().cmp(&b.len())
+    }
+
+    /// Writes the group's row of `window` if it has events there, then frees its cells of the window's
+    /// first pane, which no later window covers. Returns the work done and whether the sink wants more.
+    fn visit(&mut self, group: u32, window: i64, sink: &mut impl RowSink) -> (usize, bool) {
+        let blocks = self.empty_accumulators.len();
+        let end_pane = window + self.spec.panes_per_window();
+        self.row_accumulators.clear();
+        self.row_accumulators.extend_from_slice(&self.empty_accumulators);
+        let mut count = 0u64;
+        let mut work = 1;
+        let mut at = self.lists[group as usize].first;
+        while at != NIL && self.cells.get(at).pane < end_pane {
+            let cell = self.cells.get(at);
+            if cell.visible_from <= window {
+                count += u64::from(cell.count);
+                for (total, pane_state) in self.row_accumulators.iter_mut().zip(self.cells.block(at)) {
+                    total.merge(pane_state);
+                }
+                work += 1 + blocks;
+            }
+            at = cell.next;
+        }
+        let go_on = count == 0 || self.write_row(window, group, count, sink);
+        while let Some(first) = Some(self.lists[group as usize].first).filter(|&first| first != NIL) {
+            if self.cells.get(first).pane != window {
+                break;
+            }
+            self.lists[group as usize].first = self.cells.get(first).next;
+            self.free_cell(first);
+            self.release_group(group);
+        }
+        (work, go_on)
+    }
+
+    fn write_row(&mut self, window: i64, group: u32, count: u64, sink: &mut impl RowSink) -> bool {
+        let window_start_ms = window * self.spec.slide_ms;
+        let complete = self
+            .first_event_ms
+            .is_some_and(|first| window_start_ms > first + self.spec.delay_ms + self.restart_margin_ms);
+        let mut values = std::mem::take(&mut self.row_values);
+        values.clear();
+        let mut accumulators = self.row_accumulators.iter();
+        for function in &self.functions {
+            values.push(match function {
+                Function::Count => Some(Number::Int(i64::try_from(count).unwrap_or(i64::MAX))),
+                function => accumulators.next().and_then(|acc| acc.result(*function)),
+            });
+        }
+        let mut fields = recycle(std::mem::take(&mut self.row_group));
+        fields.extend(self.groups.get(group).iter().map(|&value| Self::untag(self.values.get(value))));
+        let go_on = sink.row(&Row {
+            window_start_ms,
+            window_end_ms: window_start_ms + self.spec.size_ms,
+            group: &fields,
+            count,
+            values: &values,
+            complete,
+        });
+        self.row_group = recycle(fields);
+        self.row_values = values;
+        go_on
     }
 
     /// Writes a group value as interned text: a type tag, then the value.
@@ -271,8 +490,8 @@ impl Engine {
         }
     }
 
-    /// Adds one event to a pane if the budget allows what that needs; false if it does not.
-    fn count(&mut self, pane: i64, group: &[GroupValue<'_>], inputs: &[Option<Number>]) -> bool {
+    /// Adds one event to its group's cell of `pane` if the budget allows what that needs; false if not.
+    fn count(&mut self, pane: i64, visible_from: i64, group: &[GroupValue<'_>], inputs: &[Option<Number>]) -> bool {
         let mut new_bytes = 0;
         self.group_ids.clear();
         for value in group {
@@ -283,25 +502,18 @@ impl Engine {
             }
         }
         let known_group = if self.group_ids.len() == group.len() { self.groups.find(&self.group_ids) } else { None };
-        if let Some((id, state)) = known_group.and_then(|id| Some((id, self.panes.get_mut(&pane)?))) {
-            if let Some(entry) = state.entries.get_mut(&id) {
-                entry.count = entry.count.saturating_add(1);
-                let first = entry.first_accumulator as usize;
-                add_inputs(&self.functions, inputs, &mut state.accumulators[first..]);
+        if let Some(id) = known_group {
+            if let Some(cell) = self.find_cell(id, pane, visible_from) {
+                self.add_to_cell(cell, inputs);
                 return true;
             }
         }
-        let blocks = self.empty_accumulators.len();
-        new_bytes += PANE_ENTRY_BYTES;
-        let (len, capacity) = match self.panes.get(&pane) {
-            Some(state) => (state.accumulators.len(), state.accumulators.capacity()),
-            None => {
-                new_bytes += PANE_BYTES;
-                (0, 0)
-            }
-        };
-        let grown = grown_capacity(len, capacity, blocks);
-        new_bytes += (grown - capacity) * ACCUMULATOR_BYTES;
+        if self.cells.is_full() {
+            new_bytes += CHUNK_CELLS * self.cell_bytes();
+        }
+        if !self.panes.contains_key(&pane) {
+            new_bytes += PANE_BYTES;
+        }
         if known_group.is_none() {
             new_bytes += self.group_bytes(group.len());
         }
@@ -315,24 +527,101 @@ impl Engine {
             }
             None => self.intern_group(group),
         };
-        let state = self.panes.entry(pane).or_insert_with(|| {
+        let cell = self.new_cell(Cell { pane, visible_from, next: NIL, count: 0 });
+        self.link_cell(group_id, cell);
+        self.add_to_cell(cell, inputs);
+        let cells_in_pane = self.panes.entry(pane).or_insert_with(|| {
             self.state_bytes += PANE_BYTES;
-            Pane::default()
+            0
         });
-        let first = state.accumulators.len();
-        state.accumulators.reserve_exact(grown - first);
-        let growth = state.accumulators.capacity() - capacity;
-        state.accumulators.extend_from_slice(&self.empty_accumulators);
-        add_inputs(&self.functions, inputs, &mut state.accumulators[first..]);
-        state.entries.insert(group_id, Entry { count: 1, first_accumulator: first as u32 });
-        self.state_bytes += PANE_ENTRY_BYTES + growth * ACCUMULATOR_BYTES;
+        *cells_in_pane += 1;
         true
     }
 
-    /// An open group's bytes: its entry, its field ids, and room for its accumulators in the buffer that
-    /// combines a window's panes when it fires (a window holds each open group at most once).
+    /// The group's cell for `pane` whose events are visible from `visible_from`.
+    fn find_cell(&self, group: u32, pane: i64, visible_from: i64) -> Option<u32> {
+        let list = self.lists[group as usize];
+        let last = self.cells.get(list.last);
+        if last.pane == pane && last.visible_from == visible_from {
+            return Some(list.last);
+        }
+        let mut at = list.first;
+        while at != NIL {
+            let cell = self.cells.get(at);
+            if cell.pane == pane && cell.visible_from == visible_from {
+                return Some(at);
+            }
+            at = cell.next;
+        }
+        None
+    }
+
+    fn add_to_cell(&mut self, cell: u32, inputs: &[Option<Number>]) {
+        let slot = self.cells.get_mut(cell);
+        slot.count = slot.count.saturating_add(1);
+        let with_state = self.functions.iter().zip(inputs).filter(|(function, _)| function.reads_a_field());
+        for ((_, input), accumulator) in with_state.zip(self.cells.block_mut(cell)) {
+            accumulator.add(*input);
+        }
+    }
+
+    /// A cell slot with empty accumulators; a new chunk of slots if none is free.
+    fn new_cell(&mut self, cell: Cell) -> u32 {
+        if self.cells.is_full() {
+            self.cells.add_chunk(&self.empty_accumulators);
+            self.state_bytes += CHUNK_CELLS * self.cell_bytes();
+        }
+        let id = self.cells.take_free();
+        *self.cells.get_mut(id) = cell;
+        self.cells.block_mut(id).clone_from_slice(&self.empty_accumulators);
+        id
+    }
+
+    /// Puts a new cell in its group's list, in pane order (a late event's cell goes before later panes).
+    fn link_cell(&mut self, group: u32, cell: u32) {
+        if self.lists.len() <= group as usize {
+            self.lists.resize(group as usize + 1, EMPTY_LIST);
+        }
+        let pane = self.cells.get(cell).pane;
+        let list = self.lists[group as usize];
+        if list.first == NIL {
+            self.lists[group as usize] = CellList { first: cell, last: cell };
+        } else if self.cells.get(list.last).pane <= pane {
+            self.cells.get_mut(list.last).next = cell;
+            self.lists[group as usize].last = cell;
+        } else if self.cells.get(list.first).pane > pane {
+            self.cells.get_mut(cell).next = list.first;
+            self.lists[group as usize].first = cell;
+        } else {
+            let mut at = list.first;
+            while self.cells.get(self.cells.get(at).next).pane <= pane {
+                at = self.cells.get(at).next;
+            }
+            self.cells.get_mut(cell).next = self.cells.get(at).next;
+            self.cells.get_mut(at).next = cell;
+        }
+    }
+
+    fn free_cell(&mut self, cell: u32) {
+        let pane = self.cells.get(cell).pane;
+        if let Some(cells_in_pane) = self.panes.get_mut(&pane) {
+            *cells_in_pane -= 1;
+            if *cells_in_pane == 0 {
+                self.panes.remove(&pane);
+                self.state_bytes -= PANE_BYTES;
+            }
+        }
+        self.cells.free.push(cell);
+    }
+
+    /// One cell slot's bytes: the cell, its free-list entry and its accumulators.
+    fn cell_bytes(&self) -> usize {
+        CELL_BYTES + ACCUMULATOR_BYTES * self.empty_accumulators.len()
+    }
+
+    /// An open group's bytes: its interned ids, list, places in the order, and its fields.
     fn group_bytes(&self, fields: usize) -> usize {
-        GROUP_BYTES + GROUP_FIELD_BYTES * fields + ACCUMULATOR_BYTES * self.empty_accumulators.len()
+        GROUP_BYTES + GROUP_FIELD_BYTES * fields
     }
 
     fn intern_group(&mut self, group: &[GroupValue<'_>]) -> u32 {
@@ -349,6 +638,7 @@ impl Engine {
         let id = self.groups.acquire(&self.group_ids);
         if self.groups.len() > before {
             self.state_bytes += self.group_bytes(group.len());
+            self.unordered.push(id);
         } else {
             // The group already existed: the value users taken above are not needed.
             for &value in &self.group_ids {
@@ -358,39 +648,9 @@ impl Engine {
         id
     }
 
-    /// Fires windows after `fired_before` up to `fired_now` that hold any event, then frees the panes
-    /// no open window needs.
-    fn fire(&mut self, fired_before: Option<i64>, fired_now: i64, sink: &mut impl RowSink) {
-        let panes_per_window = self.spec.panes_per_window();
-        let Some(&first_pane) = self.panes.keys().next() else { return };
-        let mut window = (first_pane - panes_per_window + 1).max(fired_before.map_or(i64::MIN, |k| k + 1));
-        while window <= fired_now {
-            let Some(&pane) = self.panes.range(window..).next().map(|(pane, _)| pane) else { break };
-            if pane >= window + panes_per_window {
-                window = pane - panes_per_window + 1; // skip windows with no events
-                continue;
-            }
-            self.emit_window(window, sink);
-            window += 1;
-        }
-        let open = self.panes.split_off(&(fired_now + 1));
-        for (_, pane) in std::mem::replace(&mut self.panes, open) {
-            self.state_bytes -=
-                PANE_BYTES + PANE_ENTRY_BYTES * pane.entries.len() + ACCUMULATOR_BYTES * pane.accumulators.capacity();
-            for group in pane.entries.into_keys() {
-                self.release_group(group);
-            }
-        }
-        self.values.shrink_when_sparse();
-        self.groups.shrink_when_sparse();
-        // The combining buffer is accounted per open group: give back what the open groups no longer cover.
-        if self.window_accumulators.capacity() > self.groups.len() * self.empty_accumulators.len() {
-            self.window_accumulators = Vec::new();
-        }
-    }
-
     fn release_group(&mut self, group: u32) {
         if let Some(values) = self.groups.release(group) {
+            self.lists[group as usize] = EMPTY_LIST;
             self.state_bytes -= self.group_bytes(values.len());
             for &value in values.iter() {
                 if let Some(text) = self.values.release(value) {
@@ -400,77 +660,101 @@ impl Engine {
         }
     }
 
-    /// Combines the window's panes, in pane order, per group; then writes one row per group in group order.
-    fn emit_window(&mut self, window: i64, sink: &mut impl RowSink) {
-        let blocks = self.empty_accumulators.len();
-        self.window_rows.clear();
-        self.window_counts.clear();
-        self.window_accumulators.clear();
-        self.window_accumulators.reserve_exact(self.groups.len() * blocks);
-        for pane in self.panes.range(window..window + self.spec.panes_per_window()).map(|(_, pane)| pane) {
-            for (&group, entry) in &pane.entries {
-                let row = *self.window_rows.entry(group).or_insert_with(|| {
-                    self.window_counts.push((group, 0));
-                    self.window_accumulators.extend_from_slice(&self.empty_accumulators);
-                    self.window_counts.len() - 1
-                });
-                self.window_counts[row].1 += u64::from(entry.count);
-                let first = entry.first_accumulator as usize;
-                for (total, pane_state) in
-                    self.window_accumulators[row * blocks..].iter_mut().zip(&pane.accumulators[first..first + blocks])
-                {
-                    total.merge(pane_state);
+    /// Gives memory back once most cell slots are free: live cells move to the first chunks, lists follow.
+    fn compact_when_sparse(&mut self) {
+        let slots = self.cells.chunks.len() * CHUNK_CELLS;
+        let live = slots - self.cells.free.len();
+        if live > 0 && (self.cells.chunks.len() <= 2 || live >= slots / 4) {
+            return;
+        }
+        let mut compact = CellStore { blocks: self.cells.blocks, ..CellStore::default() };
+        for list in self.lists.iter_mut().filter(|list| list.first != NIL) {
+            let mut at = list.first;
+            let mut previous = NIL;
+            while at != NIL {
+                if compact.is_full() {
+                    compact.add_chunk(&self.empty_accumulators);
                 }
+                let moved = compact.take_free();
+                let cell = self.cells.get(at);
+                *compact.get_mut(moved) = Cell { next: NIL, ..cell };
+                compact.block_mut(moved).clone_from_slice(self.cells.block(at));
+                match previous {
+                    NIL => list.first = moved,
+                    previous => compact.get_mut(previous).next = moved,
+                }
+                list.last = moved;
+                previous = moved;
+                at = cell.next;
             }
         }
-        let values_of = |group: u32| self.groups.get(group).iter().map(|&value| Self::untag(self.values.get(value)));
-        let mut order: Vec<usize> = (0..self.window_counts.len()).collect();
-        order.sort_unstable_by(|&a, &b| values_of(self.window_counts[a].0).cmp(values_of(self.window_counts[b].0)));
-        let window_start_ms = window * self.spec.slide_ms;
-        let complete = self
-            .first_event_ms
-            .is_some_and(|first| window_start_ms > first + self.spec.delay_ms + self.restart_margin_ms);
-        let mut group: Vec<GroupValue<'_>> = Vec::new();
-        let mut values: Vec<Option<Number>> = Vec::with_capacity(self.functions.len());
-        for row in order {
-            let (group_id, count) = self.window_counts[row];
-            group.clear();
-            group.extend(values_of(group_id));
-            values.clear();
-            let mut accumulators = self.window_accumulators[row * blocks..(row + 1) * blocks].iter();
-            for function in &self.functions {
-                values.push(match function {
-                    Function::Count => Some(Number::Int(i64::try_from(count).unwrap_or(i64::MAX))),
-                    function => accumulators.next().and_then(|acc| acc.result(*function)),
-                });
-            }
-            sink.row(&Row {
-                window_start_ms,
-                window_end_ms: window_start_ms + self.spec.size_ms,
-                group: &group,
-                count,
-                values: &values,
-                complete,
-            });
-        }
+        self.state_bytes -= (self.cells.chunks.len() - compact.chunks.len()) * CHUNK_CELLS * self.cell_bytes();
+        self.cells = compact;
+        self.lists.truncate(self.lists.iter().rposition(|list| list.first != NIL).map_or(0, |last| last + 1));
+        self.lists.shrink_to_fit();
     }
 }
 
-/// The capacity a pane's accumulator vector needs to take one more group's block: the same while it has
-/// room, else a quarter more (at least 16 blocks), so growth wastes little and all of it is accounted.
-fn grown_capacity(len: usize, capacity: usize, blocks: usize) -> usize {
-    if capacity - len >= blocks {
-        return capacity;
-    }
-    len + (len / 4).max(16 * blocks)
+/// Cells per chunk of the cell store.
+const CHUNK_CELLS: usize = 128;
+
+/// Cell slots and their accumulators in chunks of [`CHUNK_CELLS`], so growing never copies the cells (a
+/// vector that doubles would hold both copies at once), with a list of the free slots.
+#[derive(Default)]
+struct CellStore {
+    chunks: Vec<Chunk>,
+    free: Vec<u32>,
+    /// Accumulators per cell.
+    blocks: usize,
 }
 
-/// Adds one event's inputs to a group's accumulators (aggregates that keep none are skipped).
-fn add_inputs(functions: &[Function], inputs: &[Option<Number>], accumulators: &mut [Accumulator]) {
-    let with_state = functions.iter().zip(inputs).filter(|(function, _)| function.reads_a_field());
-    for ((_, input), accumulator) in with_state.zip(accumulators) {
-        accumulator.add(*input);
+struct Chunk {
+    cells: Box<[Cell]>,
+    accumulators: Box<[Accumulator]>,
+}
+
+impl CellStore {
+    fn is_full(&self) -> bool {
+        self.free.is_empty()
     }
+
+    fn add_chunk(&mut self, empty: &[Accumulator]) {
+        let first = self.chunks.len() * CHUNK_CELLS;
+        let unused = Cell { pane: 0, visible_from: 0, next: NIL, count: 0 };
+        let accumulators = (0..CHUNK_CELLS).flat_map(|_| empty.iter().cloned()).collect();
+        self.chunks.push(Chunk { cells: vec![unused; CHUNK_CELLS].into_boxed_slice(), accumulators });
+        self.free.reserve_exact(CHUNK_CELLS);
+        // Taken from the end: slots are used in order, which keeps a group's cells close.
+        self.free.extend((first..first + CHUNK_CELLS).rev().map(|slot| slot as u32));
+    }
+
+    fn take_free(&mut self) -> u32 {
+        self.free.pop().expect("a chunk is added when no slot is free")
+    }
+
+    fn get(&self, cell: u32) -> Cell {
+        self.chunks[cell as usize / CHUNK_CELLS].cells[cell as usize % CHUNK_CELLS]
+    }
+
+    fn get_mut(&mut self, cell: u32) -> &mut Cell {
+        &mut self.chunks[cell as usize / CHUNK_CELLS].cells[cell as usize % CHUNK_CELLS]
+    }
+
+    fn block(&self, cell: u32) -> &[Accumulator] {
+        let at = cell as usize % CHUNK_CELLS * self.blocks;
+        &self.chunks[cell as usize / CHUNK_CELLS].accumulators[at..at + self.blocks]
+    }
+
+    fn block_mut(&mut self, cell: u32) -> &mut [Accumulator] {
+        let at = cell as usize % CHUNK_CELLS * self.blocks;
+        &mut self.chunks[cell as usize / CHUNK_CELLS].accumulators[at..at + self.blocks]
+    }
+}
+
+/// An emptied vector's allocation, for group values that borrow from elsewhere.
+fn recycle<'b>(mut values: Vec<GroupValue<'_>>) -> Vec<GroupValue<'b>> {
+    values.clear();
+    values.into_iter().map(|_| GroupValue::Int(0)).collect()
 }
 
 #[cfg(test)]
@@ -482,7 +766,7 @@ mod tests {
     struct Collect(Vec<(i64, i64, Vec<String>, u64, bool)>);
 
     impl RowSink for Collect {
-        fn row(&mut self, row: &Row<'_>) {
+        fn row(&mut self, row: &Row<'_>) -> bool {
             let group = row
                 .group
                 .iter()
@@ -492,6 +776,7 @@ mod tests {
                 })
                 .collect();
             self.0.push((row.window_start_ms, row.window_end_ms, group, row.count, row.complete));
+            true
         }
     }
 
@@ -500,7 +785,19 @@ mod tests {
     /// Counts an event whose group values are all strings.
     fn observe(engine: &mut Engine, event_ms: i64, group: &[&str], rows: &mut Collect) -> Admission {
         let group: Vec<GroupValue<'_>> = group.iter().map(|text| GroupValue::Text(text)).collect();
-        engine.observe(event_ms, &group, &[], rows)
+        let admission = engine.observe(event_ms, &group, &[]);
+        flush(engine, rows);
+        admission
+    }
+
+    /// Writes every fired row, however many calls that takes.
+    fn flush(engine: &mut Engine, rows: &mut impl RowSink) {
+        while !engine.emit(rows) {}
+    }
+
+    fn advance(engine: &mut Engine, event_ms: i64, rows: &mut impl RowSink) {
+        engine.advance(event_ms);
+        flush(engine, rows);
     }
 
     fn at(text: &str) -> i64 {
@@ -607,7 +904,7 @@ mod tests {
         assert_eq!((stats.open_panes, stats.open_groups, stats.open_strings), (1, 1, 1));
         assert_eq!(
             stats.state_bytes,
-            PANE_BYTES + PANE_ENTRY_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 2
+            PANE_BYTES + CHUNK_CELLS * CELL_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 2
         );
     }
 
@@ -620,14 +917,14 @@ mod tests {
             observe(&mut engine, at("19:00:00") + i * 100, &[&user, "view", "/item/1"], &mut rows);
         }
         assert!(engine.stats().open_groups == 1_000);
-        engine.advance(at("20:00:00"), &mut rows);
+        advance(&mut engine, at("20:00:00"), &mut rows);
         let stats = engine.stats();
         assert_eq!((stats.open_panes, stats.open_groups, stats.open_strings, stats.state_bytes), (0, 0, 0, 0));
     }
 
     #[test]
     fn the_budget_refuses_new_state_but_keeps_counting_known_groups() {
-        let one_group = PANE_BYTES + PANE_ENTRY_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 2;
+        let one_group = PANE_BYTES + CHUNK_CELLS * CELL_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 2;
         let mut engine = Engine::new(WindowSpec::new(300_000, 10_000, 1).unwrap(), one_group);
         let mut rows = Collect::default();
         assert_eq!(observe(&mut engine, at("19:00:00"), &["A"], &mut rows), COUNTED);
@@ -636,7 +933,7 @@ mod tests {
         // A new pane for a known group needs room too.
         assert_eq!(observe(&mut engine, at("19:00:12"), &["A"], &mut rows), Admission::OverCapacity);
         assert!(engine.stats().state_bytes <= one_group);
-        engine.advance(at("19:05:01"), &mut rows);
+        advance(&mut engine, at("19:05:01"), &mut rows);
         assert_eq!(rows.0.last().map(|row| row.3), Some(2));
         assert_eq!(observe(&mut engine, at("19:05:02"), &["B"], &mut rows), COUNTED);
     }
@@ -688,9 +985,10 @@ mod tests {
             GroupValue::Text("10"),
             GroupValue::Int(42),
         ] {
-            engine.observe(at("19:00:01"), &[value], &[], &mut rows);
+            engine.observe(at("19:00:01"), &[value], &[]);
+            flush(&mut engine, &mut rows);
         }
-        engine.advance(at("19:00:10"), &mut rows);
+        advance(&mut engine, at("19:00:10"), &mut rows);
         let summary: Vec<(String, u64)> = rows.0.iter().map(|row| (row.2[0].clone(), row.3)).collect();
         let expected = [("#-7", 1), ("#42", 2), ("10", 1), ("42", 1)];
         assert_eq!(summary, expected.map(|(group, count)| (group.to_string(), count)));
@@ -707,16 +1005,18 @@ mod tests {
             Engine::new(WindowSpec::new(20_000, 10_000, 1).unwrap(), usize::MAX).with_aggregates(&functions);
         struct Values(Vec<(i64, Vec<Option<Number>>)>);
         impl RowSink for Values {
-            fn row(&mut self, row: &Row<'_>) {
+            fn row(&mut self, row: &Row<'_>) -> bool {
                 self.0.push((row.window_start_ms, row.values.to_vec()));
+                true
             }
         }
         let mut rows = Values(Vec::new());
         let group = [GroupValue::Text("A")];
         for (time, value) in [("19:00:01", Some(Int(3))), ("19:00:02", None), ("19:00:11", Some(Float(0.5)))] {
-            engine.observe(at(time), &group, &[None, value, value, value, value], &mut rows);
+            engine.observe(at(time), &group, &[None, value, value, value, value]);
+            flush(&mut engine, &mut rows);
         }
-        engine.advance(at("19:01:00"), &mut rows);
+        advance(&mut engine, at("19:01:00"), &mut rows);
         assert_eq!(
             rows.0,
             vec![
