@@ -1,14 +1,16 @@
 //! The VM: one instance of a transform module, driven the broker's way.
 //!
-//! `_start` runs on its own thread. The guest's `read_batch_header` blocks on a channel until the host
-//! hands it a batch, and re-entering it tells the host the previous batch is done, exactly the
-//! handshake the broker performs on its fiber. Host functions follow the broker's code (see
-//! `redpanda_transform`, [`crate::wasi`] and [`crate::schema_registry`]).
+//! `_start` runs on a wasmtime fiber, as in the broker (`wasmtime.cc`): the guest's `read_batch_header`
+//! suspends it until the host hands it a batch, and re-entering it tells the host the previous batch is
+//! done. The host resumes the fiber on its own thread, so handing over a batch costs no thread switch.
+//! Host functions follow the broker's code (see `redpanda_transform`, [`crate::wasi`] and
+//! [`crate::schema_registry`]).
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use wasmtime::{Caller, Config, Engine, Extern, ExternType, InstancePre, Linker, Module, Store, Trap, ValType};
 
@@ -206,25 +208,29 @@ fn validate(module: &Module) -> anyhow::Result<bool> {
     Ok(schema_registry)
 }
 
-/// What the guest thread tells the host.
+/// What the guest tells the host when it suspends in `read_batch_header`.
 enum GuestEvent {
     /// The guest reached its first `read_batch_header`: started.
     Ready(Vec<LogLine>),
     /// The guest asked for the next batch: the previous one is done.
     BatchDone(BatchOutput),
-    /// `_start` ended: a trap, `proc_exit`, or a return.
-    Exited(VmFailure),
 }
 
-/// State of one VM, owned by its store on the guest thread.
+/// Where the host and the suspended guest leave things for each other.
+#[derive(Default)]
+struct Mailbox {
+    batch: Option<Arc<InputBatch>>,
+    event: Option<GuestEvent>,
+}
+
+/// State of one VM, owned by its store.
 pub(crate) struct GuestState {
     limiter: MemoryLimiter,
     fuel_per_record: u64,
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<String>,
     output_topics: Vec<String>,
-    batches: Receiver<Arc<InputBatch>>,
-    events: Sender<GuestEvent>,
+    mailbox: Arc<Mutex<Mailbox>>,
     current: Option<(Arc<InputBatch>, usize)>,
     started: bool,
     output: BatchOutput,
@@ -283,11 +289,13 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// A running VM. Dropping it stops the guest the broker's way: its pending `read_batch_header` traps.
+/// `_start` running on its fiber; it ends with the guest's failure.
+type GuestRun = Pin<Box<dyn Future<Output = VmFailure> + Send>>;
+
+/// A running VM. Dropping it drops the suspended guest, as the broker does on shutdown.
 pub struct Vm {
-    batches: Option<Sender<Arc<InputBatch>>>,
-    events: Receiver<GuestEvent>,
-    thread: Option<JoinHandle<()>>,
+    run: GuestRun,
+    mailbox: Arc<Mutex<Mailbox>>,
     failed: Option<VmFailure>,
 }
 
@@ -295,8 +303,7 @@ impl Vm {
     /// Instantiates the module and runs `main()` until it first waits for a batch.
     /// Returns the start-up log lines, or the start-up failure.
     pub fn start(module: &TransformModule, meta: &TransformMeta) -> Result<(Vm, Vec<LogLine>), VmFailure> {
-        let (batch_sender, batch_receiver) = mpsc::channel();
-        let (event_sender, event_receiver) = mpsc::channel();
+        let mailbox = Arc::new(Mutex::new(Mailbox::default()));
         let mut env: Vec<String> = meta.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.push(format!("REDPANDA_INPUT_TOPIC={}", meta.input_topic));
         env.extend(
@@ -309,8 +316,7 @@ impl Vm {
             args: vec![meta.name.clone()],
             env,
             output_topics: meta.output_topics.clone(),
-            batches: batch_receiver,
-            events: event_sender.clone(),
+            mailbox: mailbox.clone(),
             current: None,
             started: false,
             output: BatchOutput::default(),
@@ -319,24 +325,11 @@ impl Vm {
             monotonic_ns: 0,
             schema_registry: Default::default(),
         };
-        let module = module.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("vm-{}", meta.name))
-            .stack_size(8 << 20)
-            .spawn(move || {
-                let failure = run_guest(&module, state);
-                let _ = event_sender.send(GuestEvent::Exited(failure));
-            })
-            .expect("spawning the VM thread");
-        let vm = Vm { batches: Some(batch_sender), events: event_receiver, thread: Some(thread), failed: None };
-        match vm.events.recv() {
+        let mut vm = Vm { run: Box::pin(run_guest(module.clone(), state)), mailbox, failed: None };
+        match vm.resume() {
             Ok(GuestEvent::Ready(logs)) => Ok((vm, logs)),
-            Ok(GuestEvent::Exited(failure)) => Err(failure),
-            Ok(GuestEvent::BatchDone(_)) | Err(_) => Err(VmFailure {
-                reason: "the VM thread stopped unexpectedly".into(),
-                record: None,
-                last_logs: Vec::new(),
-            }),
+            Ok(GuestEvent::BatchDone(_)) => unreachable!("the first event of a guest is Ready"),
+            Err(failure) => Err(failure),
         }
     }
 
@@ -348,42 +341,60 @@ impl Vm {
         if batch.records.is_empty() {
             return Ok(BatchOutput::default()); // the broker skips empty batches
         }
-        let sent = self.batches.as_ref().is_some_and(|sender| sender.send(batch).is_ok());
-        let event = if sent { self.events.recv().ok() } else { None };
-        let failure = match event {
-            Some(GuestEvent::BatchDone(output)) => return Ok(output),
-            Some(GuestEvent::Exited(failure)) => failure,
-            _ => VmFailure { reason: "the VM is not running".into(), record: None, last_logs: Vec::new() },
-        };
-        self.failed = Some(failure.clone());
-        Err(failure)
+        self.mailbox.lock().expect("the mailbox is never poisoned").batch = Some(batch);
+        match self.resume() {
+            Ok(GuestEvent::BatchDone(output)) => Ok(output),
+            Ok(GuestEvent::Ready(_)) => unreachable!("a guest is Ready once"),
+            Err(failure) => {
+                self.failed = Some(failure.clone());
+                Err(failure)
+            }
+        }
     }
-}
 
-impl Drop for Vm {
-    fn drop(&mut self) {
-        self.batches = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+    /// Runs the guest until it suspends in `read_batch_header` (its event) or ends (its failure).
+    fn resume(&mut self) -> Result<GuestEvent, VmFailure> {
+        match self.run.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(failure) => Err(failure),
+            Poll::Pending => {
+                let event = self.mailbox.lock().expect("the mailbox is never poisoned").event.take();
+                Ok(event.expect("the guest suspends only in read_batch_header, which leaves an event"))
+            }
         }
     }
 }
 
-fn run_guest(module: &TransformModule, state: GuestState) -> VmFailure {
+async fn run_guest(module: TransformModule, state: GuestState) -> VmFailure {
     let fuel = state.fuel_per_record;
     let mut store = Store::new(&module.engine, state);
     store.limiter(|state| &mut state.limiter);
-    let outcome = store.set_fuel(fuel).and_then(|()| {
-        let instance = module.pre.instantiate(&mut store)?;
+    let outcome = async {
+        store.set_fuel(fuel)?;
+        let instance = module.pre.instantiate_async(&mut store).await?;
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-        start.call(&mut store, ())
-    });
+        start.call_async(&mut store, ()).await
+    }
+    .await;
     let state = store.data();
     let reason = match outcome {
         Ok(()) => "vm has exited: _start returned".to_string(),
         Err(error) => describe_trap(&error, module.limits),
     };
     VmFailure { reason, record: state.current_record(), last_logs: state.log_tail.iter().cloned().collect() }
+}
+
+/// Waits until the host leaves the next batch in the mailbox.
+struct NextBatch(Arc<Mutex<Mailbox>>);
+
+impl Future for NextBatch {
+    type Output = Arc<InputBatch>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Arc<InputBatch>> {
+        match self.0.lock().expect("the mailbox is never poisoned").batch.take() {
+            Some(batch) => Poll::Ready(batch),
+            None => Poll::Pending,
+        }
+    }
 }
 
 fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {
@@ -439,59 +450,60 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     const MODULE: &str = "redpanda_transform";
     linker.func_wrap(MODULE, "check_abi_version_1", || {})?;
     linker.func_wrap(MODULE, "check_abi_version_2", || {})?;
-    linker.func_wrap(
+    linker.func_wrap_async(
         MODULE,
         "read_batch_header",
         |mut caller: Ctx<'_>,
-         base_offset: i32,
-         record_count: i32,
-         leader_epoch: i32,
-         attributes: i32,
-         last_offset_delta: i32,
-         base_timestamp: i32,
-         max_timestamp: i32,
-         producer_id: i32,
-         producer_epoch: i32,
-         base_sequence: i32|
-         -> wasmtime::Result<i32> {
-            if caller.data().started {
-                note_record_fuel(&mut caller)?;
-            }
-            let state = caller.data_mut();
-            let finished = std::mem::take(&mut state.output);
-            state.current = None;
-            let event = if state.started {
-                GuestEvent::BatchDone(BatchOutput { peak_memory_bytes: state.limiter.peak, ..finished })
-            } else {
-                state.started = true;
-                GuestEvent::Ready(finished.logs)
-            };
-            let _ = state.events.send(event);
-            let Ok(batch) = state.batches.recv() else {
-                return Err(wasmtime::format_err!("vm was shutdown"));
-            };
-            let first = &batch.records[0];
-            let last = batch.records.last().expect("batches are not empty");
-            let max_timestamp_ms = batch.records.iter().map(|r| r.timestamp_ms).max().unwrap_or(first.timestamp_ms);
-            let largest = batch.records.iter().map(|r| r.payload.len()).max().unwrap_or(0);
-            state.wall_clock_ms = first.timestamp_ms;
-            let fields: [(i32, Vec<u8>); 10] = [
-                (base_offset, first.offset.to_le_bytes().to_vec()),
-                (record_count, (batch.records.len() as i32).to_le_bytes().to_vec()),
-                (leader_epoch, 1i32.to_le_bytes().to_vec()),
-                (attributes, 0i16.to_le_bytes().to_vec()),
-                (last_offset_delta, ((last.offset - first.offset) as i32).to_le_bytes().to_vec()),
-                (base_timestamp, first.timestamp_ms.to_le_bytes().to_vec()),
-                (max_timestamp, max_timestamp_ms.to_le_bytes().to_vec()),
-                (producer_id, (-1i64).to_le_bytes().to_vec()),
-                (producer_epoch, (-1i16).to_le_bytes().to_vec()),
-                (base_sequence, (-1i32).to_le_bytes().to_vec()),
-            ];
-            state.current = Some((batch, 0));
-            for (ptr, bytes) in fields {
-                write_guest(&mut caller, ptr, &bytes)?;
-            }
-            Ok(largest as i32)
+         (
+            base_offset,
+            record_count,
+            leader_epoch,
+            attributes,
+            last_offset_delta,
+            base_timestamp,
+            max_timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        ): (i32, i32, i32, i32, i32, i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                if caller.data().started {
+                    note_record_fuel(&mut caller)?;
+                }
+                let state = caller.data_mut();
+                let finished = std::mem::take(&mut state.output);
+                state.current = None;
+                let event = if state.started {
+                    GuestEvent::BatchDone(BatchOutput { peak_memory_bytes: state.limiter.peak, ..finished })
+                } else {
+                    state.started = true;
+                    GuestEvent::Ready(finished.logs)
+                };
+                let mailbox = state.mailbox.clone();
+                mailbox.lock().expect("the mailbox is never poisoned").event = Some(event);
+                let batch = NextBatch(mailbox).await;
+                let first = &batch.records[0];
+                let last = batch.records.last().expect("batches are not empty");
+                let max_timestamp_ms = batch.records.iter().map(|r| r.timestamp_ms).max().unwrap_or(first.timestamp_ms);
+                let largest = batch.records.iter().map(|r| r.payload.len()).max().unwrap_or(0);
+                let count = batch.records.len() as i32;
+                let last_delta = (last.offset - first.offset) as i32;
+                let (first_offset, first_timestamp) = (first.offset, first.timestamp_ms);
+                let state = caller.data_mut();
+                state.wall_clock_ms = first_timestamp;
+                state.current = Some((batch, 0));
+                write_guest(&mut caller, base_offset, &first_offset.to_le_bytes())?;
+                write_guest(&mut caller, record_count, &count.to_le_bytes())?;
+                write_guest(&mut caller, leader_epoch, &1i32.to_le_bytes())?;
+                write_guest(&mut caller, attributes, &0i16.to_le_bytes())?;
+                write_guest(&mut caller, last_offset_delta, &last_delta.to_le_bytes())?;
+                write_guest(&mut caller, base_timestamp, &first_timestamp.to_le_bytes())?;
+                write_guest(&mut caller, max_timestamp, &max_timestamp_ms.to_le_bytes())?;
+                write_guest(&mut caller, producer_id, &(-1i64).to_le_bytes())?;
+                write_guest(&mut caller, producer_epoch, &(-1i16).to_le_bytes())?;
+                write_guest(&mut caller, base_sequence, &(-1i32).to_le_bytes())?;
+                Ok(largest as i32)
+            })
         },
     )?;
     linker.func_wrap(

@@ -369,21 +369,24 @@ impl Engine {
 
     /// Puts the groups created since the last pass in their places: groups are visited in output order.
     fn begin_pass(&mut self, window: i64) -> Pass {
-        let mut unordered = std::mem::take(&mut self.unordered);
-        unordered.sort_unstable_by(|&a, &b| self.compare_groups(a, b));
-        let mut merged = std::mem::take(&mut self.merged);
-        merged.clear();
-        let mut new = unordered.iter().copied().peekable();
-        for &group in self.ordered.iter().filter(|&&group| group != NIL) {
-            while let Some(first) = new.next_if(|&first| self.compare_groups(first, group).is_lt()) {
-                merged.push(first);
+        self.ordered.retain(|&group| group != NIL);
+        if !self.unordered.is_empty() {
+            let mut new = std::mem::take(&mut self.unordered);
+            new.sort_unstable_by(|&a, &b| self.compare_groups(a, b));
+            let mut merged = std::mem::take(&mut self.merged);
+            merged.clear();
+            let mut from = 0;
+            for &group in &new {
+                let at = from + self.ordered[from..].partition_point(|&old| self.compare_groups(old, group).is_lt());
+                merged.extend_from_slice(&self.ordered[from..at]);
+                merged.push(group);
+                from = at;
             }
-            merged.push(group);
+            merged.extend_from_slice(&self.ordered[from..]);
+            self.merged = std::mem::replace(&mut self.ordered, merged);
+            new.clear();
+            self.unordered = new;
         }
-        merged.extend(new);
-        self.merged = std::mem::replace(&mut self.ordered, merged);
-        unordered.clear();
-        self.unordered = unordered;
         Pass { window, position: 0 }
     }
 
