@@ -230,6 +230,8 @@ pub(crate) struct GuestState {
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<String>,
     output_topics: Vec<String>,
+    /// The guest's memory export, once instantiated.
+    memory: Option<wasmtime::Memory>,
     mailbox: Arc<Mutex<Mailbox>>,
     current: Option<(Arc<InputBatch>, usize)>,
     started: bool,
@@ -316,6 +318,7 @@ impl Vm {
             args: vec![meta.name.clone()],
             env,
             output_topics: meta.output_topics.clone(),
+            memory: None,
             mailbox: mailbox.clone(),
             current: None,
             started: false,
@@ -371,6 +374,7 @@ async fn run_guest(module: TransformModule, state: GuestState) -> VmFailure {
     let outcome = async {
         store.set_fuel(fuel)?;
         let instance = module.pre.instantiate_async(&mut store).await?;
+        store.data_mut().memory = instance.get_memory(&mut store, "memory");
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
         start.call_async(&mut store, ()).await
     }
@@ -420,6 +424,10 @@ fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {
 type Ctx<'a> = Caller<'a, GuestState>;
 
 pub(crate) fn memory(caller: &mut Ctx<'_>) -> wasmtime::Result<wasmtime::Memory> {
+    if let Some(memory) = caller.data().memory {
+        return Ok(memory);
+    }
+    // Before `_start` (a wasm start function calling the host): look it up by name.
     caller
         .get_export("memory")
         .and_then(Extern::into_memory)
@@ -431,10 +439,14 @@ fn out_of_bounds() -> wasmtime::Error {
 }
 
 pub(crate) fn read_guest(caller: &mut Ctx<'_>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+    Ok(guest_bytes(caller, ptr, len)?.to_vec())
+}
+
+/// `len` bytes of guest memory at `ptr`, borrowed.
+fn guest_bytes<'a>(caller: &'a mut Ctx<'_>, ptr: i32, len: i32) -> wasmtime::Result<&'a [u8]> {
     let memory = memory(caller)?;
-    let mut bytes = vec![0; len as u32 as usize];
-    memory.read(&*caller, ptr as u32 as usize, &mut bytes).map_err(|_| out_of_bounds())?;
-    Ok(bytes)
+    let start = ptr as u32 as usize;
+    memory.data(&*caller).get(start..start + len as u32 as usize).ok_or_else(out_of_bounds)
 }
 
 pub(crate) fn write_guest(caller: &mut Ctx<'_>, ptr: i32, bytes: &[u8]) -> wasmtime::Result<()> {
@@ -540,8 +552,7 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         if caller.data().current.is_none() {
             return Ok(NO_ACTIVE_TRANSFORM);
         }
-        let bytes = read_guest(&mut caller, buf, len)?;
-        let Some(payload) = decode_payload(&bytes) else { return Ok(INVALID_BUFFER) };
+        let Some(payload) = decode_payload(guest_bytes(&mut caller, buf, len)?) else { return Ok(INVALID_BUFFER) };
         caller.data_mut().output.written.push(Written { topic: 0, payload });
         Ok(len)
     })?;
@@ -552,10 +563,10 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             if caller.data().current.is_none() {
                 return Ok(NO_ACTIVE_TRANSFORM);
             }
-            let bytes = read_guest(&mut caller, buf, len)?;
-            let Some(payload) = decode_payload(&bytes) else { return Ok(INVALID_BUFFER) };
-            let options = read_guest(&mut caller, options, options_len)?;
-            let topic = match decode_write_options(&options) {
+            let Some(payload) = decode_payload(guest_bytes(&mut caller, buf, len)?) else {
+                return Ok(INVALID_BUFFER);
+            };
+            let topic = match decode_write_options(guest_bytes(&mut caller, options, options_len)?) {
                 Some(WriteTarget::DefaultTopic) => 0,
                 Some(WriteTarget::Topic(name)) => {
                     match caller.data().output_topics.iter().position(|topic| *topic == name) {

@@ -230,8 +230,11 @@ impl<'a> Pipeline<'a> {
     /// up is handled at once. Heartbeats (an object holding only the time field) go to every partition.
     pub fn push(&mut self, mut record: ProducerRecord) -> Result<(), VmFailure> {
         self.stats.records_in += 1;
-        let fields = record.value.as_deref().and_then(|value| serde_json::from_slice::<serde_json::Value>(value).ok());
-        let time = fields.as_ref().and_then(|f| f.get(&self.config.time_field));
+        let fields = record
+            .value
+            .as_deref()
+            .and_then(|value| TopFields::read(value, &self.config.time_field, self.config.key_field.as_deref()));
+        let time = fields.as_ref().and_then(|f| f.time.as_ref());
         if let Some(time) = time {
             self.time_as_number = time.is_number();
         }
@@ -243,13 +246,9 @@ impl<'a> Pipeline<'a> {
             self.stats.max_event_ms = Some(self.stats.max_event_ms.map_or(event_ms, |max| max.max(event_ms)));
         }
         if record.key.is_none() {
-            if let Some(key_field) = &self.config.key_field {
-                record.key =
-                    fields.as_ref().and_then(|f| f.get(key_field)?.as_str()).map(|key| key.as_bytes().to_vec());
-            }
+            record.key = fields.as_ref().and_then(|f| f.key.as_ref()).map(|key| key.as_bytes().to_vec());
         }
-        let is_heartbeat =
-            fields.as_ref().and_then(|f| f.as_object()).is_some_and(|o| o.len() == 1 && event_ms.is_some());
+        let is_heartbeat = fields.as_ref().is_some_and(|f| f.others == 0 && event_ms.is_some());
         let payload =
             encode_payload(&Payload { key: record.key.clone(), value: record.value, headers: record.headers });
         let targets: Vec<u32> = match record.partition {
@@ -566,6 +565,135 @@ impl<'a> Pipeline<'a> {
     }
 }
 
+/// What the producer reads of a JSON value: the time field, the key field (a string) and how many other
+/// members it has, without building the whole value. A repeated time or key field: the last one counts.
+#[derive(Debug, Default, PartialEq)]
+struct TopFields {
+    time: Option<serde_json::Value>,
+    key: Option<String>,
+    others: usize,
+}
+
+impl TopFields {
+    /// `None` unless `value` is one JSON object.
+    fn read(value: &[u8], time_field: &str, key_field: Option<&str>) -> Option<TopFields> {
+        use serde::de::DeserializeSeed;
+        let mut reader = serde_json::Deserializer::from_slice(value);
+        let fields = FieldsSeed { time_field, key_field }.deserialize(&mut reader).ok()?;
+        reader.end().ok()?;
+        fields
+    }
+}
+
+struct FieldsSeed<'a> {
+    time_field: &'a str,
+    key_field: Option<&'a str>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
+    type Value = Option<TopFields>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
+    type Value = Option<TopFields>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = TopFields::default();
+        let names = NameSeed { time_field: self.time_field, key_field: self.key_field };
+        while let Some(name) = map.next_key_seed(names)? {
+            match name {
+                Name::Time => fields.time = Some(map.next_value()?),
+                Name::Key => {
+                    let value: serde_json::Value = map.next_value()?;
+                    fields.key = value.as_str().map(str::to_string);
+                    fields.others += 1;
+                }
+                Name::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    fields.others += 1;
+                }
+            }
+        }
+        Ok(Some(fields))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// Which of the producer's fields a member name is, compared without copying it.
+#[derive(Clone, Copy)]
+struct NameSeed<'a> {
+    time_field: &'a str,
+    key_field: Option<&'a str>,
+}
+
+enum Name {
+    Time,
+    Key,
+    Other,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for NameSeed<'_> {
+    type Value = Name;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Name, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for NameSeed<'_> {
+    type Value = Name;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Name, E> {
+        Ok(if name == self.time_field {
+            Name::Time
+        } else if Some(name) == self.key_field {
+            Name::Key
+        } else {
+            Name::Other
+        })
+    }
+}
+
 /// Kafka's murmur2 (the Java client's `Utils.murmur2`, seed 0x9747b28c).
 pub fn murmur2(data: &[u8]) -> u32 {
     const M: u32 = 0x5bd1_e995;
@@ -598,6 +726,21 @@ mod tests {
     use super::*;
 
     /// Partitions the Java client computes for these keys with 3 partitions (Utils.toPositive(murmur2) % 3).
+    #[test]
+    fn top_fields_read_what_a_full_parse_reads() {
+        let read = |value: &str| TopFields::read(value.as_bytes(), "t", Some("k"));
+        let fields = read(r#"{"t":"2020-01-01 00:00:00","k":"u1","x":[1,{"t":2}],"y":null}"#).unwrap();
+        assert_eq!(fields.time, Some(serde_json::json!("2020-01-01 00:00:00")));
+        assert_eq!((fields.key.as_deref(), fields.others), (Some("u1"), 3));
+        // A repeated time field is no other member; the last value counts.
+        let repeated = read(r#"{"t":1,"t":2}"#).unwrap();
+        assert_eq!((repeated.time, repeated.others), (Some(serde_json::json!(2)), 0));
+        assert_eq!(read(r#"{"k":7}"#).unwrap().key, None, "a key that is not a string is no key");
+        for not_one_object in [r#"[1,2]"#, r#""t""#, "12", "null", r#"{"t":1} {}"#, r#"{"t":"#] {
+            assert_eq!(read(not_one_object), None, "{not_one_object}");
+        }
+    }
+
     #[test]
     fn murmur2_matches_the_java_client() {
         // Known murmur2 values from Kafka's own test suite (UtilsTest.testMurmur2).

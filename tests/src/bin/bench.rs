@@ -1,0 +1,235 @@
+//! `make bench`: the project's workloads through the native record handler and through the module in the
+//! harness, side by side in one table (Markdown, as the README keeps it), after the README's previous one.
+//! Numbers, not a test: nothing is asserted. Each figure is the best of three runs; the harness is the
+//! build `make demo` runs and the module the one `make build` makes.
+
+use std::io::Write;
+use std::time::Instant;
+
+use clickstream_aggregation::aggregator::{Aggregator, Output, Reason};
+use clickstream_aggregation::config::Config;
+use harness::generate::{Generator, GeneratorConfig};
+use harness::host::{LogLine, TransformModule, FUEL_PER_MS};
+use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
+use integration_tests::replay::{meta, module};
+
+const RUNS: usize = 3;
+/// Record time for the native runs: far enough ahead that no event is refused as from the future.
+const RECORD_MS: i64 = 4_102_444_800_000;
+const FIVE_AGGREGATES: &str =
+    "n=count,secs=sum(on_site_seconds),low=min(on_site_seconds),high=max(on_site_seconds),avg_viewed=avg(viewed_percent)";
+/// A transform that writes every record it reads, unchanged: the harness alone.
+const IDENTITY_WAT: &str = r#"(module
+  (import "redpanda_transform" "check_abi_version_2" (func $check))
+  (import "redpanda_transform" "read_batch_header" (func $read_batch_header (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "redpanda_transform" "read_next_record" (func $read_next_record (param i32 i32 i32 i32 i32) (result i32)))
+  (import "redpanda_transform" "write_record" (func $write_record (param i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (local $count i32) (local $length i32)
+    (call $check)
+    (loop $batches
+      (drop (call $read_batch_header (i32.const 0) (i32.const 8) (i32.const 12) (i32.const 16) (i32.const 20)
+                                     (i32.const 24) (i32.const 32) (i32.const 40) (i32.const 48) (i32.const 52)))
+      (local.set $count (i32.load (i32.const 8)))
+      (block $done (loop $records
+        (br_if $done (i32.eqz (local.get $count)))
+        (local.set $length (call $read_next_record (i32.const 64) (i32.const 72) (i32.const 80) (i32.const 1024) (i32.const 64512)))
+        (drop (call $write_record (i32.const 1024) (local.get $length)))
+        (local.set $count (i32.sub (local.get $count) (i32.const 1)))
+        (br $records)))
+      (br $batches))))"#;
+
+struct Workload {
+    name: &'static str,
+    env: Vec<(&'static str, &'static str)>,
+    values: Vec<Vec<u8>>,
+}
+
+fn generated(events: u64, users: u32, rate_per_sec: f64) -> Vec<Vec<u8>> {
+    Generator::new(GeneratorConfig { seed: 7, events, users, rate_per_sec, ..Default::default() }).collect()
+}
+
+fn workloads() -> Vec<Workload> {
+    let seed = generated(300_000, 10, 4.0);
+    vec![
+        Workload { name: "seed (10 users, 250 ms apart)", env: vec![], values: seed.clone() },
+        Workload { name: "seed, five aggregates", env: vec![("AGGREGATES", FIVE_AGGREGATES)], values: seed },
+        Workload {
+            name: "dense (50 groups, 1 ms apart)",
+            env: vec![("GROUP_BY", "user_id")],
+            values: generated(300_000, 50, 1_000.0),
+        },
+        Workload {
+            name: "wide (a new user each event)",
+            env: vec![("STATE_BUDGET", "1536KiB")],
+            values: generated(100_000, u32::MAX, 1_000.0),
+        },
+    ]
+}
+
+/// What one run did and how long it took.
+#[derive(Default, Clone, Copy)]
+struct Run {
+    seconds: f64,
+    events: u64,
+    rows: u64,
+    peak_memory_bytes: u64,
+    worst_record_ms: f64,
+    /// The most groups open at once, and the state bytes per group then (native runs).
+    open_groups: usize,
+    bytes_per_group: usize,
+}
+
+impl Run {
+    fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+
+    fn rows_per_second(&self) -> f64 {
+        self.rows as f64 / self.seconds
+    }
+}
+
+fn best_of(mut run: impl FnMut() -> Run) -> Run {
+    (0..RUNS).map(|_| run()).min_by(|a, b| a.seconds.total_cmp(&b.seconds)).expect("RUNS > 0")
+}
+
+/// Formats rows into a counter, as the module's writer would hand them to the broker.
+struct CountRows(u64);
+
+impl Output for CountRows {
+    fn row(&mut self, key: &[u8], value: &[u8], _incomplete: bool) {
+        self.0 += std::hint::black_box(key.len() + value.len()) as u64;
+    }
+    fn dead_letter(&mut self, _topic: &str, _reason: Reason, _detail: &str, _keep_value: bool) {}
+    fn log(&mut self, _line: &str) {}
+}
+
+fn native(workload: &Workload) -> Run {
+    let meta = meta(&workload.env);
+    let mut env = meta.env;
+    for (index, topic) in meta.output_topics.iter().enumerate() {
+        env.push((format!("REDPANDA_OUTPUT_TOPIC_{index}"), topic.clone()));
+    }
+    let config = Config::from_env(|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        .expect("the bench configurations are valid");
+    best_of(|| {
+        let mut aggregator = Aggregator::new(config.clone());
+        let mut out = CountRows(0);
+        let mut widest = (0, 0);
+        let started = Instant::now();
+        for value in &workload.values {
+            aggregator.on_record(Some(value), RECORD_MS, &mut out);
+            let stats = aggregator.engine().stats();
+            if stats.open_groups > widest.0 {
+                widest = (stats.open_groups, stats.state_bytes);
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        Run {
+            seconds,
+            events: workload.values.len() as u64,
+            rows: aggregator.totals().rows,
+            open_groups: widest.0,
+            bytes_per_group: widest.1 / widest.0.max(1),
+            ..Run::default()
+        }
+    })
+}
+
+/// Writes the first output topic's values to a file, a line each, as `harness replay --output` does.
+struct FileRows(std::io::BufWriter<std::fs::File>);
+
+impl OutputSink for FileRows {
+    fn record(&mut self, record: &OutputRecord<'_>) -> anyhow::Result<()> {
+        if record.topic_index == 0 {
+            self.0.write_all(record.payload.value.as_deref().unwrap_or(b"null"))?;
+            self.0.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+    fn log(&mut self, _shard: u32, _line: &LogLine) {}
+}
+
+fn in_harness(compiled: &TransformModule, workload: &Workload, partitions: u32, shards: u32) -> Run {
+    let path = std::env::temp_dir().join("clickstream-bench-rows.jsonl");
+    best_of(|| {
+        let mut sink = FileRows(std::io::BufWriter::new(std::fs::File::create(&path).expect("a temporary file")));
+        let config = PipelineConfig { partitions, shards, ..PipelineConfig::default() };
+        let mut pipeline = Pipeline::new(compiled.clone(), meta(&workload.env), config, &mut sink);
+        pipeline.start().unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
+        let started = Instant::now();
+        for value in &workload.values {
+            pipeline
+                .push(ProducerRecord { value: Some(value.clone()), ..ProducerRecord::default() })
+                .unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
+        }
+        let stats = pipeline.finish().unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
+        sink.0.flush().expect("writing the rows file");
+        Run {
+            seconds: started.elapsed().as_secs_f64(),
+            events: workload.values.len() as u64,
+            rows: stats.written[0],
+            peak_memory_bytes: stats.peak_memory_bytes,
+            worst_record_ms: stats.max_record_fuel as f64 / FUEL_PER_MS as f64,
+            ..Run::default()
+        }
+    })
+}
+
+fn millions(value: f64) -> String {
+    format!("{:.2} M", value / 1e6)
+}
+
+fn main() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap_or_default();
+    let previous: Vec<&str> = readme
+        .lines()
+        .skip_while(|line| !line.starts_with("<!-- bench table -->"))
+        .skip(1)
+        .take_while(|line| line.starts_with('|'))
+        .collect();
+    if !previous.is_empty() {
+        println!("Previous (README):\n{}\n", previous.join("\n"));
+    }
+    let clickstream = module(harness::host::Limits::default());
+    println!("<!-- bench table -->");
+    println!("| Workload | Native events/s | Native rows/s | ns/row | Module events/s | Module rows/s | Module/native | Peak memory | Slowest record |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut wide = Run::default();
+    for workload in workloads() {
+        let native = native(&workload);
+        let module = in_harness(&clickstream, &workload, 1, 1);
+        println!(
+            "| {} | {} | {} | {:.0} | {} | {} | {:.0} % | {:.2} MiB | {:.1} ms |",
+            workload.name,
+            millions(native.events_per_second()),
+            millions(native.rows_per_second()),
+            native.seconds * 1e9 / native.rows.max(1) as f64,
+            millions(module.events_per_second()),
+            millions(module.rows_per_second()),
+            100.0 * module.seconds.recip() / native.seconds.recip(),
+            module.peak_memory_bytes as f64 / (1 << 20) as f64,
+            module.worst_record_ms,
+        );
+        if workload.name.starts_with("wide") {
+            wide = native;
+        }
+    }
+    let identity = TransformModule::load(IDENTITY_WAT.as_bytes(), harness::host::Limits::default())
+        .expect("the identity transform loads");
+    let seed = &workloads()[0];
+    let one = in_harness(&identity, seed, 2, 1);
+    let two = in_harness(&identity, seed, 2, 2);
+    println!(
+        "| identity transform, harness alone (2 partitions) | | | | {} (1 shard), {} (2 shards: {:.2}×) | | | | |",
+        millions(one.events_per_second()),
+        millions(two.events_per_second()),
+        two.events_per_second() / one.events_per_second(),
+    );
+    println!(
+        "\nWide stream: at most {} open groups at STATE_BUDGET=1536KiB (what fits a 2 MiB VM), {} bytes per open group.",
+        wide.open_groups, wide.bytes_per_group
+    );
+}
