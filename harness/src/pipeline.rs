@@ -364,10 +364,16 @@ impl<'a> Pipeline<'a> {
         while self.partitions.len() <= partition as usize {
             self.partitions.push(Partition::new(self.meta.output_topics.len()));
         }
+        // The producer's linger runs on its clock for every partition: a batch goes out once it has waited
+        // long enough, not when its partition gets the next record (which may come much later).
+        for other in 0..self.partitions.len() as u32 {
+            let first = self.partitions[other as usize].open.first();
+            if first.is_some_and(|first| timestamp_ms - first.timestamp_ms >= self.config.linger_ms) {
+                self.seal(other)?;
+            }
+        }
         let state = &mut self.partitions[partition as usize];
-        let lingered =
-            state.open.first().is_some_and(|first| timestamp_ms - first.timestamp_ms >= self.config.linger_ms);
-        if lingered || (state.open_bytes + payload.len() > self.config.batch_bytes && !state.open.is_empty()) {
+        if state.open_bytes + payload.len() > self.config.batch_bytes && !state.open.is_empty() {
             self.seal(partition)?;
         }
         let state = &mut self.partitions[partition as usize];

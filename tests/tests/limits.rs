@@ -203,3 +203,15 @@ fn the_5_mib_sizing_with_12_000_groups_stays_inside_the_cpu_budget() {
     );
     assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
 }
+
+/// The README's largest budget for a 2 MiB VM (the sizing rule without large records): filled by a crowd of
+/// new groups, it refuses events and never traps, and the peak stays inside the rule.
+#[test]
+fn the_largest_budget_the_sizing_rule_allows_in_2_mib_fills_without_a_trap() {
+    let (collected, result) =
+        replay(crowd(60_000), &[("STATE_BUDGET", "1536KiB")], PipelineConfig::default(), Limits::default(), true);
+    let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    assert!(reasons(&collected).get("over_capacity").copied().unwrap_or(0) > 10_000, "the budget filled up");
+    let rule = (128 << 10) + 1536 * 1024 * 12 / 10;
+    assert!(stats.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.peak_memory_bytes);
+}

@@ -143,6 +143,19 @@ proptest! {
     }
 }
 
+/// Regression (quiet_partition_batches_waited_for_their_next_record): a batch was sealed only when its
+/// partition got another record, so one event on a quiet partition waited behind the other partitions'
+/// records and arrived late. A producer's linger runs on its clock: the batch goes out 5 ms later.
+#[test]
+fn a_quiet_partition_batch_goes_out_when_its_linger_passes() {
+    let mut values = alternating_users(2, 1_000); // one event on each of the two partitions
+    let busy = alternating_users(400, 1_000).into_iter().skip(2).step_by(2); // then the first partition only
+    values.extend(busy);
+    let collected = run_on(&values, Vec::new(), None, 2, &[("WATERMARK_DELAY", "1ms")]);
+    let reasons: Vec<String> = collected.dead_letters().filter_map(|d| d.header("dead-letter-reason")).collect();
+    assert!(reasons.is_empty(), "dead letters: {reasons:?}");
+}
+
 #[test]
 fn the_books_balance_on_skewed_partitions_sharing_vms() {
     // Partition 0's producer lags six minutes behind the others, more than a window, so on shard 0

@@ -1029,14 +1029,53 @@ mod tests {
         assert!(agg.summary().contains("partly_late=1 missed_windows=3"));
     }
 
-    /// The README's memory figures: bytes per open group, and how many fit in the default budget, with
-    /// 10-character user ids and three group-by fields, with the count and with five aggregates.
+    /// A record that fires more rows than its share writes at most ROW_BYTES_PER_RECORD of them (plus the
+    /// row that crossed it); the following records of any kind write the rest, and the summary line shows
+    /// the windows still being written.
+    #[test]
+    fn a_record_writes_its_share_of_fired_rows_and_the_next_records_the_rest() {
+        let mut agg = aggregator(&[("STATE_BUDGET", "16MiB")]);
+        let mut out = Collected::default();
+        for user in 0..5_000 {
+            agg.on_record(Some(event("2022-10-30 19:40:00", &format!("user{user:05}")).as_bytes()), NOW, &mut out);
+        }
+        agg.on_record(Some(event("2022-10-30 19:50:00", "jump").as_bytes()), NOW, &mut out);
+        let bytes = |rows: &[(String, String, bool)]| rows.iter().map(|(key, value, _)| key.len() + value.len()).sum();
+        let first: usize = bytes(&out.rows);
+        let largest = out.rows.iter().map(|(key, value, _)| key.len() + value.len()).max().unwrap();
+        assert!(first < ROW_BYTES_PER_RECORD + largest, "the jump wrote {first} bytes of rows");
+        assert!(first + largest >= ROW_BYTES_PER_RECORD, "and used its share: {first} bytes");
+        // From the first window with rows left to the last fired one: 30 with events, 29 empty after them.
+        assert!(agg.summary().contains("backlog_windows=59"), "{}", agg.summary());
+        let mut records = 0;
+        while agg.engine().has_backlog() {
+            agg.on_record(None, NOW, &mut out); // a dead letter writes its share too
+            records += 1;
+        }
+        assert_eq!(out.rows.len(), 5_000 * 30, "every fired row, once");
+        let total: usize = bytes(&out.rows);
+        let shares = total / ROW_BYTES_PER_RECORD; // the jump's own share, then one a record
+        assert!((shares - 1..=shares).contains(&records), "{records} records wrote the rest of {total} bytes");
+        assert!(agg.summary().contains("backlog_windows=0"), "{}", agg.summary());
+        let mut keys: Vec<&str> = out.rows.iter().map(|(key, _, _)| key.as_str()).collect();
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "in window order, then group order");
+        keys.dedup();
+        assert_eq!(keys.len(), 5_000 * 30);
+    }
+
+    /// The README's memory figures: bytes per open group, and how many fit in the default budget and in the
+    /// largest the sizing rule allows in a 2 MiB VM, with 10-character user ids and three group-by fields,
+    /// with the count and with five aggregates.
     #[test]
     fn the_readme_memory_figures_hold() {
         let five =
             "n=count,s=sum(on_site_seconds),lo=min(on_site_seconds),hi=max(on_site_seconds),a=avg(viewed_percent)";
-        for (aggregates, bytes_per_group, groups) in [("event_count=count", 247, 3_180), (five, 407, 1_920)] {
-            let mut agg = aggregator(&[("AGGREGATES", aggregates)]);
+        for (aggregates, budget, bytes_per_group, groups) in [
+            ("event_count=count", "768KiB", 247, 3_180),
+            (five, "768KiB", 407, 1_920),
+            ("event_count=count", "1536KiB", 247, 6_362),
+        ] {
+            let mut agg = aggregator(&[("AGGREGATES", aggregates), ("STATE_BUDGET", budget)]);
             let mut out = Collected::default();
             for i in 0.. {
                 let value = format!(
@@ -1050,7 +1089,7 @@ mod tests {
             assert_eq!(
                 (stats.open_groups, stats.state_bytes / stats.open_groups),
                 (groups, bytes_per_group),
-                "{aggregates}"
+                "{aggregates} in {budget}"
             );
         }
         assert_eq!(std::mem::size_of::<crate::aggregate::Accumulator>(), 40, "the README's 40 bytes per aggregate");

@@ -1,7 +1,8 @@
 //! `make bench`: the project's workloads through the native record handler and through the module in the
 //! harness, side by side in one table (Markdown, as the README keeps it), after the README's previous one.
 //! Numbers, not a test: nothing is asserted. Each figure is the best of three runs; the harness is the
-//! build `make demo` runs and the module the one `make build` makes.
+//! build `make demo` runs and the module the one `make build` makes. An argument runs only the workloads
+//! whose names start with it (`cargo run -p integration-tests --bin bench -- dense`).
 
 use std::io::Write;
 use std::time::Instant;
@@ -197,8 +198,9 @@ fn main() {
     println!("<!-- bench table -->");
     println!("| Workload | Native events/s | Native rows/s | ns/row | Module events/s | Module rows/s | Module/native | Peak memory | Slowest record |");
     println!("|---|---|---|---|---|---|---|---|---|");
+    let only = std::env::args().nth(1).unwrap_or_default();
     let mut wide = Run::default();
-    for workload in workloads() {
+    for workload in workloads().into_iter().filter(|workload| workload.name.starts_with(&only)) {
         let native = native(&workload);
         let module = in_harness(&clickstream, &workload, 1, 1);
         println!(
@@ -217,6 +219,15 @@ fn main() {
             wide = native;
         }
     }
+    if wide.open_groups > 0 {
+        println!(
+        "\nWide stream: at most {} open groups at STATE_BUDGET=1536KiB (what fits a 2 MiB VM), {} bytes per open group.",
+        wide.open_groups, wide.bytes_per_group
+    );
+    }
+    if !"identity".starts_with(&only) {
+        return;
+    }
     let identity = TransformModule::load(IDENTITY_WAT.as_bytes(), harness::host::Limits::default())
         .expect("the identity transform loads");
     let seed = &workloads()[0];
@@ -227,9 +238,5 @@ fn main() {
         millions(one.events_per_second()),
         millions(two.events_per_second()),
         two.events_per_second() / one.events_per_second(),
-    );
-    println!(
-        "\nWide stream: at most {} open groups at STATE_BUDGET=1536KiB (what fits a 2 MiB VM), {} bytes per open group.",
-        wide.open_groups, wide.bytes_per_group
     );
 }
