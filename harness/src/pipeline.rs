@@ -661,6 +661,11 @@ impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
     }
 }
 
+/// The value of one top-level member of a JSON object, reading nothing else whole.
+pub(crate) fn top_field(value: &[u8], name: &str) -> Option<serde_json::Value> {
+    TopFields::read(value, name, None)?.time
+}
+
 /// Which of the producer's fields a member name is, compared without copying it.
 #[derive(Clone, Copy)]
 struct NameSeed<'a> {

@@ -5,11 +5,14 @@ use std::cmp::Ordering;
 use serde_json::Value;
 
 /// Keeps the rows of the latest window seen (by `window_start`), to rank them at the end by the first
-/// aggregate; the row's other fields, but the window bounds and the aggregates, are its group.
+/// aggregate; the row's other fields, but the window bounds and the aggregates, are its group. Rows are
+/// kept as written and read whole only for the table: most windows are replaced by the next one.
 pub struct TopGroups {
     aggregates: Vec<String>,
-    window: Option<(String, String)>,
-    rows: Vec<RankedRow>,
+    window_start: Option<String>,
+    /// The latest window's rows, one after another, and where each ends.
+    rows: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 /// A row's group fields (name, value), its aggregate values as printed, and the first as a number.
@@ -18,43 +21,59 @@ type RankedRow = (Vec<(String, String)>, Vec<String>, Option<f64>);
 impl TopGroups {
     /// Ranks by the first of `aggregates` (the names in the rows, in order) and shows them all.
     pub fn new(aggregates: Vec<String>) -> TopGroups {
-        TopGroups { aggregates, window: None, rows: Vec::new() }
+        TopGroups { aggregates, window_start: None, rows: Vec::new(), ends: Vec::new() }
     }
 
     /// Takes one output value; values that are not aggregate rows are ignored.
     pub fn add(&mut self, value: &[u8]) {
-        let Ok(Value::Object(row)) = serde_json::from_slice::<Value>(value) else { return };
-        let (Some(start), Some(end)) =
-            (row.get("window_start").and_then(Value::as_str), row.get("window_end").and_then(Value::as_str))
-        else {
-            return;
-        };
-        match &self.window {
-            Some((latest, _)) if start < latest.as_str() => return,
-            Some((latest, _)) if start == latest.as_str() => {}
+        let Some(Value::String(start)) = crate::pipeline::top_field(value, "window_start") else { return };
+        match &self.window_start {
+            Some(latest) if start < *latest => return,
+            Some(latest) if start == *latest => {}
             _ => {
-                self.window = Some((start.to_string(), end.to_string()));
+                self.window_start = Some(start);
                 self.rows.clear();
+                self.ends.clear();
             }
         }
-        let shown = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_string);
-        let group = row
-            .iter()
-            .filter(|(name, _)| {
-                !matches!(name.as_str(), "window_start" | "window_end" | "incomplete")
-                    && !self.aggregates.contains(name)
-            })
-            .map(|(name, value)| (name.clone(), shown(value)))
-            .collect();
-        let values = self.aggregates.iter().map(|name| row.get(name).map_or_else(String::new, shown)).collect();
-        let rank = self.aggregates.first().and_then(|name| row.get(name)).and_then(Value::as_f64);
-        self.rows.push((group, values, rank));
+        self.rows.extend_from_slice(value);
+        self.ends.push(self.rows.len());
+    }
+
+    /// The kept rows that are aggregate rows, read whole, and the window's bounds.
+    fn ranked_rows(&self) -> (Option<(String, String)>, Vec<RankedRow>) {
+        let mut window = None;
+        let mut ranked = Vec::new();
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        for (start, end) in starts.zip(&self.ends) {
+            let Ok(Value::Object(row)) = serde_json::from_slice::<Value>(&self.rows[start..*end]) else { continue };
+            let (Some(start), Some(end)) =
+                (row.get("window_start").and_then(Value::as_str), row.get("window_end").and_then(Value::as_str))
+            else {
+                continue;
+            };
+            window.get_or_insert_with(|| (start.to_string(), end.to_string()));
+            let shown = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_string);
+            let group = row
+                .iter()
+                .filter(|(name, _)| {
+                    !matches!(name.as_str(), "window_start" | "window_end" | "incomplete")
+                        && !self.aggregates.contains(name)
+                })
+                .map(|(name, value)| (name.clone(), shown(value)))
+                .collect();
+            let values = self.aggregates.iter().map(|name| row.get(name).map_or_else(String::new, shown)).collect();
+            let rank = self.aggregates.first().and_then(|name| row.get(name)).and_then(Value::as_f64);
+            ranked.push((group, values, rank));
+        }
+        (window, ranked)
     }
 
     /// A text table of the `n` rows with the largest first aggregate (nulls last), ties in group order.
     pub fn table(&self, n: usize) -> String {
-        let Some((start, end)) = &self.window else { return "no window closed\n".to_string() };
-        let mut rows: Vec<&RankedRow> = self.rows.iter().collect();
+        let (window, ranked) = self.ranked_rows();
+        let Some((start, end)) = window else { return "no window closed\n".to_string() };
+        let mut rows: Vec<&RankedRow> = ranked.iter().collect();
         let by_rank = |a: &Option<f64>, b: &Option<f64>| match (a, b) {
             (Some(a), Some(b)) => b.partial_cmp(a).unwrap_or(Ordering::Equal),
             (a, b) => b.is_some().cmp(&a.is_some()),

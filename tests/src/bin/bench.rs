@@ -200,9 +200,10 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     let only = std::env::args().nth(1).unwrap_or_default();
     let mut wide = Run::default();
-    for workload in workloads().into_iter().filter(|workload| workload.name.starts_with(&only)) {
-        let native = native(&workload);
-        let module = in_harness(&clickstream, &workload, 1, 1);
+    let workloads = workloads();
+    for workload in workloads.iter().filter(|workload| workload.name.starts_with(&only)) {
+        let native = native(workload);
+        let module = in_harness(&clickstream, workload, 1, 1);
         println!(
             "| {} | {} | {} | {:.0} | {} | {} | {:.0} % | {:.2} MiB | {:.1} ms |",
             workload.name,
@@ -230,7 +231,7 @@ fn main() {
     }
     let identity = TransformModule::load(IDENTITY_WAT.as_bytes(), harness::host::Limits::default())
         .expect("the identity transform loads");
-    let seed = &workloads()[0];
+    let seed = &workloads[0];
     let one = in_harness(&identity, seed, 2, 1);
     let two = in_harness(&identity, seed, 2, 2);
     println!(
