@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use wasmtime::{Caller, Config, Engine, Extern, ExternType, InstancePre, Linker, Module, Store, Trap, ValType};
 
-use crate::wire::{decode_payload, decode_write_options, Payload, WriteTarget};
+use crate::wire::{decode_write_options, PayloadView, WriteTarget};
 
 /// The broker's default limits; each is a flag of the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +63,13 @@ pub struct InputBatch {
     pub records: Vec<BatchRecord>,
 }
 
-/// One record the guest wrote, and to which output topic (index into `output_topics`).
+/// One record the guest wrote: to which output topic (index into `output_topics`), and where its
+/// payload is in [`BatchOutput::bytes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub topic: usize,
-    pub payload: Payload,
+    start: usize,
+    end: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,12 +90,24 @@ pub struct LogLine {
 /// What one batch produced.
 #[derive(Debug, Clone, Default)]
 pub struct BatchOutput {
+    /// The payloads the guest wrote, in wire form, one after another (one buffer for the whole batch).
+    pub bytes: Vec<u8>,
     pub written: Vec<Written>,
     pub logs: Vec<LogLine>,
     /// The most fuel any record of the batch used.
     pub max_record_fuel: u64,
     /// The largest linear memory so far, in bytes.
     pub peak_memory_bytes: u64,
+}
+
+impl BatchOutput {
+    /// Each record written: its topic index and payload.
+    pub fn records(&self) -> impl Iterator<Item = (usize, PayloadView<'_>)> {
+        self.written.iter().map(|written| {
+            let payload = PayloadView::parse(&self.bytes[written.start..written.end]);
+            (written.topic, payload.expect("payloads are validated when written"))
+        })
+    }
 }
 
 /// Why a VM stopped: the broker would mark the processor `errored` and restart it.
@@ -552,9 +566,7 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         if caller.data().current.is_none() {
             return Ok(NO_ACTIVE_TRANSFORM);
         }
-        let Some(payload) = decode_payload(guest_bytes(&mut caller, buf, len)?) else { return Ok(INVALID_BUFFER) };
-        caller.data_mut().output.written.push(Written { topic: 0, payload });
-        Ok(len)
+        keep_written(&mut caller, buf, len, 0)
     })?;
     linker.func_wrap(
         MODULE,
@@ -563,9 +575,9 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             if caller.data().current.is_none() {
                 return Ok(NO_ACTIVE_TRANSFORM);
             }
-            let Some(payload) = decode_payload(guest_bytes(&mut caller, buf, len)?) else {
+            if PayloadView::parse(guest_bytes(&mut caller, buf, len)?).is_none() {
                 return Ok(INVALID_BUFFER);
-            };
+            }
             let topic = match decode_write_options(guest_bytes(&mut caller, options, options_len)?) {
                 Some(WriteTarget::DefaultTopic) => 0,
                 Some(WriteTarget::Topic(name)) => {
@@ -576,11 +588,26 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
                 }
                 None => return Ok(INVALID_BUFFER),
             };
-            caller.data_mut().output.written.push(Written { topic, payload });
-            Ok(len)
+            keep_written(&mut caller, buf, len, topic)
         },
     )?;
     Ok(())
+}
+
+/// Copies a payload the guest wrote into the batch's output, if it is valid (else −2, as the broker).
+fn keep_written(caller: &mut Ctx<'_>, buf: i32, len: i32, topic: usize) -> wasmtime::Result<i32> {
+    let memory = memory(caller)?;
+    let (data, state) = memory.data_and_store_mut(caller);
+    let start = buf as u32 as usize;
+    let bytes = data.get(start..start + len as u32 as usize).ok_or_else(out_of_bounds)?;
+    if PayloadView::parse(bytes).is_none() {
+        return Ok(INVALID_BUFFER);
+    }
+    let output = &mut state.output;
+    let start = output.bytes.len();
+    output.bytes.extend_from_slice(bytes);
+    output.written.push(Written { topic, start, end: output.bytes.len() });
+    Ok(len)
 }
 
 /// Records how much fuel the record that just finished used (fuel is refilled per record).

@@ -17,7 +17,7 @@ use harness::host::{Limits, LogLine, TransformMeta, TransformModule};
 use harness::input::{InputFormat, RecordReader};
 use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, RecordTime, RunStats};
 use harness::report::TopGroups;
-use harness::wire::Payload;
+use harness::wire::PayloadView;
 
 #[derive(Parser)]
 #[command(
@@ -272,12 +272,12 @@ struct FileSink {
 impl OutputSink for FileSink {
     fn record(&mut self, record: &OutputRecord<'_>) -> anyhow::Result<()> {
         if record.topic_index == 0 {
-            if let (Some(top), Some(value)) = (&mut self.top, &record.payload.value) {
+            if let (Some(top), Some(value)) = (&mut self.top, record.payload.value) {
                 top.add(value);
             }
             match self.format {
                 OutputFormat::Values => {
-                    self.first_topic.write_all(record.payload.value.as_deref().unwrap_or(b"null"))?;
+                    self.first_topic.write_all(record.payload.value.unwrap_or(b"null"))?;
                     self.first_topic.write_all(b"\n")?;
                 }
                 OutputFormat::Records => writeln!(self.first_topic, "{}", record_json(record))?,
@@ -289,8 +289,8 @@ impl OutputSink for FileSink {
                     "topic": record.topic,
                     "reason": header_text(record.payload, REASON_HEADER),
                     "detail": detail,
-                    "key": text(&record.payload.key),
-                    "value": text(&record.payload.value),
+                    "key": text(record.payload.key),
+                    "value": text(record.payload.value),
                 }),
                 OutputFormat::Records => record_json(record),
             };
@@ -311,25 +311,24 @@ impl OutputSink for FileSink {
 }
 
 /// Bytes as text, for the JSON that the harness writes.
-fn text(bytes: &Option<Vec<u8>>) -> Option<String> {
-    bytes.as_deref().map(|b| String::from_utf8_lossy(b).into_owned())
+fn text(bytes: Option<&[u8]>) -> Option<String> {
+    bytes.map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-fn header_text(payload: &Payload, key: &str) -> Option<String> {
+fn header_text(payload: PayloadView<'_>, key: &str) -> Option<String> {
     payload.header(key).map(|value| String::from_utf8_lossy(value).into_owned())
 }
 
 fn record_json(record: &OutputRecord<'_>) -> serde_json::Value {
     let headers: Vec<serde_json::Value> = record
         .payload
-        .headers
-        .iter()
-        .map(|h| serde_json::json!({ "key": String::from_utf8_lossy(&h.key), "value": text(&h.value) }))
+        .headers()
+        .map(|(key, value)| serde_json::json!({ "key": String::from_utf8_lossy(key), "value": text(value) }))
         .collect();
     serde_json::json!({
         "topic": record.topic,
-        "key": text(&record.payload.key),
-        "value": text(&record.payload.value),
+        "key": text(record.payload.key),
+        "value": text(record.payload.value),
         "headers": headers,
         "timestamp": record.timestamp_ms,
         "partition": record.partition,

@@ -10,7 +10,7 @@ use clickstream_aggregation::aggregator::REASON_HEADER;
 use clickstream_aggregation::time::{format_timestamp_ms, TimestampFormat, MAX_TIMESTAMP_MS};
 
 use crate::host::{BatchOutput, BatchRecord, InputBatch, LogLine, TransformMeta, TransformModule, Vm, VmFailure};
-use crate::wire::{encode_payload, Header, Payload};
+use crate::wire::{encode_payload, Header, Payload, PayloadView};
 
 /// A record as a producer sends it; unset fields are filled the way a Kafka producer would.
 #[derive(Debug, Clone, Default)]
@@ -93,7 +93,7 @@ pub struct OutputRecord<'a> {
     pub offset: i64,
     /// Append time: the broker's clock when the output batch is built.
     pub timestamp_ms: i64,
-    pub payload: &'a Payload,
+    pub payload: PayloadView<'a>,
     /// Produced while re-handling input after a restart.
     pub replayed: bool,
 }
@@ -520,29 +520,29 @@ impl<'a> Pipeline<'a> {
         let Some(last) = batch.records.last() else { return Ok(()) };
         let output_partitions = self.config.output_partitions.unwrap_or(self.partitions.len() as u32).max(1);
         let append_time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        for written in &output.written {
-            if last.offset <= self.partitions[batch.partition as usize].committed[written.topic] {
+        for (topic, payload) in output.records() {
+            if last.offset <= self.partitions[batch.partition as usize].committed[topic] {
                 self.stats.suppressed_outputs += 1; // this output already committed past it
                 continue;
             }
             let partition = batch.partition % output_partitions;
-            let offset = self.output_offsets.entry((written.topic, partition)).or_insert(0);
+            let offset = self.output_offsets.entry((topic, partition)).or_insert(0);
             let record = OutputRecord {
-                topic: &self.meta.output_topics[written.topic],
-                topic_index: written.topic,
+                topic: &self.meta.output_topics[topic],
+                topic_index: topic,
                 shard,
                 partition,
                 offset: *offset,
                 timestamp_ms: append_time,
-                payload: &written.payload,
+                payload,
                 replayed,
             };
             *offset += 1;
-            self.stats.written[written.topic] += 1;
+            self.stats.written[topic] += 1;
             if replayed {
                 self.stats.replayed_outputs += 1;
             }
-            if let Some(reason) = written.payload.header(REASON_HEADER) {
+            if let Some(reason) = payload.header(REASON_HEADER) {
                 *self.stats.dead_letters.entry(String::from_utf8_lossy(reason).into_owned()).or_default() += 1;
             }
             self.sink.record(&record)?;

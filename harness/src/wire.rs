@@ -88,11 +88,16 @@ impl<'a> Reader<'a> {
 
     /// A length-prefixed byte string; `Some(None)` for length −1.
     pub(crate) fn sized(&mut self) -> Option<Option<Vec<u8>>> {
+        Some(self.sized_ref()?.map(<[u8]>::to_vec))
+    }
+
+    /// [`Reader::sized`], borrowed from the buffer.
+    pub(crate) fn sized_ref(&mut self) -> Option<Option<&'a [u8]>> {
         match self.varint()? {
             -1 => Some(None),
             len if len >= 0 => {
                 let end = self.pos.checked_add(usize::try_from(len).ok()?)?;
-                let bytes = self.bytes.get(self.pos..end)?.to_vec();
+                let bytes = self.bytes.get(self.pos..end)?;
                 self.pos = end;
                 Some(Some(bytes))
             }
@@ -101,23 +106,66 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes and validates a payload the guest wrote, with the broker's rules: lengths ≥ −1, a header count
-/// ≥ 0, everything inside the buffer and nothing after it. `None` means the broker would answer −2.
+/// A payload in wire form, validated and read in place (no copy of its key, value or headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadView<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The encoded headers, each a sized key then a sized value.
+    headers: &'a [u8],
+}
+
+impl<'a> PayloadView<'a> {
+    /// Validates with the broker's rules: lengths ≥ −1, a header count ≥ 0, everything inside the buffer
+    /// and nothing after it. `None` means the broker would answer −2.
+    pub fn parse(bytes: &'a [u8]) -> Option<PayloadView<'a>> {
+        let mut reader = Reader::new(bytes);
+        let key = reader.sized_ref()?;
+        let value = reader.sized_ref()?;
+        let count = reader.varint()?;
+        if count < 0 {
+            return None;
+        }
+        let headers_start = reader.pos;
+        for _ in 0..count {
+            reader.sized_ref()?;
+            reader.sized_ref()?;
+        }
+        reader.at_end().then_some(PayloadView { key, value, headers: &bytes[headers_start..] })
+    }
+
+    /// The headers in order: key (a null key reads as empty) and value.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
+        let mut reader = Reader::new(self.headers);
+        std::iter::from_fn(move || {
+            if reader.at_end() {
+                return None;
+            }
+            let key = reader.sized_ref().expect("validated by parse").unwrap_or_default();
+            Some((key, reader.sized_ref().expect("validated by parse")))
+        })
+    }
+
+    /// The value of the first header named `key`; `None` if absent or null.
+    pub fn header(&self, key: &str) -> Option<&'a [u8]> {
+        self.headers().find(|(name, _)| *name == key.as_bytes())?.1
+    }
+
+    pub fn to_payload(&self) -> Payload {
+        Payload {
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.map(<[u8]>::to_vec),
+            headers: self
+                .headers()
+                .map(|(key, value)| Header { key: key.to_vec(), value: value.map(<[u8]>::to_vec) })
+                .collect(),
+        }
+    }
+}
+
+/// Decodes and validates a payload (see [`PayloadView::parse`]) into owned bytes.
 pub fn decode_payload(bytes: &[u8]) -> Option<Payload> {
-    let mut reader = Reader::new(bytes);
-    let key = reader.sized()?;
-    let value = reader.sized()?;
-    let count = reader.varint()?;
-    if count < 0 {
-        return None;
-    }
-    let mut headers = Vec::new();
-    for _ in 0..count {
-        let key = reader.sized()?.unwrap_or_default();
-        let value = reader.sized()?;
-        headers.push(Header { key, value });
-    }
-    reader.at_end().then_some(Payload { key, value, headers })
+    PayloadView::parse(bytes).map(|view| view.to_payload())
 }
 
 /// Where a write goes, from its options.

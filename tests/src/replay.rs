@@ -98,7 +98,7 @@ impl OutputSink for Collected {
             topic_index: record.topic_index,
             shard: record.shard,
             partition: record.partition,
-            payload: record.payload.clone(),
+            payload: record.payload.to_payload(),
             replayed: record.replayed,
         });
         Ok(())

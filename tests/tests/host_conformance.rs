@@ -89,10 +89,9 @@ fn results(wat: &str, limits: Limits, timestamps: &[i64]) -> Result<Vec<i64>, Vm
     let (mut vm, _) = Vm::start(&module, &meta())?;
     let output = vm.transform(batch(timestamps))?;
     Ok(output
-        .written
-        .iter()
-        .filter(|w| w.topic == 0)
-        .map(|w| i64::from_le_bytes(w.payload.value.as_deref().unwrap().try_into().unwrap()))
+        .records()
+        .filter(|(topic, _)| *topic == 0)
+        .map(|(_, payload)| i64::from_le_bytes(payload.value.unwrap().try_into().unwrap()))
         .collect())
 }
 
@@ -174,9 +173,10 @@ fn writing_to_a_declared_topic_by_name_succeeds() {
     let module = load(&guest("", action, &extra), Limits::default()).unwrap();
     let (mut vm, _) = Vm::start(&module, &meta()).unwrap();
     let output = vm.transform(batch(&[0])).unwrap();
-    assert_eq!(output.written[0].topic, 1);
-    assert_eq!(output.written[0].payload.value.as_deref(), Some(&b"x"[..]));
-    assert_eq!(output.written[1].payload.value.as_deref(), Some(&4i64.to_le_bytes()[..]), "returns the length");
+    let records: Vec<_> = output.records().collect();
+    assert_eq!(records[0].0, 1);
+    assert_eq!(records[0].1.value, Some(&b"x"[..]));
+    assert_eq!(records[1].1.value, Some(&4i64.to_le_bytes()[..]), "returns the length");
 }
 
 #[test]
@@ -402,4 +402,39 @@ fn the_schema_registry_stub_stores_and_serves_schemas() {
     assert_eq!(value & 0xffff, 1, "first schema id");
     assert_eq!((value >> 16) & 0xffff, 5, "definition length");
     assert_eq!(value >> 32, 7, "varint id, varint version, then the 5-byte definition");
+}
+
+mod wire_round_trip {
+    use harness::wire::{decode_payload, encode_payload, Header, Payload, PayloadView};
+    use proptest::prelude::*;
+
+    fn bytes() -> impl Strategy<Value = Option<Vec<u8>>> {
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..300))
+    }
+
+    proptest! {
+        /// Any payload the harness encodes reads back the same, in place and owned; every strict prefix of
+        /// it is refused (−2 in the broker), and so is anything after it.
+        #[test]
+        fn payloads_read_back_as_written(
+            key in bytes(),
+            value in bytes(),
+            headers in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..20), bytes()), 0..5),
+        ) {
+            let headers = headers.into_iter().map(|(key, value)| Header { key, value }).collect();
+            let payload = Payload { key, value, headers };
+            let encoded = encode_payload(&payload);
+            let view = PayloadView::parse(&encoded).expect("an encoded payload parses");
+            prop_assert_eq!(view.key, payload.key.as_deref());
+            prop_assert_eq!(view.value, payload.value.as_deref());
+            prop_assert_eq!(view.headers().count(), payload.headers.len());
+            prop_assert_eq!(decode_payload(&encoded), Some(payload));
+            for cut in 0..encoded.len() {
+                prop_assert!(PayloadView::parse(&encoded[..cut]).is_none(), "prefix of {} bytes", cut);
+            }
+            let mut longer = encoded.clone();
+            longer.push(0);
+            prop_assert!(PayloadView::parse(&longer).is_none());
+        }
+    }
 }

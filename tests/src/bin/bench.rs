@@ -145,7 +145,7 @@ struct FileRows(std::io::BufWriter<std::fs::File>);
 impl OutputSink for FileRows {
     fn record(&mut self, record: &OutputRecord<'_>) -> anyhow::Result<()> {
         if record.topic_index == 0 {
-            self.0.write_all(record.payload.value.as_deref().unwrap_or(b"null"))?;
+            self.0.write_all(record.payload.value.unwrap_or(b"null"))?;
             self.0.write_all(b"\n")?;
         }
         Ok(())
