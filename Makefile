@@ -3,7 +3,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 MODULE := clickstream-aggregation.wasm
 
-.PHONY: build test demo bench fuzz fuzz-check wasm-target clean
+.PHONY: build test lint demo bench fuzz fuzz-check wasm-target clean
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -15,9 +15,15 @@ build: wasm-target
 
 # The container test runs on its own with --nocapture, so its SKIPPED line shows where Docker is missing.
 CONTAINER_TEST := the_broker_writes_the_rows_the_harness_predicts
-test: build fuzz-check
+test: build fuzz-check lint
 	$(CARGO) test --workspace -- --skip $(CONTAINER_TEST)
 	$(CARGO) test -p integration-tests --test redpanda_container -- --nocapture
+
+# Formatting and clippy, every warning an error (the lint levels are in Cargo.toml's [workspace.lints]).
+lint:
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -127,7 +127,7 @@ pub struct EngineStats {
     pub open_strings: usize,
     pub state_bytes: usize,
     pub watermark_ms: Option<i64>,
-    /// Windows that have fired whose rows are not all written yet.
+    /// Fired windows from the next one with rows left to write to the last (empty ones included).
     pub backlog_windows: u64,
 }
 
