@@ -267,9 +267,11 @@ impl GuestState {
         self.output.logs.push(line);
     }
 
+    /// The record being handled: the last one read, or the batch's first before any is read (the SDK
+    /// sizes its buffer for the batch's largest record in between, and may run out of memory there).
     fn current_record(&self) -> Option<(u32, i64)> {
         let (batch, next) = self.current.as_ref()?;
-        Some((batch.partition, batch.records.get(next.checked_sub(1)?)?.offset))
+        Some((batch.partition, batch.records.get(next.saturating_sub(1))?.offset))
     }
 }
 
@@ -416,6 +418,9 @@ impl Future for NextBatch {
 }
 
 fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {
+    if let Some(exit) = error.downcast_ref::<crate::wasi::ProcExit>() {
+        return exit.to_string(); // its reason is in the module's last log lines, not in a backtrace
+    }
     let what = match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => {
             format!("wasm trap: out of fuel: the record used more than the CPU limit of {} ms", limits.runtime_ms)

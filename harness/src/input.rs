@@ -132,6 +132,13 @@ impl<R: Read> RecordReader<R> {
 }
 
 fn parse_rpk_record(record: &Value) -> anyhow::Result<ProducerRecord> {
+    let missing: Vec<&str> =
+        ["topic", "partition", "offset"].into_iter().filter(|field| record.get(field).is_none()).collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "it has no {} (is it a plain value among captured records?)",
+        missing.join(", ")
+    );
     let text = |name: &str| -> anyhow::Result<Option<Vec<u8>>> {
         match record.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -202,6 +209,17 @@ mod tests {
         assert_eq!(reader.next_record().unwrap().unwrap().value.as_deref(), Some(&b"b"[..]));
         assert!(reader.next_record().unwrap().is_none());
         assert_eq!(reader.format(), Some(InputFormat::Rpk));
+    }
+
+    /// Regression (plain_value_in_rpk_input_was_silent): a line holding a plain value among captured
+    /// records became a record with no key and no value.
+    #[test]
+    fn a_plain_value_among_rpk_records_is_an_error() {
+        let input = b"{\"topic\":\"t\",\"partition\":0,\"offset\":0,\"value\":\"v\"}\n{\"timestamp\":\"2020-11-16 19:00:00\",\"user_id\":\"u\"}\n";
+        let mut reader = RecordReader::new(&input[..], None);
+        reader.next_record().unwrap();
+        let error = format!("{:#}", reader.next_record().unwrap_err());
+        assert!(error.contains("input record 2") && error.contains("no topic, partition, offset"), "{error}");
     }
 
     #[test]

@@ -258,19 +258,8 @@ fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes outputs to files, tallies the last window's busiest groups, and keeps the module's logs.
-struct FileSink {
-    first_topic: Box<dyn Write>,
-    other_topics: Option<Box<dyn Write>>,
-    format: OutputFormat,
-    logs: Option<Box<dyn Write>>,
-    last_log: Option<String>,
-    /// Only with `--top`: it parses every row.
-    top: Option<TopGroups>,
-}
-
-impl OutputSink for FileSink {
-    fn record(&mut self, record: &OutputRecord<'_>) -> anyhow::Result<()> {
+impl FileSink {
+    fn write(&mut self, record: &OutputRecord<'_>) -> std::io::Result<()> {
         if record.topic_index == 0 {
             if let (Some(top), Some(value)) = (&mut self.top, record.payload.value) {
                 top.add(value);
@@ -297,6 +286,40 @@ impl OutputSink for FileSink {
             writeln!(out, "{line}")?;
         }
         Ok(())
+    }
+
+    /// Flushes every output; the first error is kept like a failed write.
+    fn flush(&mut self) {
+        let outputs = [Some(&mut self.first_topic), self.other_topics.as_mut(), self.logs.as_mut()];
+        for out in outputs.into_iter().flatten() {
+            if let Err(error) = out.flush() {
+                self.output_error.get_or_insert(error);
+            }
+        }
+    }
+}
+
+/// Writes outputs to files, tallies the last window's busiest groups, and keeps the module's logs.
+struct FileSink {
+    first_topic: Box<dyn Write>,
+    other_topics: Option<Box<dyn Write>>,
+    format: OutputFormat,
+    logs: Option<Box<dyn Write>>,
+    last_log: Option<String>,
+    /// Only with `--top`.
+    top: Option<TopGroups>,
+    /// The first error writing an output: it ends the run.
+    output_error: Option<std::io::Error>,
+}
+
+impl OutputSink for FileSink {
+    /// A failed write stops the run; the error is kept, as it is the output's and not the transform's.
+    fn record(&mut self, record: &OutputRecord<'_>) -> anyhow::Result<()> {
+        self.write(record).map_err(|error| {
+            let message = anyhow::anyhow!("writing output: {error}");
+            self.output_error = Some(error);
+            message
+        })
     }
 
     fn log(&mut self, shard: u32, line: &LogLine) {
@@ -384,7 +407,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 Some((partition, offset)) => partition.parse().ok().map(Some).zip(offset.parse().ok()),
                 None => spec.parse().ok().map(|offset| (None, offset)),
             };
-            parsed.with_context(|| format!("--restart-at {spec:?}: expected OFFSET or PARTITION:OFFSET"))
+            let (partition, offset) =
+                parsed.with_context(|| format!("--restart-at {spec:?}: expected OFFSET or PARTITION:OFFSET"))?;
+            if let Some(partition) = partition.filter(|partition| *partition >= args.partitions) {
+                bail!("--restart-at {spec:?}: there is no partition {partition} (--partitions {})", args.partitions);
+            }
+            Ok((partition, offset))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let config = PipelineConfig {
@@ -430,6 +458,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         },
         last_log: None,
         top: args.top.map(|_| TopGroups::new(aggregate_names)),
+        output_error: None,
     };
     let topics = meta.output_topics.clone();
     let memory_limit = limits.memory_bytes;
@@ -471,12 +500,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             stats
         }))
     })()?;
-    sink.first_topic.flush()?;
-    if let Some(out) = &mut sink.other_topics {
-        out.flush()?;
-    }
-    if let Some(out) = &mut sink.logs {
-        out.flush()?;
+    sink.flush();
+    match sink.output_error {
+        // A reader that has seen enough (`| head`) ends the run, as it ends ripgrep's: quietly.
+        Some(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Some(error) => bail!("writing output: {error}"),
+        None => {}
     }
     match outcome {
         Ok(_) => {
@@ -487,6 +516,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 eprint!("{}", top.table(n));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) if failure.record.is_none() => {
+            eprintln!(
+                "harness: the transform did not start; in Redpanda it would be restarted again and again:\n  {failure}"
+            );
+            Ok(ExitCode::from(1))
         }
         Err(failure) => {
             eprintln!("harness: the transform failed; in Redpanda the VM would restart and retry this record forever:\n  {failure}");

@@ -13,6 +13,18 @@ const NOSYS: i32 = 52;
 
 const MODULE: &str = "wasi_snapshot_preview1";
 
+/// The guest called `proc_exit`: the VM stops, as on a trap, but the module meant it.
+#[derive(Debug)]
+pub(crate) struct ProcExit(pub(crate) i32);
+
+impl std::fmt::Display for ProcExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the module exited with status {} (proc_exit)", self.0)
+    }
+}
+
+impl std::error::Error for ProcExit {}
+
 /// Every other function the broker defines, with its parameters (`i` i32, `I` i64); all return ENOSYS.
 /// Not listed and so not linked, as in the broker: `fd_fdstat_set_rights`, `proc_raise`.
 const UNSUPPORTED: [(&str, &str); 32] = [
@@ -172,7 +184,7 @@ pub(crate) fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         Ok(SUCCESS)
     })?;
     linker.func_wrap(MODULE, "proc_exit", |_: Ctx<'_>, code: i32| -> wasmtime::Result<()> {
-        Err(wasmtime::format_err!("exited with code: {code}"))
+        Err(wasmtime::Error::new(ProcExit(code)))
     })?;
     linker.func_wrap(MODULE, "sched_yield", || SUCCESS)?;
     for (name, params) in UNSUPPORTED {

@@ -135,7 +135,11 @@ fn a_bad_configuration_stops_the_module_at_start_with_one_clear_message() {
         harness(&["replay", "--wasm", module().to_str().unwrap(), "--input", "/dev/null", "--env", "WINDOW_SLIDE=7s"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("exited with code: 1"), "{stderr}");
+    // Regression (start_up_exit_printed_backtraces): the reason came after two wasm backtraces of proc_exit.
+    assert!(stderr.contains("the transform did not start"), "{stderr}");
+    assert!(stderr.contains("the module exited with status 1 (proc_exit)"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    assert!(stderr.lines().count() <= 4, "{stderr}");
     assert!(
         stderr.contains("clickstream-aggregation cannot start: invalid configuration: WINDOW_SIZE=\"5m\": the window size must be a whole multiple of WINDOW_SLIDE (7s)"),
         "{stderr}"
@@ -199,4 +203,44 @@ fn injected_restarts_are_reported_in_the_summary() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("restarts 4,"), "two at offsets, two every 900 new records: {stderr}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Regression (a_closed_pipe_was_a_failure): `harness replay … | head -1` exited 2 with "Broken pipe". A
+/// reader that has seen enough ends the run quietly, with status 0.
+#[test]
+fn a_reader_that_closes_the_pipe_ends_the_run_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = scratch("pipe");
+    let events = dir.join("events.jsonl");
+    let out = harness(&["generate", "--events", "20000", "--output", events.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["replay", "--wasm", module().to_str().unwrap(), "--input", events.to_str().unwrap()])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("{\"window_start\""), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "status {:?}: {}", out.status, text(&out.stderr));
+    assert!(!text(&out.stderr).contains("harness:"), "{}", text(&out.stderr));
+}
+
+/// Regression (restart_at_a_missing_partition_was_ignored): `--restart-at 99:5` with one partition was
+/// silently never applied.
+#[test]
+fn a_restart_at_a_partition_that_does_not_exist_is_refused() {
+    let dir = scratch("restart-at");
+    let events = dir.join("events.jsonl");
+    assert!(harness(&["generate", "--events", "10", "--output", events.to_str().unwrap()]).status.success());
+    let wasm = module();
+    let args = ["replay", "--wasm", wasm.to_str().unwrap(), "--input", events.to_str().unwrap(), "--partitions", "2"];
+    let refused = harness(&[&args[..], &["--restart-at", "2:5"]].concat());
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("--restart-at \"2:5\": there is no partition 2 (--partitions 2)"));
+    let accepted = harness(&[&args[..], &["--restart-at", "1:5", "--output", "/dev/null"]].concat());
+    assert!(accepted.status.success(), "{}", text(&accepted.stderr));
 }

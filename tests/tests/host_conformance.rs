@@ -314,7 +314,7 @@ fn argv_is_the_transform_name() {
 fn proc_exit_is_a_trap() {
     let failure =
         results(&guest("", "(call $proc_exit (i32.const 3)) (i64.const 0)", ""), Limits::default(), &[0]).unwrap_err();
-    assert!(failure.reason.contains("exited with code: 3"), "{failure}");
+    assert!(failure.reason.contains("exited with status 3 (proc_exit)"), "{failure}");
 }
 
 #[test]

@@ -206,7 +206,7 @@ fn every_bad_setting_stops_the_module_at_start_with_one_clear_line() {
         let failure = Vm::start(&module, &meta(&[(variable, value)]))
             .err()
             .unwrap_or_else(|| panic!("{variable}={value} started"));
-        assert!(failure.reason.contains("exited with code: 1"), "{variable}: {failure}");
+        assert!(failure.reason.contains("exited with status 1 (proc_exit)"), "{variable}: {failure}");
         let lines: Vec<&str> = failure.last_logs.iter().map(|line| line.text.trim_end()).collect();
         assert_eq!(lines.len(), 1, "{variable}: {lines:?}");
         let expected_variable = if *variable == "WINDOW_SLIDE" && *value == "7s" { "WINDOW_SIZE" } else { variable };

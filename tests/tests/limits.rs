@@ -215,3 +215,14 @@ fn the_largest_budget_the_sizing_rule_allows_in_2_mib_fills_without_a_trap() {
     let rule = (128 << 10) + 1536 * 1024 * 12 / 10;
     assert!(stats.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.peak_memory_bytes);
 }
+
+/// Regression (allocator_trap_named_no_record): a record too large for the VM's memory traps while the SDK
+/// sizes its buffer for it, before it is read; the failure named no partition and offset.
+#[test]
+fn a_record_too_large_for_the_memory_traps_naming_itself() {
+    let mut values = crowd(3);
+    values.push(format!(r#"{{"junk": "{}"}}"#, "x".repeat(3 << 20)).into_bytes());
+    let (_, result) = replay(values, &[], PipelineConfig::default(), Limits::default(), false);
+    let failure = result.expect_err("3 MiB cannot fit in 2 MiB");
+    assert_eq!(failure.record, Some((0, 3)), "{failure}");
+}
