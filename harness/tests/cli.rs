@@ -25,6 +25,15 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// `events` generated events in a new scratch folder `name`: the folder and the file.
+fn generated(name: &str, events: u32) -> (PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let file = dir.join("events.jsonl");
+    let out = harness(&["generate", "--events", &events.to_string(), "--output", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (dir, file)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -180,10 +189,7 @@ fn bad_flags_are_refused_with_the_flag_named() {
 
 #[test]
 fn injected_restarts_are_reported_in_the_summary() {
-    let dir = scratch("restarts");
-    let events = dir.join("events.jsonl");
-    let out = harness(&["generate", "--events", "2000", "--output", events.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (dir, events) = generated("restarts", 2_000);
     let out = harness(&[
         "replay",
         "--wasm",
@@ -210,10 +216,7 @@ fn injected_restarts_are_reported_in_the_summary() {
 #[test]
 fn a_reader_that_closes_the_pipe_ends_the_run_quietly() {
     use std::io::{BufRead, BufReader};
-    let dir = scratch("pipe");
-    let events = dir.join("events.jsonl");
-    let out = harness(&["generate", "--events", "20000", "--output", events.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_, events) = generated("pipe", 20_000);
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(["replay", "--wasm", module().to_str().unwrap(), "--input", events.to_str().unwrap()])
         .current_dir(root())
@@ -233,9 +236,7 @@ fn a_reader_that_closes_the_pipe_ends_the_run_quietly() {
 /// silently never applied.
 #[test]
 fn a_restart_at_a_partition_that_does_not_exist_is_refused() {
-    let dir = scratch("restart-at");
-    let events = dir.join("events.jsonl");
-    assert!(harness(&["generate", "--events", "10", "--output", events.to_str().unwrap()]).status.success());
+    let (_, events) = generated("restart-at", 10);
     let wasm = module();
     let args = ["replay", "--wasm", wasm.to_str().unwrap(), "--input", events.to_str().unwrap(), "--partitions", "2"];
     let refused = harness(&[&args[..], &["--restart-at", "2:5"]].concat());
