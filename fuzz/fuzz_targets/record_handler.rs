@@ -4,21 +4,26 @@
 //! get exactly one outcome, with the dead letters written matching the totals.
 #![no_main]
 
-use clickstream_aggregation::aggregator::{Aggregator, Outcome, Output, Reason};
+use clickstream_aggregation::aggregator::{Aggregator, Outcome, Output, Reason, ROW_BYTES_PER_RECORD};
 use clickstream_aggregation::config::Config;
 use libfuzzer_sys::fuzz_target;
 
-#[derive(Default)]
 struct Counting {
-    dead_letters: u64,
+    /// Dead letters written, by reason.
+    dead_letters: Vec<u64>,
+    /// Row bytes written for the current record, and the largest row.
+    row_bytes: usize,
+    largest_row: usize,
 }
 
 impl Output for Counting {
     fn row(&mut self, key: &[u8], value: &[u8], _incomplete: bool) {
         assert!(key.starts_with(b"[\"") && value.starts_with(b"{\"window_start\":\""));
+        self.row_bytes += key.len() + value.len();
+        self.largest_row = self.largest_row.max(key.len() + value.len());
     }
-    fn dead_letter(&mut self, _topic: &str, _reason: Reason, _detail: &str, _keep_value: bool) {
-        self.dead_letters += 1;
+    fn dead_letter(&mut self, _topic: &str, reason: Reason, _detail: &str, _keep_value: bool) {
+        self.dead_letters[reason as usize] += 1;
     }
     fn log(&mut self, line: &str) {
         assert!(!line.contains('\n'));
@@ -38,17 +43,23 @@ fuzz_target!(|data: &[u8]| {
     ];
     let config = Config::from_env(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())).unwrap();
     let mut aggregator = Aggregator::new(config);
-    let mut out = Counting::default();
-    let mut outcomes = 0u64;
+    let mut out = Counting { dead_letters: vec![0; Reason::ALL.len()], row_bytes: 0, largest_row: 0 };
+    let (mut counted, mut heartbeats, mut dead_letters) = (0, 0, vec![0; Reason::ALL.len()]);
     for record in data.split(|&b| b == 0xff) {
         let record_ms = 1_600_000_000_000 + i64::from(record.first().copied().unwrap_or(0)) * 3_600_000;
         let value = (!record.is_empty()).then_some(record);
+        out.row_bytes = 0;
         match aggregator.on_record(value, record_ms, &mut out) {
-            Outcome::Counted | Outcome::Heartbeat | Outcome::DeadLetter(_) => outcomes += 1,
+            Outcome::Counted => counted += 1,
+            Outcome::Heartbeat => heartbeats += 1,
+            Outcome::DeadLetter(reason) => dead_letters[reason as usize] += 1,
         }
+        assert!(out.row_bytes < ROW_BYTES_PER_RECORD + out.largest_row, "{} bytes of rows", out.row_bytes);
     }
     let totals = aggregator.totals();
-    assert_eq!(outcomes, totals.records);
-    assert_eq!(totals.counted + totals.heartbeats + out.dead_letters, totals.records);
+    assert_eq!((counted, heartbeats), (totals.counted, totals.heartbeats));
+    assert_eq!(dead_letters, totals.dead_letters);
+    assert_eq!(out.dead_letters, dead_letters, "each dead letter is written, with its reason");
+    assert_eq!(counted + heartbeats + dead_letters.iter().sum::<u64>(), totals.records);
     assert!(aggregator.engine().stats().state_bytes <= 16 << 10);
 });
