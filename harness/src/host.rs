@@ -144,6 +144,8 @@ pub struct TransformModule {
     pre: InstancePre<GuestState>,
     limits: Limits,
     pub imports_schema_registry: bool,
+    /// What the harness runs but the broker would not (printed by the CLI before a run).
+    pub warnings: Vec<String>,
 }
 
 impl TransformModule {
@@ -170,8 +172,29 @@ impl TransformModule {
                 "the module imports a function the broker does not provide, so Redpanda would refuse it: {e}"
             )
         })?;
-        Ok(TransformModule { engine, pre, limits, imports_schema_registry })
+        let warnings = broker_differences(&module);
+        Ok(TransformModule { engine, pre, limits, imports_schema_registry, warnings })
     }
+}
+
+/// Modules the harness runs but the broker does not start. A declared memory maximum: the broker passes
+/// the module's limits in 64 KiB pages to its heap pool, which compares them with its heap size in bytes
+/// (`wasmtime.cc`, `create_instance`), so any maximum is below the heap and the VM fails to start with
+/// "unable to allocate memory within requested bounds".
+fn broker_differences(module: &Module) -> Vec<String> {
+    let maximum = module.exports().find_map(|export| match export.ty() {
+        ExternType::Memory(memory) if export.name() == "memory" => memory.maximum(),
+        _ => None,
+    });
+    maximum
+        .map(|pages| {
+            format!(
+                "the module's memory declares a maximum ({pages} pages): Redpanda deploys it but fails to start it \
+                 (\"unable to allocate memory within requested bounds\"); build it without a maximum, as Rust does by default"
+            )
+        })
+        .into_iter()
+        .collect()
 }
 
 /// The deploy-time checks of the broker (`wasmtime_runtime::validate`). Returns whether the module uses

@@ -368,6 +368,9 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let bytes = std::fs::read(&args.wasm).with_context(|| format!("reading {}", args.wasm.display()))?;
     let module = TransformModule::load(&bytes, limits).with_context(|| format!("loading {}", args.wasm.display()))?;
+    for warning in &module.warnings {
+        eprintln!("harness: warning: {warning}");
+    }
     let yaml = args.transform_yaml.clone().or_else(|| Some(PathBuf::from("transform.yaml")).filter(|p| p.exists()));
     let mut meta = match &yaml {
         Some(path) => {

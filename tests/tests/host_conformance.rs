@@ -438,3 +438,17 @@ mod wire_round_trip {
         }
     }
 }
+
+/// The broker passes a declared memory maximum in pages where its heap pool expects bytes, so a module
+/// with any maximum deploys but never starts there; the harness runs it and warns.
+#[test]
+fn a_declared_memory_maximum_is_warned_about() {
+    let plain = load(&guest("", "(i64.const 0)", ""), Limits::default()).unwrap();
+    assert!(plain.warnings.is_empty(), "{:?}", plain.warnings);
+    let bounded =
+        guest("", "(i64.const 0)", "").replace("(memory (export \"memory\") 2)", "(memory (export \"memory\") 2 32)");
+    let module = load(&bounded, Limits::default()).unwrap();
+    assert_eq!(module.warnings.len(), 1);
+    assert!(module.warnings[0].contains("maximum (32 pages)"), "{:?}", module.warnings);
+    assert_eq!(results(&bounded, Limits::default(), &[1_000]).unwrap(), [0], "the harness still runs it");
+}
