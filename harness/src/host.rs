@@ -160,6 +160,8 @@ impl TransformModule {
         let mut config = Config::new();
         config.consume_fuel(true);
         config.max_wasm_stack(limits.stack_bytes);
+        // The guest runs on a fiber: its stack holds the wasm stack and the host functions it calls.
+        config.async_stack_size(limits.stack_bytes + (1 << 20));
         let engine = Engine::new(&config)?;
         let module = Module::new(&engine, bytes).map_err(|e| anyhow::anyhow!("invalid WebAssembly module: {e}"))?;
         let imports_schema_registry = validate(&module)?;

@@ -138,8 +138,8 @@ struct ReplayArgs {
     /// Inject a VM failure once, at the record with this offset (`OFFSET` or `PARTITION:OFFSET`); repeatable.
     #[arg(long, value_name = "[PARTITION:]OFFSET")]
     restart_at: Vec<String>,
-    /// At the end, send every partition a heartbeat far ahead so every open window closes, repeated while it
-    /// writes two records or more (rows a transform writes over the following records).
+    /// At the end, send every partition a heartbeat far ahead so every open window closes, repeated while the
+    /// transform reports a backlog (`backlog_windows`) or writes records unlike the previous heartbeat's.
     #[arg(long)]
     close_windows: bool,
     /// Print the N busiest groups of the last window that closed, ranked by the first aggregate.

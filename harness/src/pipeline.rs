@@ -174,12 +174,27 @@ pub struct Pipeline<'a> {
     /// Whether the latest event time was a JSON number (the closing heartbeats use the same form).
     time_as_number: bool,
     first_deliveries: u64,
+    /// Set while a closing heartbeat is handled.
+    closing: Option<Closing>,
     pub stats: RunStats,
     started: Instant,
 }
 
 /// How far ahead of its producer's clock an event time is believed (the module's default MAX_EVENT_AHEAD).
 const PLAUSIBLE_AHEAD_MS: i64 = 3_600_000;
+
+/// Closing heartbeats one partition may take before the run is called a runaway.
+const MAX_CLOSING_HEARTBEATS: i64 = 100_000;
+
+/// What the batch of one closing heartbeat produced.
+#[derive(Default)]
+struct Closing {
+    records: usize,
+    /// A digest of the records written (topic and payload).
+    digest: u64,
+    /// `backlog_windows` of the transform's summary line, if it logged one.
+    backlog_windows: Option<u64>,
+}
 
 /// Gives up after this many injected restarts in a row without progress (a restart loop).
 const MAX_RESTARTS_WITHOUT_PROGRESS: u32 = 100;
@@ -209,6 +224,7 @@ impl<'a> Pipeline<'a> {
             round_robin: 0,
             time_as_number: false,
             first_deliveries: 0,
+            closing: None,
             started: Instant::now(),
         }
     }
@@ -265,28 +281,42 @@ impl<'a> Pipeline<'a> {
     /// Sends every partition a heartbeat far enough past the latest believable event to close every
     /// window: windows and watermark delays are at most 7 days each, so 15 days ahead (or the last
     /// expressible instant), stamped with that same time so no future-event guard refuses it. This is
-    /// how a replay compares with a bounded batch job. A transform may write what one record fires over
-    /// the following records (the clickstream transform bounds each record's share), so the heartbeat is
-    /// repeated while it writes two records or more: writing none means nothing is left, and one is what
-    /// a transform that echoes its input writes.
+    /// how a replay compares with a bounded batch job.
+    ///
+    /// A transform may write what one record fires over the following records (the clickstream transform
+    /// bounds each record's share), so the heartbeat is repeated, a minute of record time apart so the
+    /// transform logs its summary each time, while the summary reports `backlog_windows` above 0 or the
+    /// heartbeat writes records that differ from the previous one's (a transform that echoes or copies its
+    /// input writes the same each time).
     pub fn close_windows(&mut self) -> Result<(), VmFailure> {
         const AHEAD_MS: i64 = 15 * 86_400_000;
         let Some(max) = self.stats.max_event_ms else { return Ok(()) };
         let at_ms = (max + AHEAD_MS).min(MAX_TIMESTAMP_MS);
         let value = self.heartbeat(at_ms);
         for partition in 0..self.partition_count() {
-            loop {
-                let before: u64 = self.stats.written.iter().sum();
+            let mut previous = None;
+            for round in 0.. {
+                if round == MAX_CLOSING_HEARTBEATS {
+                    return Err(VmFailure {
+                        reason: format!("{MAX_CLOSING_HEARTBEATS} closing heartbeats and the transform still writes"),
+                        record: None,
+                        last_logs: Vec::new(),
+                    });
+                }
+                self.closing = Some(Closing::default());
                 self.push(ProducerRecord {
                     value: Some(value.clone()),
-                    timestamp_ms: Some(at_ms),
+                    timestamp_ms: Some(at_ms.saturating_add(60_000 * round).min(MAX_TIMESTAMP_MS)),
                     partition: Some(partition),
                     ..Default::default()
                 })?;
                 self.seal(partition)?;
-                if self.stats.written.iter().sum::<u64>() < before + 2 {
+                let closing = self.closing.take().expect("set above");
+                let writing = closing.records > 0 && previous != Some(closing.digest);
+                if !writing && closing.backlog_windows.is_none_or(|windows| windows == 0) {
                     break;
                 }
+                previous = Some(closing.digest);
             }
         }
         Ok(())
@@ -368,7 +398,7 @@ impl<'a> Pipeline<'a> {
         // long enough, not when its partition gets the next record (which may come much later).
         for other in 0..self.partitions.len() as u32 {
             let first = self.partitions[other as usize].open.first();
-            if first.is_some_and(|first| timestamp_ms - first.timestamp_ms >= self.config.linger_ms) {
+            if first.is_some_and(|first| timestamp_ms.saturating_sub(first.timestamp_ms) >= self.config.linger_ms) {
                 self.seal(other)?;
             }
         }
@@ -515,6 +545,19 @@ impl<'a> Pipeline<'a> {
 
     fn produce(&mut self, shard: u32, batch: &InputBatch, output: BatchOutput, replayed: bool) -> anyhow::Result<()> {
         self.log(shard, &output.logs);
+        if let Some(closing) = &mut self.closing {
+            use std::hash::{Hash, Hasher};
+            let mut digest = std::collections::hash_map::DefaultHasher::new();
+            for (topic, payload) in output.records() {
+                (topic, payload.key, payload.value).hash(&mut digest);
+                closing.records += 1;
+            }
+            closing.digest = digest.finish();
+            closing.backlog_windows = output.logs.iter().rev().find_map(|line| {
+                let (_, rest) = line.text.split_once(" backlog_windows=")?;
+                rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            });
+        }
         self.stats.peak_memory_bytes = self.stats.peak_memory_bytes.max(output.peak_memory_bytes);
         self.stats.max_record_fuel = self.stats.max_record_fuel.max(output.max_record_fuel);
         let Some(last) = batch.records.last() else { return Ok(()) };

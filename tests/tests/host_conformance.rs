@@ -452,3 +452,32 @@ fn a_declared_memory_maximum_is_warned_about() {
     assert!(module.warnings[0].contains("maximum (32 pages)"), "{:?}", module.warnings);
     assert_eq!(results(&bounded, Limits::default(), &[1_000]).unwrap(), [0], "the harness still runs it");
 }
+
+/// Regression (closing_looped_on_copying_transforms): closing heartbeats repeated while a heartbeat wrote
+/// two records or more, forever for a transform that writes two records per input.
+#[test]
+fn closing_windows_ends_for_a_transform_that_copies_each_record_twice() {
+    use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
+    struct Count(u64);
+    impl OutputSink for Count {
+        fn record(&mut self, _record: &OutputRecord<'_>) -> anyhow::Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+        fn log(&mut self, _shard: u32, _line: &harness::host::LogLine) {}
+    }
+    // The action writes the output record at 1024 once more before the loop writes it.
+    let twice = guest("", "(drop (call $write_record (i32.const 1024) (i32.const 11))) (i64.const 7)", "");
+    let module = load(&twice, Limits::default()).unwrap();
+    let mut sink = Count(0);
+    let mut pipeline = Pipeline::new(module, meta(), PipelineConfig::default(), &mut sink);
+    pipeline.start().unwrap();
+    for second in 0..3 {
+        let value = format!(r#"{{"timestamp":"2020-11-16 19:00:0{second}","user_id":"u"}}"#).into_bytes();
+        pipeline.push(ProducerRecord { value: Some(value), ..ProducerRecord::default() }).unwrap();
+    }
+    pipeline.close_windows().unwrap();
+    let stats = pipeline.finish().unwrap();
+    assert_eq!(stats.records_in, 5, "three records, then two closing heartbeats (the second wrote the same)");
+    assert_eq!(sink.0, 10, "two records for each of the five");
+}

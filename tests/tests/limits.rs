@@ -226,3 +226,40 @@ fn a_record_too_large_for_the_memory_traps_naming_itself() {
     let failure = result.expect_err("3 MiB cannot fit in 2 MiB");
     assert_eq!(failure.record, Some((0, 3)), "{failure}");
 }
+
+/// Regression (closing_stopped_on_dropped_rows): with INCOMPLETE_WINDOWS=drop, a closing heartbeat could
+/// spend its whole share on incomplete rows it drops, write nothing while complete rows still waited, and
+/// end the replay. Closing goes on while the transform's summary reports a backlog.
+#[test]
+fn closing_a_short_stream_that_drops_incomplete_rows_writes_every_complete_row() {
+    let mut values = Vec::new();
+    for pane in 0..12 {
+        for user in 0..1_000 {
+            let time = format!("2020-11-16 19:{:02}:{:02}.{:03}", pane / 6, pane % 6 * 10, user);
+            values.push(
+                serde_json::json!({"timestamp": time, "event": "view", "user_id": format!("user{user:04}"), "url": "/"})
+                    .to_string()
+                    .into_bytes(),
+            );
+        }
+    }
+    let run = |policy: &'static str| {
+        let env = [("INCOMPLETE_WINDOWS", policy), ("STATE_BUDGET", "4MiB")];
+        let limits = Limits { memory_bytes: 8 << 20, ..Limits::default() };
+        let (collected, result) = replay(values.clone(), &env, PipelineConfig::default(), limits, true);
+        result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+        let mut rows: Vec<(Vec<u8>, String)> = collected
+            .rows()
+            .filter(|row| row.header("window-incomplete").is_none())
+            .map(|row| (row.payload.key.clone().unwrap(), row.value_text()))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let complete = run("mark");
+    assert!(!complete.is_empty(), "the stream has complete windows");
+    let dropping = run("drop");
+    assert_eq!(dropping.len(), complete.len(), "complete rows written with drop and with mark");
+    let first_difference = dropping.iter().zip(&complete).find(|(a, b)| a != b);
+    assert!(first_difference.is_none(), "{first_difference:?}");
+}
