@@ -115,8 +115,9 @@ const CELL_BYTES: usize = 28;
 /// One aggregate's state in one cell.
 const ACCUMULATOR_BYTES: usize = std::mem::size_of::<Accumulator>();
 
-/// At most this much work (a unit per group visited and per cell folded into a row, times the aggregates
-/// that keep state) per call of [`Engine::emit`]: what is left waits for the next call.
+/// At most this much work (a unit per group visited and per cell walked, plus one per aggregate that keeps
+/// state for each cell combined into a row) per call of [`Engine::emit`]: what is left waits for the next
+/// call.
 pub const WORK_PER_EMIT: usize = 100_000;
 
 /// A snapshot of the engine's size, for logs and tests.
@@ -421,12 +422,13 @@ impl Engine {
         let mut at = self.lists[group as usize].first;
         while at != NIL && self.cells.get(at).pane < end_pane {
             let cell = self.cells.get(at);
+            work += 1; // every cell walked, seen by this window or not
             if cell.visible_from <= window {
                 count += u64::from(cell.count);
                 for (total, pane_state) in self.row_accumulators.iter_mut().zip(self.cells.block(at)) {
                     total.merge(pane_state);
                 }
-                work += 1 + blocks;
+                work += blocks;
             }
             at = cell.next;
         }
