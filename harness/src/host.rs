@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use wasmtime::{Caller, Config, Engine, Extern, ExternType, InstancePre, Linker, Module, Store, Trap, ValType};
 
-use crate::wire::{decode_write_options, PayloadView, WriteTarget};
+use crate::wire::{decode_write_options, OptionsError, PayloadView, WriteTarget};
 
 /// The broker's default limits; each is a flag of the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,6 +417,8 @@ async fn run_guest(module: TransformModule, state: GuestState) -> VmFailure {
         let instance = module.pre.instantiate_async(&mut store).await?;
         store.data_mut().memory = instance.get_memory(&mut store, "memory");
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        store.set_fuel(fuel)?; // again before `_start`, as the broker does
+
         start.call_async(&mut store, ()).await
     }
     .await;
@@ -592,7 +594,10 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             Ok(record.payload.len() as i32)
         },
     )?;
+    // The broker bounds-checks every pointer argument before anything else (`ffi::extract_parameters`), so
+    // a bad one traps even where the call would otherwise answer −1.
     linker.func_wrap(MODULE, "write_record", |mut caller: Ctx<'_>, buf: i32, len: i32| -> wasmtime::Result<i32> {
+        guest_bytes(&mut caller, buf, len)?;
         if caller.data().current.is_none() {
             return Ok(NO_ACTIVE_TRANSFORM);
         }
@@ -602,21 +607,28 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         MODULE,
         "write_record_with_options",
         |mut caller: Ctx<'_>, buf: i32, len: i32, options: i32, options_len: i32| -> wasmtime::Result<i32> {
+            guest_bytes(&mut caller, buf, len)?;
+            let options = read_guest(&mut caller, options, options_len)?;
             if caller.data().current.is_none() {
                 return Ok(NO_ACTIVE_TRANSFORM);
             }
             if PayloadView::parse(guest_bytes(&mut caller, buf, len)?).is_none() {
                 return Ok(INVALID_BUFFER);
             }
-            let topic = match decode_write_options(guest_bytes(&mut caller, options, options_len)?) {
-                Some(WriteTarget::DefaultTopic) => 0,
-                Some(WriteTarget::Topic(name)) => {
-                    match caller.data().output_topics.iter().position(|topic| *topic == name) {
+            let topic = match decode_write_options(&options) {
+                Ok(WriteTarget::DefaultTopic) => 0,
+                Ok(WriteTarget::Topic(name)) => {
+                    match caller.data().output_topics.iter().position(|topic| topic.as_bytes() == name) {
                         Some(index) => index,
                         None => return Ok(INVALID_WRITE),
                     }
                 }
-                None => return Ok(INVALID_BUFFER),
+                Err(OptionsError::Malformed) => return Ok(INVALID_BUFFER),
+                Err(OptionsError::OutOfRange) => {
+                    return Err(wasmtime::format_err!(
+                        "failure executing host function: the topic name's length runs past the write options"
+                    ))
+                }
             };
             keep_written(&mut caller, buf, len, topic)
         },

@@ -168,24 +168,43 @@ pub fn decode_payload(bytes: &[u8]) -> Option<Payload> {
     PayloadView::parse(bytes).map(|view| view.to_payload())
 }
 
-/// Where a write goes, from its options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteTarget {
+/// Where a write goes, from its options: the first output topic, or one named (bytes as written; the
+/// broker checks the name against its output topics only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteTarget<'a> {
     DefaultTopic,
-    Topic(String),
+    Topic(&'a [u8]),
 }
 
-/// Parses write options: empty means the default topic; else `0x01`, a sized topic name, nothing after.
-/// `None` is a malformed buffer (−2).
-pub fn decode_write_options(bytes: &[u8]) -> Option<WriteTarget> {
-    let Some((&key, rest)) = bytes.split_first() else { return Some(WriteTarget::DefaultTopic) };
+/// Options the broker refuses: `Malformed` is answered −2; `OutOfRange` (a topic length that is negative
+/// or runs past the buffer) makes the broker's reader throw, which traps the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionsError {
+    Malformed,
+    OutOfRange,
+}
+
+/// Parses write options as the broker does (`transform_module.cc`, `write_options::parse`): empty means
+/// the first output topic; else the key `0x01` and a sized topic name (a missing length reads as 0, an
+/// empty name), and nothing after it.
+pub fn decode_write_options(bytes: &[u8]) -> Result<WriteTarget<'_>, OptionsError> {
+    let Some((&key, rest)) = bytes.split_first() else { return Ok(WriteTarget::DefaultTopic) };
     if key != 0x01 {
-        return None;
+        return Err(OptionsError::Malformed);
     }
     let mut reader = Reader::new(rest);
-    match reader.sized() {
-        Some(Some(topic)) if reader.at_end() => String::from_utf8(topic).ok().map(WriteTarget::Topic),
-        _ => None,
+    let topic = if reader.at_end() {
+        &rest[..0]
+    } else {
+        match reader.sized_ref() {
+            Some(Some(topic)) => topic,
+            _ => return Err(OptionsError::OutOfRange),
+        }
+    };
+    if reader.at_end() {
+        Ok(WriteTarget::Topic(topic))
+    } else {
+        Err(OptionsError::Malformed)
     }
 }
 
@@ -230,10 +249,15 @@ mod tests {
 
     #[test]
     fn reads_write_options() {
-        assert_eq!(decode_write_options(&[]), Some(WriteTarget::DefaultTopic));
-        assert_eq!(decode_write_options(&[1, 2, b'b']), Some(WriteTarget::Topic("b".into())));
-        assert_eq!(decode_write_options(&[2, 2, b'b']), None);
-        assert_eq!(decode_write_options(&[1, 2, b'b', 0]), None);
-        assert_eq!(decode_write_options(&[1, 4, b'b']), None);
+        use OptionsError::{Malformed, OutOfRange};
+        assert_eq!(decode_write_options(&[]), Ok(WriteTarget::DefaultTopic));
+        assert_eq!(decode_write_options(&[1, 2, b'b']), Ok(WriteTarget::Topic(b"b")));
+        // A bare key reads an empty name (no output topic has it, so the write gets −3).
+        assert_eq!(decode_write_options(&[1]), Ok(WriteTarget::Topic(b"")));
+        assert_eq!(decode_write_options(&[1, 2, 0xff]), Ok(WriteTarget::Topic(&[0xff])), "names are bytes");
+        assert_eq!(decode_write_options(&[2, 2, b'b']), Err(Malformed));
+        assert_eq!(decode_write_options(&[1, 2, b'b', 0]), Err(Malformed));
+        assert_eq!(decode_write_options(&[1, 4, b'b']), Err(OutOfRange));
+        assert_eq!(decode_write_options(&[1, 1]), Err(OutOfRange), "a negative length");
     }
 }

@@ -186,13 +186,42 @@ fn malformed_payloads_and_options_get_minus_2() {
     assert_eq!(result_with_extra(&extra, "(i64.extend_i32_s (call $write_record (i32.const 256) (i32.const 5)))"), -2);
     // A value length past the end of the buffer.
     assert_eq!(result_with_extra(&extra, "(i64.extend_i32_s (call $write_record (i32.const 256) (i32.const 2)))"), -2);
-    // Options that do not start with 0x01, and options cut short.
+    // Options that do not start with 0x01.
     let bad_key =
         "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 261) (i32.const 2)))";
     assert_eq!(result_with_extra(&extra, bad_key), -2);
+}
+
+/// The broker reads the topic name's length and throws when it runs past the options: a trap, not −2.
+#[test]
+fn write_options_whose_topic_length_runs_past_them_trap() {
+    let extra = data(&[1, 2, b'x', 0, 1, 8, b's']);
     let cut =
-        "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 262) (i32.const 3)))";
-    assert_eq!(result_with_extra(&extra, cut), -2);
+        "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 260) (i32.const 3)))";
+    let failure = results(&guest("", cut, &extra), Limits::default(), &[0]).unwrap_err();
+    assert!(failure.reason.contains("runs past the write options"), "{failure}");
+}
+
+/// A bare 0x01 reads as the empty topic name, and a name that is not UTF-8 is just bytes: neither is an
+/// output topic, so both get −3.
+#[test]
+fn a_bare_topic_key_and_a_non_utf8_name_get_minus_3() {
+    let extra = data(&[1, 2, b'x', 0, 1, 2, 0xff]);
+    let bare =
+        "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 260) (i32.const 1)))";
+    assert_eq!(result_with_extra(&extra, bare), -3);
+    let bytes =
+        "(i64.extend_i32_s (call $write_with_options (i32.const 256) (i32.const 4) (i32.const 260) (i32.const 3)))";
+    assert_eq!(result_with_extra(&extra, bytes), -3);
+}
+
+/// Pointer arguments are bounds-checked before anything else: out of memory traps even before the first
+/// batch, where a valid write gets −1.
+#[test]
+fn a_write_out_of_memory_traps_even_before_the_first_batch() {
+    let setup = "(drop (call $write_record (i32.const 200000) (i32.const 4)))";
+    let failure = results(&guest(setup, "(i64.const 0)", ""), Limits::default(), &[0]).unwrap_err();
+    assert!(failure.reason.contains("Out of bounds memory access"), "{failure}");
 }
 
 #[test]
