@@ -278,7 +278,7 @@ pub(crate) struct GuestState {
     log_tail: VecDeque<LogLine>,
     /// Milliseconds: the current record's timestamp (0 before the first batch).
     pub(crate) wall_clock_ms: i64,
-    pub(crate) monotonic_ns: u64,
+    pub(crate) monotonic: MonotonicClock,
     pub(crate) schema_registry: crate::schema_registry::Registry,
 }
 
@@ -332,6 +332,18 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// The monotonic clock `clock_time_get` reads: 0, then 1 ms more on each read (`wasi.cc`). In the broker it
+/// belongs to the core's engine, so a VM that restarts after a trap goes on from where the last one was.
+#[derive(Debug, Clone, Default)]
+pub struct MonotonicClock(Arc<std::sync::atomic::AtomicU64>);
+
+impl MonotonicClock {
+    /// The time in nanoseconds; the next read is 1 ms later.
+    pub(crate) fn read(&self) -> u64 {
+        self.0.fetch_add(1_000_000, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// `_start` running on its fiber; it ends with the guest's failure.
 type GuestRun = Pin<Box<dyn Future<Output = VmFailure> + Send>>;
 
@@ -343,9 +355,18 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Instantiates the module and runs `main()` until it first waits for a batch.
-    /// Returns the start-up log lines, or the start-up failure.
+    /// Instantiates the module and runs `main()` until it first waits for a batch, with a monotonic clock
+    /// of its own. Returns the start-up log lines, or the start-up failure.
     pub fn start(module: &TransformModule, meta: &TransformMeta) -> Result<(Vm, Vec<LogLine>), VmFailure> {
+        Vm::start_on_clock(module, meta, MonotonicClock::default())
+    }
+
+    /// [`Vm::start`] with the monotonic clock of the VMs before it on the same core.
+    pub fn start_on_clock(
+        module: &TransformModule,
+        meta: &TransformMeta,
+        monotonic: MonotonicClock,
+    ) -> Result<(Vm, Vec<LogLine>), VmFailure> {
         let mailbox = Arc::new(Mutex::new(Mailbox::default()));
         let mut env: Vec<String> = meta.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.push(format!("REDPANDA_INPUT_TOPIC={}", meta.input_topic));
@@ -366,7 +387,7 @@ impl Vm {
             output: BatchOutput::default(),
             log_tail: VecDeque::new(),
             wall_clock_ms: 0,
-            monotonic_ns: 0,
+            monotonic,
             schema_registry: Default::default(),
         };
         let mut vm = Vm { run: Box::pin(run_guest(module.clone(), state)), mailbox, failed: None };

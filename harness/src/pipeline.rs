@@ -9,7 +9,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use clickstream_aggregation::aggregator::REASON_HEADER;
 use clickstream_aggregation::time::{format_timestamp_ms, TimestampFormat, MAX_TIMESTAMP_MS};
 
-use crate::host::{BatchOutput, BatchRecord, InputBatch, LogLine, TransformMeta, TransformModule, Vm, VmFailure};
+use crate::host::{
+    BatchOutput, BatchRecord, InputBatch, LogLine, MonotonicClock, TransformMeta, TransformModule, Vm, VmFailure,
+};
 use crate::wire::{encode_payload, Header, Payload, PayloadView};
 
 /// A record as a producer sends it; unset fields are filled the way a Kafka producer would.
@@ -164,6 +166,8 @@ pub struct Pipeline<'a> {
     config: PipelineConfig,
     sink: &'a mut dyn OutputSink,
     vms: Vec<Option<Vm>>,
+    /// Each shard's monotonic clock, which outlives its VMs as in the broker.
+    clocks: Vec<MonotonicClock>,
     partitions: Vec<Partition>,
     pending: VecDeque<(u32, Arc<InputBatch>)>,
     output_offsets: BTreeMap<(usize, u32), i64>,
@@ -210,6 +214,7 @@ impl<'a> Pipeline<'a> {
         let partitions = (0..config.partitions.max(1)).map(|_| Partition::new(outputs)).collect();
         Pipeline {
             vms: (0..config.shards.max(1)).map(|_| None).collect(),
+            clocks: (0..config.shards.max(1)).map(|_| MonotonicClock::default()).collect(),
             stats: RunStats { written: vec![0; outputs], ..RunStats::default() },
             module,
             meta,
@@ -529,7 +534,7 @@ impl<'a> Pipeline<'a> {
 
     fn vm(&mut self, shard: usize) -> Result<&mut Vm, VmFailure> {
         if self.vms[shard].is_none() {
-            let (vm, logs) = Vm::start(&self.module, &self.meta)?;
+            let (vm, logs) = Vm::start_on_clock(&self.module, &self.meta, self.clocks[shard].clone())?;
             self.log(shard as u32, &logs);
             self.vms[shard] = Some(vm);
         }

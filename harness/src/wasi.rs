@@ -1,5 +1,5 @@
 //! `wasi_snapshot_preview1` as the broker implements it (`src/v/wasm/wasi.cc`): argv is the transform
-//! name, the wall clock is the current record's timestamp, the monotonic clock ticks 1 ms per read,
+//! name, the wall clock is the current record's timestamp, the monotonic clock reads 0, then 1 ms more per read,
 //! random bytes are all 9, stdout and stderr are log lines, `proc_exit` traps, the rest is ENOSYS.
 
 use wasmtime::{FuncType, Linker, Val};
@@ -115,10 +115,7 @@ pub(crate) fn link(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             let state = caller.data_mut();
             let nanos = match id {
                 0 => (state.wall_clock_ms as u64).wrapping_mul(1_000_000),
-                1..=3 => {
-                    state.monotonic_ns += 1_000_000;
-                    state.monotonic_ns
-                }
+                1..=3 => state.monotonic.read(),
                 _ => return Ok(INVAL),
             };
             write_guest(&mut caller, out, &nanos.to_le_bytes())?;

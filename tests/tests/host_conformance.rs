@@ -265,6 +265,22 @@ fn the_monotonic_clock_advances_one_millisecond_per_read() {
     assert_eq!(result("(i64.extend_i32_s (call $clock_time_get (i32.const 9) (i64.const 1) (i32.const 256)))"), 16);
 }
 
+/// The broker's counter returns 0 first, and belongs to the core's engine: a VM that restarts after a
+/// trap goes on from where the one before it was.
+#[test]
+fn the_monotonic_clock_starts_at_0_and_outlives_a_vm_restart() {
+    let action = "(drop (call $clock_time_get (i32.const 1) (i64.const 1) (i32.const 256))) (i64.load (i32.const 256))";
+    let module = load(&guest("", action, ""), Limits::default()).unwrap();
+    let clock = harness::host::MonotonicClock::default();
+    let reads = |clock: &harness::host::MonotonicClock| -> Vec<i64> {
+        let (mut vm, _) = Vm::start_on_clock(&module, &meta(), clock.clone()).unwrap();
+        let output = vm.transform(batch(&[1, 2])).unwrap();
+        output.records().map(|(_, payload)| i64::from_le_bytes(payload.value.unwrap().try_into().unwrap())).collect()
+    };
+    assert_eq!(reads(&clock), vec![0, 1_000_000]);
+    assert_eq!(reads(&clock), vec![2_000_000, 3_000_000], "the restarted VM reads on");
+}
+
 #[test]
 fn random_bytes_are_all_nines() {
     assert_eq!(
