@@ -506,14 +506,14 @@ fn out_of_bounds() -> wasmtime::Error {
 }
 
 pub(crate) fn read_guest(caller: &mut Ctx<'_>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
-    Ok(guest_bytes(caller, ptr, len)?.to_vec())
+    let memory = memory(caller)?;
+    Ok(guest_range(memory.data(&*caller), ptr, len)?.to_vec())
 }
 
-/// `len` bytes of guest memory at `ptr`, borrowed.
-fn guest_bytes<'a>(caller: &'a mut Ctx<'_>, ptr: i32, len: i32) -> wasmtime::Result<&'a [u8]> {
-    let memory = memory(caller)?;
+/// `len` bytes of guest memory at `ptr`: the guest's `i32`s are unsigned here, as in the broker.
+fn guest_range(data: &[u8], ptr: i32, len: i32) -> wasmtime::Result<&[u8]> {
     let start = ptr as u32 as usize;
-    memory.data(&*caller).get(start..start + len as u32 as usize).ok_or_else(out_of_bounds)
+    data.get(start..start + len as u32 as usize).ok_or_else(out_of_bounds)
 }
 
 pub(crate) fn write_guest(caller: &mut Ctx<'_>, ptr: i32, bytes: &[u8]) -> wasmtime::Result<()> {
@@ -618,54 +618,48 @@ fn link_transform_abi(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     // The broker bounds-checks every pointer argument before anything else (`ffi::extract_parameters`), so
     // a bad one traps even where the call would otherwise answer −1.
     linker.func_wrap(MODULE, "write_record", |mut caller: Ctx<'_>, buf: i32, len: i32| -> wasmtime::Result<i32> {
-        guest_bytes(&mut caller, buf, len)?;
-        if caller.data().current.is_none() {
-            return Ok(NO_ACTIVE_TRANSFORM);
-        }
-        keep_written(&mut caller, buf, len, 0)
+        write(&mut caller, buf, len, None)
     })?;
     linker.func_wrap(
         MODULE,
         "write_record_with_options",
         |mut caller: Ctx<'_>, buf: i32, len: i32, options: i32, options_len: i32| -> wasmtime::Result<i32> {
-            guest_bytes(&mut caller, buf, len)?;
-            let options = read_guest(&mut caller, options, options_len)?;
-            if caller.data().current.is_none() {
-                return Ok(NO_ACTIVE_TRANSFORM);
-            }
-            if PayloadView::parse(guest_bytes(&mut caller, buf, len)?).is_none() {
-                return Ok(INVALID_BUFFER);
-            }
-            let topic = match decode_write_options(&options) {
-                Ok(WriteTarget::DefaultTopic) => 0,
-                Ok(WriteTarget::Topic(name)) => {
-                    match caller.data().output_topics.iter().position(|topic| topic.as_bytes() == name) {
-                        Some(index) => index,
-                        None => return Ok(INVALID_WRITE),
-                    }
-                }
-                Err(OptionsError::Malformed) => return Ok(INVALID_BUFFER),
-                Err(OptionsError::OutOfRange) => {
-                    return Err(wasmtime::format_err!(
-                        "failure executing host function: the topic name's length runs past the write options"
-                    ))
-                }
-            };
-            keep_written(&mut caller, buf, len, topic)
+            write(&mut caller, buf, len, Some((options, options_len)))
         },
     )?;
     Ok(())
 }
 
-/// Copies a payload the guest wrote into the batch's output, if it is valid (else −2, as the broker).
-fn keep_written(caller: &mut Ctx<'_>, buf: i32, len: i32, topic: usize) -> wasmtime::Result<i32> {
+/// One write as the broker handles it: every pointer range is checked before anything else (a bad one
+/// traps even where the call would answer −1), then the active transform (−1), the payload (−2) and the
+/// options (−2 malformed, −3 no such output topic, a trap for a topic length past them). A good write is
+/// kept in the batch's output.
+fn write(caller: &mut Ctx<'_>, buf: i32, len: i32, options: Option<(i32, i32)>) -> wasmtime::Result<i32> {
+    let options = options.map(|(ptr, len)| read_guest(caller, ptr, len)).transpose()?;
     let memory = memory(caller)?;
     let (data, state) = memory.data_and_store_mut(caller);
-    let start = buf as u32 as usize;
-    let bytes = data.get(start..start + len as u32 as usize).ok_or_else(out_of_bounds)?;
+    let bytes = guest_range(data, buf, len)?;
+    if state.current.is_none() {
+        return Ok(NO_ACTIVE_TRANSFORM);
+    }
     if PayloadView::parse(bytes).is_none() {
         return Ok(INVALID_BUFFER);
     }
+    let topic = match options.as_deref().map(decode_write_options) {
+        None | Some(Ok(WriteTarget::DefaultTopic)) => 0,
+        Some(Ok(WriteTarget::Topic(name))) => {
+            match state.output_topics.iter().position(|topic| topic.as_bytes() == name) {
+                Some(index) => index,
+                None => return Ok(INVALID_WRITE),
+            }
+        }
+        Some(Err(OptionsError::Malformed)) => return Ok(INVALID_BUFFER),
+        Some(Err(OptionsError::OutOfRange)) => {
+            return Err(wasmtime::format_err!(
+                "failure executing host function: the topic name's length runs past the write options"
+            ))
+        }
+    };
     let output = &mut state.output;
     let start = output.bytes.len();
     output.bytes.extend_from_slice(bytes);
