@@ -635,7 +635,7 @@ impl TopFields {
         let mut reader = serde_json::Deserializer::from_slice(value);
         let fields = FieldsSeed { time_field, key_field }.deserialize(&mut reader).ok()?;
         reader.end().ok()?;
-        fields
+        Some(fields)
     }
 }
 
@@ -645,18 +645,19 @@ struct FieldsSeed<'a> {
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
-    type Value = Option<TopFields>;
+    type Value = TopFields;
 
+    /// Anything but an object is an error (of serde's own), which `TopFields::read` turns into `None`.
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_map(self)
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
-    type Value = Option<TopFields>;
+    type Value = TopFields;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
+        f.write_str("a JSON object")
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -676,36 +677,7 @@ impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
                 }
             }
         }
-        Ok(Some(fields))
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(fields)
     }
 }
 
