@@ -48,6 +48,21 @@ pub struct TransformMeta {
     pub env: Vec<(String, String)>,
 }
 
+impl TransformMeta {
+    /// The environment the broker gives the VM: the user's variables, then the input and output topics.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.push(("REDPANDA_INPUT_TOPIC".into(), self.input_topic.clone()));
+        env.extend(
+            self.output_topics
+                .iter()
+                .enumerate()
+                .map(|(i, topic)| (format!("REDPANDA_OUTPUT_TOPIC_{i}"), topic.clone())),
+        );
+        env
+    }
+}
+
 /// One record of an input batch, payload already in wire form.
 #[derive(Debug, Clone)]
 pub struct BatchRecord {
@@ -368,11 +383,7 @@ impl Vm {
         monotonic: MonotonicClock,
     ) -> Result<(Vm, Vec<LogLine>), VmFailure> {
         let mailbox = Arc::new(Mutex::new(Mailbox::default()));
-        let mut env: Vec<String> = meta.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.push(format!("REDPANDA_INPUT_TOPIC={}", meta.input_topic));
-        env.extend(
-            meta.output_topics.iter().enumerate().map(|(i, topic)| format!("REDPANDA_OUTPUT_TOPIC_{i}={topic}")),
-        );
+        let env = meta.environment().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         let fuel_per_record = module.limits.runtime_ms * FUEL_PER_MS;
         let state = GuestState {
             limiter: MemoryLimiter { limit: module.limits.memory_bytes, peak: 0 },

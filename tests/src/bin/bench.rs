@@ -108,11 +108,7 @@ impl Output for CountRows {
 }
 
 fn native(workload: &Workload) -> Run {
-    let meta = meta(&workload.env);
-    let mut env = meta.env;
-    for (index, topic) in meta.output_topics.iter().enumerate() {
-        env.push((format!("REDPANDA_OUTPUT_TOPIC_{index}"), topic.clone()));
-    }
+    let env = meta(&workload.env).environment();
     let config = Config::from_env(|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
         .expect("the bench configurations are valid");
     best_of(|| {
