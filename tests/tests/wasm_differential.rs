@@ -19,9 +19,7 @@ fn native_rows(env: &[(&str, &str)], delivered: &[(Option<Vec<u8>>, i64)]) -> Ve
         fn dead_letter(&mut self, _topic: &str, _reason: Reason, _detail: &str, _keep_value: bool) {}
         fn log(&mut self, _line: &str) {}
     }
-    let meta = meta(env);
-    let mut vars: Vec<(String, String)> = meta.env.clone();
-    vars.extend(meta.output_topics.iter().enumerate().map(|(i, t)| (format!("REDPANDA_OUTPUT_TOPIC_{i}"), t.clone())));
+    let vars = meta(env).environment();
     let config = Config::from_env(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).unwrap();
     let mut aggregator = Aggregator::new(config);
     let mut rows = Rows(Vec::new());
