@@ -9,10 +9,10 @@ use std::rc::Rc;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::pipeline::ProducerRecord;
+use crate::producer::ProducerRecord;
 use crate::wire::Header;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputFormat {
     /// Each line is one record value, byte for byte (malformed lines included).
     Values,

@@ -1,13 +1,10 @@
-//! A stand-in for the Redpanda broker around a data-transform module: the same host functions, limits
-//! and quirks ([`host`]), the same data path ([`pipeline`]), plus the tools to feed it ([`input`],
-//! [`generate`]).
+//! The `harness` tool: the generic host of [`transform_host`] (re-exported here), plus what is specific to
+//! the clickstream transform ([`clickstream`], [`generate`], [`report`]) and the tools that feed a run
+//! ([`input`]).
 
+pub use transform_host::{broker, host, logs, meta, pipeline, producer, schema_registry, wire};
+
+pub mod clickstream;
 pub mod generate;
-pub mod host;
 pub mod input;
-pub mod meta;
-pub mod pipeline;
 pub mod report;
-mod schema_registry;
-mod wasi;
-pub mod wire;

@@ -61,7 +61,7 @@ fn a_captured_topic_replays_as_it_was() {
         let value: serde_json::Value = serde_json::from_str(line).unwrap();
         let key = value["user_id"].as_str().unwrap();
         let time = clickstream_aggregation::time::parse_timestamp_ms(value["timestamp"].as_str().unwrap()).unwrap();
-        let partition = (harness::pipeline::murmur2(key.as_bytes()) & 0x7fff_ffff) % 2;
+        let partition = (harness::producer::murmur2(key.as_bytes()) & 0x7fff_ffff) % 2;
         let record = serde_json::json!({
             "topic": "clickstream", "key": key, "value": line, "timestamp": time, "partition": partition, "offset": offset,
         });
@@ -167,17 +167,21 @@ fn a_trap_exits_non_zero_with_the_reason() {
 #[test]
 fn bad_flags_are_refused_with_the_flag_named() {
     for (args, expected) in [
-        (vec!["generate", "--jitter", "2x"], "--jitter \"2x\""),
+        (vec!["generate", "--jitter", "2x"], "'2x' for '--jitter"),
         (vec!["generate", "--late-percent", "101"], "--late-percent 101"),
         (vec!["replay", "--wasm", "/nonexistent.wasm", "--input", "-"], "reading /nonexistent.wasm"),
         (
             vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--memory-limit", "2GB"],
-            "--memory-limit \"2GB\"",
+            "'2GB' for '--memory-limit",
         ),
         (vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--env", "REDPANDA_X=1"], "reserved"),
         (
             vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--restart-at", "x"],
-            "--restart-at \"x\"",
+            "'x' for '--restart-at",
+        ),
+        (
+            vec!["replay", "--wasm", "clickstream-aggregation.wasm", "--input", "-", "--from-offset", "7"],
+            "bad prefix, expected @T (epoch milliseconds), +N or -N",
         ),
     ] {
         let out = harness(&args);
@@ -230,6 +234,31 @@ fn a_reader_that_closes_the_pipe_ends_the_run_quietly() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "status {:?}: {}", out.status, text(&out.stderr));
     assert!(!text(&out.stderr).contains("harness:"), "{}", text(&out.stderr));
+}
+
+/// Regression (huge_partition_counts_aborted): `--partitions 4294967295` or `--shards 4294967295` aborted
+/// on a failed allocation, and an `rpk` record naming partition 100000000 took 14 GB. The broker's own
+/// bounds (1,000 partitions per shard) refuse them, with exit 2.
+#[test]
+fn huge_partition_and_shard_counts_are_refused() {
+    let wasm = module();
+    let dir = std::env::temp_dir().join(format!("harness-cli-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = dir.join("far.jsonl");
+    std::fs::write(&record, r#"{"topic":"t","value":"{}","timestamp":1,"partition":100000000,"offset":0}"#).unwrap();
+    for (extra, expected) in [
+        (
+            vec!["--input", "-", "--partitions", "4294967295"],
+            "--partitions 4294967295: at most 1000 partitions per shard",
+        ),
+        (vec!["--input", "-", "--shards", "4294967295"], "'4294967295' for '--shards"),
+        (vec!["--input", record.to_str().unwrap()], "a record names partition 100000000"),
+    ] {
+        let out = harness(&[&["replay", "--wasm", wasm.to_str().unwrap()][..], &extra].concat());
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(expected), "{extra:?}: {}", text(&out.stderr));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Regression (restart_at_a_missing_partition_was_ignored): `--restart-at 99:5` with one partition was

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use harness::host::{Limits, Vm};
-use harness::pipeline::PipelineConfig;
-use integration_tests::replay::{meta, module, replay, Collected};
+use integration_tests::replay::{clickstream_config, meta, module, replay, Collected};
 use proptest::prelude::*;
 
 const EVENT: &str =
@@ -117,7 +116,7 @@ fn the_corpus_of_nasty_inputs_never_traps_and_each_gets_its_outcome() {
     let mut values = vec![event_at("2020-11-16 19:00:03")];
     let corpus = corpus();
     values.extend(corpus.iter().map(|(_, value, _)| value.clone()));
-    let (collected, result) = replay(values, &[], PipelineConfig::default(), Limits::default(), true);
+    let (collected, result) = replay(values, &[], clickstream_config(), Limits::default(), true);
     result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     check_books(&collected);
     let mut dead = collected.dead_letters();
@@ -145,7 +144,7 @@ fn a_far_future_event_does_not_close_everyone_s_windows() {
         values
     };
     let run = |guarded: bool| {
-        let (collected, result) = replay(stream(guarded), &[], PipelineConfig::default(), Limits::default(), false);
+        let (collected, result) = replay(stream(guarded), &[], clickstream_config(), Limits::default(), false);
         result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
         collected
     };
@@ -162,7 +161,7 @@ fn a_far_future_event_does_not_close_everyone_s_windows() {
 #[test]
 fn close_windows_ignores_an_unbelievable_far_future_event() {
     let values = vec![event_at("2020-11-16 19:00:03"), event_at("9999-12-31 23:59:59")];
-    let (collected, result) = replay(values, &[], PipelineConfig::default(), Limits::default(), true);
+    let (collected, result) = replay(values, &[], clickstream_config(), Limits::default(), true);
     result.unwrap();
     assert_eq!(collected.rows().count(), 30, "the one real event's windows all closed");
     let reasons: Vec<String> = collected.dead_letters().filter_map(|d| d.header("dead-letter-reason")).collect();
@@ -172,11 +171,11 @@ fn close_windows_ignores_an_unbelievable_far_future_event() {
 #[test]
 fn heartbeats_close_the_windows_of_a_quiet_partition_and_are_counted_nowhere() {
     let mut values = vec![event_at("2020-11-16 19:00:03"), event_at("2020-11-16 19:00:04")];
-    let (quiet, result) = replay(values.clone(), &[], PipelineConfig::default(), Limits::default(), false);
+    let (quiet, result) = replay(values.clone(), &[], clickstream_config(), Limits::default(), false);
     result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     assert_eq!(quiet.rows().count(), 0, "without a later record no window closes");
     values.extend((1..=40).map(|i| format!(r#"{{"timestamp":"2020-11-16 19:{:02}:03"}}"#, i / 4).into_bytes()));
-    let (beating, result) = replay(values, &[], PipelineConfig::default(), Limits::default(), true);
+    let (beating, result) = replay(values, &[], clickstream_config(), Limits::default(), true);
     result.unwrap();
     assert_eq!(beating.rows().count(), 30, "heartbeats closed all 30 windows of the two events");
     assert!(beating.rows().all(|row| row.value_text().contains("\"event_count\":2")));
@@ -213,7 +212,7 @@ fn every_bad_setting_stops_the_module_at_start_with_one_clear_line() {
             .err()
             .unwrap_or_else(|| panic!("{variable}={value} started"));
         assert!(failure.reason.contains("exited with status 1 (proc_exit)"), "{variable}: {failure}");
-        let lines: Vec<&str> = failure.last_logs.iter().map(|line| line.text.trim_end()).collect();
+        let lines: Vec<&str> = failure.logs.iter().map(|line| line.text.trim_end()).collect();
         assert_eq!(lines.len(), 1, "{variable}: {lines:?}");
         let expected_variable = if *variable == "WINDOW_SLIDE" && *value == "7s" { "WINDOW_SIZE" } else { variable };
         assert!(
@@ -262,7 +261,7 @@ proptest! {
 
     #[test]
     fn random_records_never_trap_and_the_books_balance(values in prop::collection::vec(hostile_value(), 1..120)) {
-        let (collected, result) = replay(values, &[], PipelineConfig::default(), Limits::default(), true);
+        let (collected, result) = replay(values, &[], clickstream_config(), Limits::default(), true);
         prop_assert!(result.is_ok(), "trapped: {}", result.err().unwrap());
         check_books(&collected);
     }
@@ -278,7 +277,7 @@ fn a_negative_record_timestamp_reaches_the_transform_as_it_is() {
         let mut collected = Collected::default();
         let result = (|| {
             let mut pipeline =
-                Pipeline::new(module(Limits::default()), meta(env), PipelineConfig::default(), &mut collected);
+                Pipeline::new(module(Limits::default()), meta(env), clickstream_config(), &mut collected);
             pipeline.push(ProducerRecord {
                 value: Some(EVENT.as_bytes().to_vec()),
                 timestamp_ms: Some(-5),

@@ -3,8 +3,7 @@
 
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{Limits, FUEL_PER_MS};
-use harness::pipeline::PipelineConfig;
-use integration_tests::replay::{replay, Collected};
+use integration_tests::replay::{clickstream_config, replay, Collected};
 
 fn reasons(collected: &Collected) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
@@ -22,7 +21,7 @@ fn crowd(events: u64) -> Vec<Vec<u8>> {
 
 #[test]
 fn more_open_groups_than_fit_in_2_mib_are_refused_not_fatal() {
-    let (collected, result) = replay(crowd(60_000), &[], PipelineConfig::default(), Limits::default(), true);
+    let (collected, result) = replay(crowd(60_000), &[], clickstream_config(), Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     let over = reasons(&collected).get("over_capacity").copied().unwrap_or(0);
     assert!(over > 30_000, "the budget refused {over} events");
@@ -47,7 +46,7 @@ fn huge_records_on_a_full_state(size: usize, limits: Limits) {
     values.push(
         format!(r#"{{"timestamp":"2020-11-16 19:00:40","event":"view","user_id":"u","url":"{padding}"}}"#).into_bytes(),
     );
-    let (collected, result) = replay(values, &[], PipelineConfig::default(), limits, false);
+    let (collected, result) = replay(values, &[], clickstream_config(), limits, false);
     result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     // Over DEAD_LETTER_MAX_BYTES, a dead letter is written without its value, which stays in the input topic.
     let huge: Vec<(String, String)> = collected
@@ -96,7 +95,7 @@ fn the_record_that_fires_every_window_of_a_full_state_stays_inside_the_cpu_budge
     }
     let filled = values.len();
     values.push(br#"{"timestamp":"2020-11-17 00:00:00","event":"view_item","user_id":"late","url":"/"}"#.to_vec());
-    let (collected, result) = replay(values, &[], PipelineConfig::default(), Limits::default(), false);
+    let (collected, result) = replay(values, &[], clickstream_config(), Limits::default(), false);
     let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     assert_eq!(reasons(&collected).get("over_capacity"), None, "all {filled} events were counted");
     let rows = collected.rows().count();
@@ -112,7 +111,7 @@ fn the_record_that_fires_every_window_of_a_full_state_stays_inside_the_cpu_budge
 fn five_aggregates_on_more_groups_than_fit_stay_inside_the_sizing_rule() {
     let aggregates = "n=count,secs=sum(on_site_seconds),low=min(on_site_seconds),high=max(on_site_seconds),avg_viewed=avg(viewed_percent)";
     let (collected, result) =
-        replay(crowd(60_000), &[("AGGREGATES", aggregates)], PipelineConfig::default(), Limits::default(), true);
+        replay(crowd(60_000), &[("AGGREGATES", aggregates)], clickstream_config(), Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     let over = reasons(&collected).get("over_capacity").copied().unwrap_or(0);
     assert!(over > 30_000, "the budget refused {over} events");
@@ -139,7 +138,7 @@ fn one_record_fires_every_window(
         .map(|group| event(&format!("2020-11-16 19:00:00.{:03}", group % 1_000), &value_of(group)))
         .collect();
     values.push(event("2020-11-16 19:10:00", "jump"));
-    let (collected, result) = replay(values, env, PipelineConfig::default(), limits, true);
+    let (collected, result) = replay(values, env, clickstream_config(), limits, true);
     let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     assert_eq!(reasons(&collected), Default::default(), "every event counted");
     let mut keys: Vec<&[u8]> = collected.rows().filter_map(|row| row.payload.key.as_deref()).collect();
@@ -209,7 +208,7 @@ fn the_5_mib_sizing_with_12_000_groups_stays_inside_the_cpu_budget() {
 #[test]
 fn the_largest_budget_the_sizing_rule_allows_in_2_mib_fills_without_a_trap() {
     let (collected, result) =
-        replay(crowd(60_000), &[("STATE_BUDGET", "1536KiB")], PipelineConfig::default(), Limits::default(), true);
+        replay(crowd(60_000), &[("STATE_BUDGET", "1536KiB")], clickstream_config(), Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     assert!(reasons(&collected).get("over_capacity").copied().unwrap_or(0) > 10_000, "the budget filled up");
     let rule = (128 << 10) + 1536 * 1024 * 12 / 10;
@@ -222,7 +221,7 @@ fn the_largest_budget_the_sizing_rule_allows_in_2_mib_fills_without_a_trap() {
 fn a_record_too_large_for_the_memory_traps_naming_itself() {
     let mut values = crowd(3);
     values.push(format!(r#"{{"junk": "{}"}}"#, "x".repeat(3 << 20)).into_bytes());
-    let (_, result) = replay(values, &[], PipelineConfig::default(), Limits::default(), false);
+    let (_, result) = replay(values, &[], clickstream_config(), Limits::default(), false);
     let failure = result.expect_err("3 MiB cannot fit in 2 MiB");
     assert_eq!(failure.record, Some((0, 3)), "{failure}");
 }
@@ -246,7 +245,7 @@ fn closing_a_short_stream_that_drops_incomplete_rows_writes_every_complete_row()
     let run = |policy: &'static str| {
         let env = [("INCOMPLETE_WINDOWS", policy), ("STATE_BUDGET", "4MiB")];
         let limits = Limits { memory_bytes: 8 << 20, ..Limits::default() };
-        let (collected, result) = replay(values.clone(), &env, PipelineConfig::default(), limits, true);
+        let (collected, result) = replay(values.clone(), &env, clickstream_config(), limits, true);
         result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
         let mut rows: Vec<(Vec<u8>, String)> = collected
             .rows()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::Limits;
 use harness::pipeline::{PipelineConfig, RecordTime};
-use integration_tests::replay::{meta, replay};
+use integration_tests::replay::{clickstream_config, meta, replay};
 use testcontainers::core::{ExecCommand, WaitFor};
 use testcontainers::runners::SyncRunner;
 use testcontainers::{Container, GenericImage, ImageExt};
@@ -57,7 +57,7 @@ fn the_broker_writes_the_rows_the_harness_predicts() {
     let events: Vec<u8> = values.iter().flat_map(|v| v.iter().copied().chain([b'\n'])).collect();
 
     // What the harness predicts: one partition, records produced now.
-    let pipeline = PipelineConfig { record_time: RecordTime::Wall, ..PipelineConfig::default() };
+    let pipeline = PipelineConfig { record_time: RecordTime::Wall, ..clickstream_config() };
     let (predicted, result) = replay(values.clone(), &[], pipeline, Limits::default(), false);
     result.unwrap_or_else(|failure| panic!("{failure}"));
     let expected_rows: Vec<String> = predicted.rows().map(|row| row.value_text()).collect();

@@ -7,7 +7,7 @@ use harness::generate::{Generator, GeneratorConfig};
 use harness::host::Limits;
 use harness::pipeline::PipelineConfig;
 use integration_tests::reference::{row_from_json, RefRow, Reference, ReferenceConfig};
-use integration_tests::replay::{meta, replay, Collected};
+use integration_tests::replay::{clickstream_config, meta, replay, Collected};
 
 /// The rows the native aggregator writes for what one shard's VM was given.
 fn native_rows(env: &[(&str, &str)], delivered: &[(Option<Vec<u8>>, i64)]) -> Vec<(String, bool)> {
@@ -42,7 +42,7 @@ fn check(generator: GeneratorConfig, env: &[(&str, &str)], partitions: u32, shar
 }
 
 fn check_values(values: Vec<Vec<u8>>, env: &[(&str, &str)], partitions: u32, shards: u32) -> Collected {
-    let pipeline = PipelineConfig { partitions, shards, ..PipelineConfig::default() };
+    let pipeline = PipelineConfig { partitions, shards, ..clickstream_config() };
     let records = values.len();
     let (collected, result) = replay(values, env, pipeline, Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("the module failed: {failure}"));
@@ -218,10 +218,7 @@ fn closing_heartbeats_use_the_pinned_iso_form() {
             text.replace(&time, &format!("{}Z", time.replacen(' ', "T", 1))).into_bytes()
         })
         .collect();
-    let pipeline = PipelineConfig {
-        time_format: clickstream_aggregation::time::TimestampFormat::Iso,
-        ..PipelineConfig::default()
-    };
+    let pipeline = harness::clickstream::pipeline_config(clickstream_aggregation::time::TimestampFormat::Iso);
     let (collected, result) = replay(values, &[("TIMESTAMP_FORMAT", "iso")], pipeline, Limits::default(), true);
     result.unwrap_or_else(|failure| panic!("{failure}"));
     assert!(collected.rows().count() > 0);

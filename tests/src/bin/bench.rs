@@ -12,7 +12,7 @@ use clickstream_aggregation::config::Config;
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{LogLine, TransformModule, FUEL_PER_MS};
 use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
-use integration_tests::replay::{meta, module};
+use integration_tests::replay::{clickstream_config, meta, module};
 
 const RUNS: usize = 3;
 /// Record time for the native runs: far enough ahead that no event is refused as from the future.
@@ -153,7 +153,7 @@ fn in_harness(compiled: &TransformModule, workload: &Workload, partitions: u32, 
     let path = std::env::temp_dir().join("clickstream-bench-rows.jsonl");
     best_of(|| {
         let mut sink = FileRows(std::io::BufWriter::new(std::fs::File::create(&path).expect("a temporary file")));
-        let config = PipelineConfig { partitions, shards, ..PipelineConfig::default() };
+        let config = PipelineConfig { partitions, shards, ..clickstream_config() };
         let mut pipeline = Pipeline::new(compiled.clone(), meta(&workload.env), config, &mut sink);
         pipeline.start().unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
         let started = Instant::now();

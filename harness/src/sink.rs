@@ -1,0 +1,174 @@
+//! Where a replay's outputs go: the first output topic's rows, the other topics' records, the module's
+//! log lines, and the summary printed at the end.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clickstream_aggregation::aggregator::{DETAIL_HEADER, REASON_HEADER};
+use harness::broker::{OutputRecord, OutputSink, Restart};
+use harness::logs::LogLine;
+use harness::pipeline::RunStats;
+use harness::report::TopGroups;
+use harness::wire::PayloadView;
+
+use crate::OutputFormat;
+
+impl FileSink {
+    fn write(&mut self, record: &OutputRecord<'_>) -> std::io::Result<()> {
+        if record.topic_index == 0 {
+            if let (Some(top), Some(value)) = (&mut self.top, record.payload.value) {
+                top.add(value);
+            }
+            match self.format {
+                OutputFormat::Values => {
+                    self.first_topic.write_all(record.payload.value.unwrap_or(b"null"))?;
+                    self.first_topic.write_all(b"\n")?;
+                }
+                OutputFormat::Records => writeln!(self.first_topic, "{}", record_json(record))?,
+            }
+        } else if let Some(out) = &mut self.other_topics {
+            let detail = header_text(record.payload, DETAIL_HEADER);
+            let line = match self.format {
+                OutputFormat::Values => serde_json::json!({
+                    "topic": record.topic,
+                    "reason": header_text(record.payload, REASON_HEADER),
+                    "detail": detail,
+                    "key": text(record.payload.key),
+                    "value": text(record.payload.value),
+                }),
+                OutputFormat::Records => record_json(record),
+            };
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every output; the first error is kept like a failed write.
+    pub fn flush(&mut self) {
+        let outputs = [Some(&mut self.first_topic), self.other_topics.as_mut(), self.logs.as_mut()];
+        for out in outputs.into_iter().flatten() {
+            if let Err(error) = out.flush() {
+                self.output_error.get_or_insert(error);
+            }
+        }
+    }
+}
+
+/// Writes outputs to files, tallies the last window's busiest groups, and keeps the module's logs.
+pub struct FileSink {
+    pub first_topic: Box<dyn Write>,
+    pub other_topics: Option<Box<dyn Write>>,
+    pub format: OutputFormat,
+    pub logs: Option<Box<dyn Write>>,
+    pub last_log: Option<String>,
+    /// Only with `--top`.
+    pub top: Option<TopGroups>,
+    /// The first error writing an output: it ends the run.
+    pub output_error: Option<std::io::Error>,
+    /// Restarts the run went on from, printed as they happen unless quiet.
+    pub restarts: u64,
+    pub quiet: bool,
+}
+
+impl OutputSink for FileSink {
+    /// A failed write stops the run; the error is kept, as it is the output's and not the transform's.
+    fn record(&mut self, record: &OutputRecord<'_>) -> anyhow::Result<()> {
+        self.write(record).map_err(|error| {
+            let message = anyhow::anyhow!("writing output: {error}");
+            self.output_error = Some(error);
+            message
+        })
+    }
+
+    fn log(&mut self, shard: u32, line: &LogLine) {
+        let text = line.text.trim_end();
+        if let Some(out) = &mut self.logs {
+            let _ = writeln!(out, "[shard {shard}] {text}");
+        }
+        if text.starts_with("summary:") || self.last_log.as_deref().is_none_or(|last| !last.starts_with("summary:")) {
+            self.last_log = Some(text.to_string());
+        }
+    }
+
+    /// Each restart gets a line on stderr as it happens (the first ten, then every hundredth).
+    fn restart(&mut self, restart: &Restart) {
+        self.restarts += 1;
+        if !self.quiet && (self.restarts <= 10 || self.restarts.is_multiple_of(100)) {
+            eprintln!("harness: restart {}: {restart}", self.restarts);
+        }
+    }
+}
+
+/// Bytes as text, for the JSON that the harness writes.
+fn text(bytes: Option<&[u8]>) -> Option<String> {
+    bytes.map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn header_text(payload: PayloadView<'_>, key: &str) -> Option<String> {
+    payload.header(key).map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+fn record_json(record: &OutputRecord<'_>) -> serde_json::Value {
+    let headers: Vec<serde_json::Value> = record
+        .payload
+        .headers()
+        .map(|(key, value)| serde_json::json!({ "key": String::from_utf8_lossy(key), "value": text(value) }))
+        .collect();
+    serde_json::json!({
+        "topic": record.topic,
+        "key": text(record.payload.key),
+        "value": text(record.payload.value),
+        "headers": headers,
+        "timestamp": record.timestamp_ms,
+        "partition": record.partition,
+        "offset": record.offset,
+    })
+}
+
+pub fn print_summary(
+    stats: &RunStats,
+    topics: &[String],
+    elapsed: Duration,
+    memory_limit: u64,
+    runtime_ms: u64,
+    partitions: u32,
+    shards: u32,
+) {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "replayed {} records (partitions: {}, shards: {}) in {:.2} s: {:.0} records/s",
+        stats.records_in,
+        partitions,
+        shards,
+        seconds,
+        stats.records_in as f64 / seconds
+    );
+    for (index, topic) in topics.iter().enumerate() {
+        let mut line = format!("  {topic}: {} records", stats.written[index]);
+        if index > 0 && !stats.tallies.is_empty() {
+            let reasons: Vec<String> = stats.tallies.iter().map(|(reason, n)| format!("{reason}={n}")).collect();
+            line.push_str(&format!(" ({})", reasons.join(" ")));
+        }
+        eprintln!("{line}");
+    }
+    let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+    eprintln!(
+        "  peak linear memory {:.2} MiB of {:.2} MiB; most CPU for one record {:.3} ms of {} ms; module log lines {}",
+        mib(stats.peak_memory_bytes),
+        mib(memory_limit),
+        stats.max_record_fuel as f64 / harness::host::FUEL_PER_MS as f64,
+        runtime_ms,
+        stats.log_lines
+    );
+    eprintln!(
+        "  batches {}, commits {}, restarts {}, outputs re-produced after restarts {}, suppressed {}",
+        stats.batches, stats.commits, stats.restarts, stats.replayed_outputs, stats.suppressed_outputs
+    );
+    let (invalid, full) = stats.dropped_log_lines;
+    if invalid + full > 0 {
+        eprintln!(
+            "  log lines the broker would drop: {invalid} with invalid UTF-8 or control characters (after the 1 KiB cut), \
+             {full} for a full log buffer"
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! The VM: one instance of a transform module, loaded and driven the broker's way.
+//!
+//! `_start` runs on a wasmtime fiber, as in the broker (`wasmtime.cc`): the guest's `read_batch_header`
+//! suspends it until the host hands it a batch, and re-entering it tells the host the previous batch is
+//! done. The host resumes the fiber on its own thread, so handing over a batch costs no thread switch.
+//! Each import family owns its part of the VM's state and is linked through an accessor:
+//! [`crate::transform_abi`], [`crate::wasi`], [`crate::schema_registry`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, ValType};
+
+use crate::guest_memory::HasGuestMemory;
+use crate::logs::{DroppedLines, LogBuffer};
+pub use crate::logs::{LogLevel, LogLine};
+use crate::schema_registry::SchemaRegistry;
+use crate::transform_abi::{AbiState, GuestEvent, SharedMailbox};
+use crate::wasi::WasiState;
+use crate::wire::PayloadView;
+
+/// The broker's default limits; each is a flag of the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory per VM (`data_transforms_per_function_memory_limit`).
+    pub memory_bytes: u64,
+    /// CPU per record (`data_transforms_runtime_limit_ms`), as fuel at 2,000,000 units per ms.
+    pub runtime_ms: u64,
+    /// Native wasm stack (`max_wasm_stack`).
+    pub stack_bytes: usize,
+    /// Largest module accepted (`data_transforms_binary_max_size`).
+    pub binary_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 2 << 20, runtime_ms: 3_000, stack_bytes: 64 << 10, binary_bytes: 10 << 20 }
+    }
+}
+
+pub const FUEL_PER_MS: u64 = 2_000_000;
+/// Log lines kept for a failure report.
+const LOG_TAIL: usize = 20;
+
+/// Which transform this VM is: its name (argv[0]), topics and user environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformMeta {
+    pub name: String,
+    pub input_topic: String,
+    pub output_topics: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl TransformMeta {
+    /// The environment the broker gives the VM: the user's variables, then the input and output topics.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.push(("REDPANDA_INPUT_TOPIC".into(), self.input_topic.clone()));
+        env.extend(
+            self.output_topics
+                .iter()
+                .enumerate()
+                .map(|(i, topic)| (format!("REDPANDA_OUTPUT_TOPIC_{i}"), topic.clone())),
+        );
+        env
+    }
+}
+
+/// One record of an input batch, payload already in wire form.
+#[derive(Debug, Clone)]
+pub struct BatchRecord {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub payload: Vec<u8>,
+}
+
+/// An input batch as the broker reads it from a partition.
+#[derive(Debug, Clone)]
+pub struct InputBatch {
+    pub partition: u32,
+    pub records: Vec<BatchRecord>,
+}
+
+/// One record the guest wrote: to which output topic (index into `output_topics`), and where its
+/// payload is in [`BatchOutput::bytes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub topic: usize,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// What one batch produced.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutput {
+    /// The payloads the guest wrote, in wire form, one after another (one buffer for the whole batch).
+    pub bytes: Vec<u8>,
+    pub written: Vec<Written>,
+    pub logs: Vec<LogLine>,
+    /// Log lines the broker would not have kept.
+    pub dropped_logs: DroppedLines,
+    /// The most fuel any record of the batch used.
+    pub max_record_fuel: u64,
+    /// The largest linear memory so far, in bytes.
+    pub peak_memory_bytes: u64,
+}
+
+impl BatchOutput {
+    /// Each record written: its topic index and payload.
+    pub fn records(&self) -> impl Iterator<Item = (usize, PayloadView<'_>)> {
+        self.written.iter().map(|written| {
+            let payload = PayloadView::parse(&self.bytes[written.start..written.end]);
+            (written.topic, payload.expect("payloads are validated when written"))
+        })
+    }
+}
+
+/// Why a VM stopped: the broker would mark the processor `errored` and restart it.
+#[derive(Debug, Clone)]
+pub struct VmFailure {
+    pub reason: String,
+    /// Partition and offset of the record being handled, if any.
+    pub record: Option<(u32, i64)>,
+    /// The lines the module logged while handling the failing batch (or starting), before it failed.
+    pub logs: Vec<LogLine>,
+}
+
+impl VmFailure {
+    /// A failure of the harness's own making (not the module's): no record, no logs.
+    pub fn harness(reason: String) -> VmFailure {
+        VmFailure { reason, record: None, logs: Vec::new() }
+    }
+}
+
+impl std::fmt::Display for VmFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.reason)?;
+        if let Some((partition, offset)) = self.record {
+            write!(f, "\n  while handling partition {partition} offset {offset}")?;
+        }
+        if !self.logs.is_empty() {
+            write!(f, "\n  last log lines of the module:")?;
+            for line in &self.logs[self.logs.len().saturating_sub(LOG_TAIL)..] {
+                write!(f, "\n    {}", line.text.trim_end())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for VmFailure {}
+
+/// A compiled, validated module, ready to start VMs from (a restart reuses it, as the broker's cache does).
+#[derive(Clone)]
+pub struct TransformModule {
+    engine: Engine,
+    /// The linked module, or why linking fails: the broker deploys a module that imports a function it
+    /// does not provide, and fails when it creates the processor (`make_factory` in `wasmtime.cc`).
+    pre: Result<InstancePre<GuestState>, String>,
+    limits: Limits,
+    pub imports_schema_registry: bool,
+    /// What the harness runs but the broker would not, or runs differently (printed by the CLI).
+    pub warnings: Vec<String>,
+}
+
+impl TransformModule {
+    /// Compiles `bytes` (a `.wasm`, or `.wat` text) and refuses what the broker's deploy would refuse.
+    pub fn load(bytes: &[u8], limits: Limits) -> anyhow::Result<TransformModule> {
+        anyhow::ensure!(
+            bytes.len() <= limits.binary_bytes,
+            "invalid WebAssembly module: {} bytes is over the {}-byte limit (data_transforms_binary_max_size)",
+            bytes.len(),
+            limits.binary_bytes
+        );
+        let binary = wat::parse_bytes(bytes).map_err(|e| anyhow::anyhow!("invalid WebAssembly module: {e}"))?;
+        crate::deploy::parse_like_the_broker(&binary)?;
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        config.max_wasm_stack(limits.stack_bytes);
+        // The guest runs on a fiber: its stack holds the wasm stack and the host functions it calls.
+        config.async_stack_size(limits.stack_bytes + (1 << 20));
+        let engine = Engine::new(&config)?;
+        let module = Module::new(&engine, &binary).map_err(|e| anyhow::anyhow!("invalid WebAssembly module: {e}"))?;
+        let imports_schema_registry = crate::deploy::validate(&module)?;
+        let mut linker = Linker::new(&engine);
+        crate::transform_abi::link(&mut linker, |state: &mut GuestState| (&mut state.abi, &mut state.wasi))?;
+        crate::schema_registry::link(&mut linker, |state: &mut GuestState| &mut state.schema_registry)?;
+        crate::wasi::link(&mut linker, |state: &mut GuestState| &mut state.wasi)?;
+        let mut warnings = crate::deploy::broker_differences(&module);
+        let pre = linker.instantiate_pre(&module).map_err(|e| {
+            format!(
+                "creating the processor failed: {e:#}; the module imports a function the broker does not provide. \
+                 Redpanda deploys it, then fails to create its processor and retries every 30 s"
+            )
+        });
+        if let Err(reason) = &pre {
+            warnings.push(reason.clone());
+        }
+        Ok(TransformModule { engine, pre, limits, imports_schema_registry, warnings })
+    }
+}
+
+/// State of one VM, owned by its store: the memory limiter and each import family's own part.
+pub(crate) struct GuestState {
+    limiter: MemoryLimiter,
+    /// The guest's memory export, once instantiated.
+    memory: Option<wasmtime::Memory>,
+    abi: AbiState,
+    wasi: WasiState,
+    schema_registry: SchemaRegistry,
+}
+
+impl HasGuestMemory for GuestState {
+    fn guest_memory(&self) -> Option<wasmtime::Memory> {
+        self.memory
+    }
+}
+
+struct MemoryLimiter {
+    limit: u64,
+    /// The largest linear memory so far, read by the VM's owner after each batch.
+    peak: Arc<AtomicU64>,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Refusing makes `memory.grow` return −1, as in the broker; the guest's allocator then aborts.
+        if desired as u64 > self.limit {
+            return Ok(false);
+        }
+        self.peak.fetch_max(desired as u64, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 16_384)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// The monotonic clock `clock_time_get` reads: 0, then 1 ms more on each read (`wasi.cc`). In the broker it
+/// belongs to the core's engine, so a VM that restarts after a trap goes on from where the last one was.
+#[derive(Debug, Clone, Default)]
+pub struct MonotonicClock(Arc<AtomicU64>);
+
+impl MonotonicClock {
+    /// The time in nanoseconds; the next read is 1 ms later.
+    pub(crate) fn read(&self) -> u64 {
+        self.0.fetch_add(1_000_000, Ordering::Relaxed)
+    }
+}
+
+/// What outlives a VM: its core's monotonic clock and the cluster's schema registry.
+#[derive(Debug, Clone, Default)]
+pub struct VmServices {
+    pub monotonic: MonotonicClock,
+    pub schema_registry: SchemaRegistry,
+}
+
+/// `_start` running on its fiber; it ends with the guest's failure.
+type GuestRun = Pin<Box<dyn Future<Output = VmFailure> + Send>>;
+
+/// A running VM. Dropping it drops the suspended guest, as the broker does on shutdown.
+pub struct Vm {
+    run: GuestRun,
+    mailbox: SharedMailbox,
+    peak_memory: Arc<AtomicU64>,
+    failed: Option<VmFailure>,
+}
+
+impl Vm {
+    /// Instantiates the module and runs `main()` until it first waits for a batch, with a clock and a
+    /// schema registry of its own. Returns the start-up output (its log lines), or the start-up failure.
+    pub fn start(module: &TransformModule, meta: &TransformMeta) -> Result<(Vm, BatchOutput), VmFailure> {
+        Vm::start_with(module, meta, VmServices::default())
+    }
+
+    /// [`Vm::start`] with the clock of the VMs before it on the same core and the cluster's registry.
+    pub fn start_with(
+        module: &TransformModule,
+        meta: &TransformMeta,
+        services: VmServices,
+    ) -> Result<(Vm, BatchOutput), VmFailure> {
+        let pre = module.pre.clone().map_err(VmFailure::harness)?;
+        let mailbox = SharedMailbox::default();
+        let env = meta.environment().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let peak_memory = Arc::new(AtomicU64::new(0));
+        let state = GuestState {
+            limiter: MemoryLimiter { limit: module.limits.memory_bytes, peak: peak_memory.clone() },
+            memory: None,
+            abi: AbiState::new(module.limits.runtime_ms * FUEL_PER_MS, meta.output_topics.clone(), mailbox.clone()),
+            wasi: WasiState::new(vec![meta.name.clone()], env, services.monotonic, LogBuffer::default()),
+            schema_registry: services.schema_registry,
+        };
+        let run = Box::pin(run_guest(module.engine.clone(), pre, module.limits, state));
+        let mut vm = Vm { run, mailbox, peak_memory, failed: None };
+        match vm.resume() {
+            Ok(GuestEvent::Ready(output)) => Ok((vm, output)),
+            Ok(GuestEvent::BatchDone(_)) => unreachable!("the first event of a guest is Ready"),
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// Runs one batch to completion: until the guest asks for the next one.
+    pub fn transform(&mut self, batch: Arc<InputBatch>) -> Result<BatchOutput, VmFailure> {
+        if let Some(failure) = &self.failed {
+            return Err(failure.clone());
+        }
+        if batch.records.is_empty() {
+            return Ok(BatchOutput::default()); // the broker skips empty batches
+        }
+        self.mailbox.lock().expect("the mailbox is never poisoned").batch = Some(batch);
+        match self.resume() {
+            Ok(GuestEvent::BatchDone(output)) => {
+                Ok(BatchOutput { peak_memory_bytes: self.peak_memory.load(Ordering::Relaxed), ..output })
+            }
+            Ok(GuestEvent::Ready(_)) => unreachable!("a guest is Ready once"),
+            Err(failure) => {
+                self.failed = Some(failure.clone());
+                Err(failure)
+            }
+        }
+    }
+
+    /// Runs the guest until it suspends in `read_batch_header` (its event) or ends (its failure).
+    fn resume(&mut self) -> Result<GuestEvent, VmFailure> {
+        match self.run.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(failure) => Err(failure),
+            Poll::Pending => {
+                let event = self.mailbox.lock().expect("the mailbox is never poisoned").event.take();
+                Ok(event.expect("the guest suspends only in read_batch_header, which leaves an event"))
+            }
+        }
+    }
+}
+
+async fn run_guest(engine: Engine, pre: InstancePre<GuestState>, limits: Limits, state: GuestState) -> VmFailure {
+    let fuel = limits.runtime_ms * FUEL_PER_MS;
+    let mut store = Store::new(&engine, state);
+    store.limiter(|state| &mut state.limiter);
+    let outcome = async {
+        store.set_fuel(fuel)?;
+        let instance = pre.instantiate_async(&mut store).await?;
+        store.data_mut().memory = instance.get_memory(&mut store, "memory");
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        store.set_fuel(fuel)?; // again before `_start`, as the broker does
+
+        start.call_async(&mut store, ()).await
+    }
+    .await;
+    let reason = match outcome {
+        Ok(()) => "vm has exited: _start returned".to_string(),
+        Err(error) => describe_trap(&error, limits),
+    };
+    let state = store.data_mut();
+    VmFailure { reason, record: state.abi.current_record(), logs: state.wasi.take_logs().0 }
+}
+
+fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {
+    if let Some(exit) = error.downcast_ref::<crate::wasi::ProcExit>() {
+        return exit.to_string(); // its reason is in the module's last log lines, not in a backtrace
+    }
+    let what = match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => {
+            format!("wasm trap: out of fuel: the record used more than the CPU limit of {} ms", limits.runtime_ms)
+        }
+        Some(Trap::StackOverflow) => {
+            format!("wasm trap: stack overflow: the wasm stack limit is {} bytes", limits.stack_bytes)
+        }
+        Some(Trap::UnreachableCodeReached) => {
+            "wasm trap: unreachable executed (a Rust panic or abort, e.g. an allocation beyond the memory limit)".into()
+        }
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{error:#}"),
+    };
+    match error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        Some(trace) if !trace.frames().is_empty() => format!("{what}\n{trace}"),
+        _ => what,
+    }
+}
+
+/// The wasm type list of a signature written as letters: `i` for i32, `I` for i64.
+pub(crate) fn val_types(letters: &str) -> Vec<ValType> {
+    letters.chars().map(|c| if c == 'I' { ValType::I64 } else { ValType::I32 }).collect()
+}

@@ -1,0 +1,262 @@
+//! A run: the producer model sending into the broker model, with the knobs of both in one place.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::broker::{Broker, BrokerConfig, Watched};
+pub use crate::broker::{InjectedFailure, OutputRecord, OutputSink, Restart, StartOffset};
+use crate::host::{TransformMeta, TransformModule, VmFailure};
+use crate::producer::{EpochMillis, EventTime, Producer, ProducerConfig, SentBatch};
+pub use crate::producer::{ProducerRecord, RecordTime};
+
+/// How the producer and the broker are set up.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Input partitions; records naming a higher partition add partitions.
+    pub partitions: u32,
+    /// Output partitions; default: as many as the input.
+    pub output_partitions: Option<u32>,
+    /// Cores: partition `p` is led on shard `p mod shards`, whose single VM it shares.
+    pub shards: u32,
+    /// Producer `batch.size`.
+    pub batch_bytes: usize,
+    /// Producer `linger.ms`, on record time.
+    pub linger_ms: i64,
+    /// The value field whose text is the record key.
+    pub key_field: Option<String>,
+    /// The value field holding event time (for record timestamps and heartbeats).
+    pub time_field: String,
+    /// How event times are read and heartbeats written: the transform's rules.
+    pub event_time: Arc<dyn EventTime>,
+    pub record_time: RecordTime,
+    /// `data_transforms_commit_interval_ms`, on the broker clock (record time).
+    pub commit_interval_ms: i64,
+    /// Inject a failure after every N records delivered for the first time.
+    pub restart_every: Option<u64>,
+    /// Inject a failure once when the record at (partition, offset) is handled; no partition: any.
+    pub restart_at: Vec<(Option<u32>, i64)>,
+    /// What an injected failure stands for.
+    pub injected: InjectedFailure,
+    /// Deploy after the input is written, starting here (`rpk transform deploy --from-offset`); `None`:
+    /// deployed before the first record, so every record is read.
+    pub from_offset: Option<StartOffset>,
+    /// Output records are counted by the value of this header.
+    pub tally_header: Option<String>,
+    /// Whether the cluster has a schema registry (without one, its host functions answer −1).
+    pub schema_registry: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        let broker = BrokerConfig::default();
+        PipelineConfig {
+            partitions: 1,
+            output_partitions: broker.output_partitions,
+            shards: broker.shards,
+            batch_bytes: 16_384,
+            linger_ms: 5,
+            key_field: None,
+            time_field: "timestamp".into(),
+            event_time: Arc::new(EpochMillis),
+            record_time: RecordTime::Live,
+            commit_interval_ms: broker.commit_interval_ms,
+            restart_every: broker.restart_every,
+            restart_at: broker.restart_at,
+            injected: broker.injected,
+            from_offset: broker.from_offset,
+            tally_header: broker.tally_header,
+            schema_registry: broker.schema_registry,
+        }
+    }
+}
+
+impl PipelineConfig {
+    fn split(self) -> (ProducerConfig, BrokerConfig) {
+        let producer = ProducerConfig {
+            batch_bytes: self.batch_bytes,
+            linger_ms: self.linger_ms,
+            key_field: self.key_field,
+            time_field: self.time_field,
+            event_time: self.event_time,
+            record_time: self.record_time,
+        };
+        let broker = BrokerConfig {
+            output_partitions: self.output_partitions,
+            shards: self.shards,
+            commit_interval_ms: self.commit_interval_ms,
+            restart_every: self.restart_every,
+            restart_at: self.restart_at,
+            injected: self.injected,
+            from_offset: self.from_offset,
+            tally_header: self.tally_header,
+            schema_registry: self.schema_registry,
+        };
+        (producer, broker)
+    }
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    pub records_in: u64,
+    pub batches: u64,
+    /// Records delivered to VMs, re-deliveries after restarts included.
+    pub deliveries: u64,
+    /// Output records per topic index.
+    pub written: Vec<u64>,
+    /// Output records by the value of the tally header.
+    pub tallies: BTreeMap<String, u64>,
+    pub log_lines: u64,
+    /// Log lines the broker would drop: invalid text (after the 1 KiB cut), and a full log buffer.
+    pub dropped_log_lines: (u64, u64),
+    pub peak_memory_bytes: u64,
+    pub max_record_fuel: u64,
+    pub restarts: u64,
+    pub replayed_outputs: u64,
+    pub suppressed_outputs: u64,
+    pub commits: u64,
+    /// The latest believable event time read from an input value.
+    pub max_event_ms: Option<i64>,
+    /// The latest record timestamp produced.
+    pub max_record_ms: Option<i64>,
+}
+
+pub struct Pipeline<'a> {
+    producer: Producer,
+    broker: Broker<'a>,
+    sent: Vec<SentBatch>,
+    started: Instant,
+}
+
+/// Closing heartbeats one partition may take before the run is called a runaway.
+const MAX_CLOSING_HEARTBEATS: i64 = 100_000;
+
+impl<'a> Pipeline<'a> {
+    pub fn new(
+        module: TransformModule,
+        meta: TransformMeta,
+        config: PipelineConfig,
+        sink: &'a mut dyn OutputSink,
+    ) -> Pipeline<'a> {
+        let partitions = config.partitions.max(1);
+        let (producer, broker) = config.split();
+        Pipeline {
+            producer: Producer::new(producer, partitions),
+            broker: Broker::new(module, meta, broker, partitions, sink),
+            sent: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.producer.partition_count()
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Starts every shard's VM now, so a start-up failure shows before any input is read.
+    pub fn start(&mut self) -> Result<(), VmFailure> {
+        self.broker.start()
+    }
+
+    /// Produces one record (see [`Producer::send`]); each batch it sends is handled at once.
+    pub fn push(&mut self, record: ProducerRecord) -> Result<(), VmFailure> {
+        self.producer.send(record, &mut self.sent);
+        self.deliver_sent()
+    }
+
+    fn deliver_sent(&mut self) -> Result<(), VmFailure> {
+        for batch in self.sent.drain(..) {
+            self.broker.append(batch.partition, batch.records)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every partition a heartbeat far enough past the latest believable event to close every
+    /// window: windows and watermark delays are at most 7 days each, so 15 days ahead (or the last
+    /// expressible instant), stamped with that same time so no future-event guard refuses it. This is
+    /// how a replay compares with a bounded batch job. A transform deployed with a start offset is
+    /// deployed first.
+    ///
+    /// A transform may write what one record fires over the following records (the clickstream transform
+    /// bounds each record's share), so the heartbeat is repeated, a minute of record time apart so the
+    /// transform logs its summary each time, while the transform's last log line reports
+    /// `backlog_windows` above 0 or the heartbeat writes records that differ from the previous one's (a
+    /// transform that echoes or copies its input writes the same each time).
+    pub fn close_windows(&mut self) -> Result<(), VmFailure> {
+        const AHEAD_MS: i64 = 15 * 86_400_000;
+        self.producer.flush(&mut self.sent);
+        self.deliver_sent()?;
+        self.broker.deploy()?;
+        let Some(max) = self.producer.stats.max_event_ms else { return Ok(()) };
+        let last_ms = self.producer.max_event_ms();
+        let at_ms = max.saturating_add(AHEAD_MS).min(last_ms);
+        let value = self.producer.heartbeat(at_ms);
+        for partition in 0..self.partition_count() {
+            let mut previous = None;
+            for round in 0.. {
+                if round == MAX_CLOSING_HEARTBEATS {
+                    return Err(VmFailure::harness(format!(
+                        "{MAX_CLOSING_HEARTBEATS} closing heartbeats and the transform still writes"
+                    )));
+                }
+                self.broker.watch = Some(Watched::default());
+                self.producer.send(
+                    ProducerRecord {
+                        value: Some(value.clone()),
+                        timestamp_ms: Some(at_ms.saturating_add(60_000 * round).min(last_ms)),
+                        partition: Some(partition),
+                        ..Default::default()
+                    },
+                    &mut self.sent,
+                );
+                self.producer.flush_partition(partition, &mut self.sent);
+                self.deliver_sent()?;
+                let watched = self.broker.watch.take().expect("set above");
+                let writing = watched.records > 0 && previous != Some(watched.digest);
+                if !writing && watched.backlog_windows.is_none_or(|windows| windows == 0) {
+                    break;
+                }
+                previous = Some(watched.digest);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every open batch and handles everything, waiting out every restart; returns the totals.
+    pub fn finish(mut self) -> Result<RunStats, VmFailure> {
+        self.producer.flush(&mut self.sent);
+        self.deliver_sent()?;
+        self.broker.finish()?;
+        Ok(self.stats())
+    }
+
+    /// A heartbeat value at `at_ms`, its time in the form the events used.
+    pub fn heartbeat(&self, at_ms: i64) -> Vec<u8> {
+        self.producer.heartbeat(at_ms)
+    }
+
+    pub fn stats(&self) -> RunStats {
+        let (producer, broker) = (&self.producer.stats, &self.broker.stats);
+        RunStats {
+            records_in: producer.records_in,
+            batches: producer.batches,
+            deliveries: broker.deliveries,
+            written: broker.written.clone(),
+            tallies: broker.tallies.clone(),
+            log_lines: broker.log_lines,
+            dropped_log_lines: broker.dropped_log_lines,
+            peak_memory_bytes: broker.peak_memory_bytes,
+            max_record_fuel: broker.max_record_fuel,
+            restarts: broker.restarts,
+            replayed_outputs: broker.replayed_outputs,
+            suppressed_outputs: broker.suppressed_outputs,
+            commits: broker.commits,
+            max_event_ms: producer.max_event_ms,
+            max_record_ms: producer.max_record_ms,
+        }
+    }
+}

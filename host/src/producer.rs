@@ -1,0 +1,415 @@
+//! The producer model: what a Kafka producer (the seed's) does before the broker sees a record. It keys
+//! records by a value field, partitions them as the default partitioner does, stamps them with a record
+//! time, sends heartbeats to every partition, and batches per partition by `batch.size` and `linger.ms`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::host::BatchRecord;
+use crate::wire::{encode_payload, Header, Payload};
+
+/// A record as a producer sends it; unset fields are filled the way a Kafka producer would.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    pub timestamp_ms: Option<i64>,
+    pub partition: Option<u32>,
+}
+
+/// Where a record's Kafka timestamp comes from when the input does not give one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordTime {
+    /// A producer sending events as they happen: its clock follows the events' own times, but one event
+    /// claiming to be more than an hour ahead does not move it.
+    Live,
+    /// The harness's wall clock: a producer replaying old events now.
+    Wall,
+    /// Each event's own time, as a producer that stamps records with event time.
+    Event,
+}
+
+/// How event times are read from, and heartbeats written into, the time field: the transform's own rules.
+pub trait EventTime: Debug + Send + Sync {
+    /// Milliseconds since the epoch of a time field's value, if the transform would read it as a time.
+    fn read(&self, time: &serde_json::Value) -> Option<i64>;
+    /// The time field's value for `at_ms`, a number when the events' times were numbers.
+    fn write(&self, at_ms: i64, as_number: bool) -> serde_json::Value;
+    /// The latest time the transform accepts.
+    fn max_ms(&self) -> i64;
+}
+
+/// The host's default: event times are JSON integers of epoch milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EpochMillis;
+
+impl EventTime for EpochMillis {
+    fn read(&self, time: &serde_json::Value) -> Option<i64> {
+        time.as_i64()
+    }
+
+    fn write(&self, at_ms: i64, _as_number: bool) -> serde_json::Value {
+        serde_json::json!(at_ms)
+    }
+
+    fn max_ms(&self) -> i64 {
+        i64::MAX
+    }
+}
+
+/// How the producer behaves.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// `batch.size`.
+    pub batch_bytes: usize,
+    /// `linger.ms`, on record time.
+    pub linger_ms: i64,
+    /// The value field whose text is the record key (the seed's producer keys by `user_id`).
+    pub key_field: Option<String>,
+    /// The value field holding event time (for record timestamps and heartbeats).
+    pub time_field: String,
+    pub event_time: Arc<dyn EventTime>,
+    pub record_time: RecordTime,
+}
+
+/// How far ahead of its producer's clock an event time is believed (the clickstream transform's default
+/// MAX_EVENT_AHEAD).
+const PLAUSIBLE_AHEAD_MS: i64 = 3_600_000;
+
+/// Totals of the producer.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerStats {
+    pub records_in: u64,
+    pub batches: u64,
+    /// The latest believable event time read from an input value.
+    pub max_event_ms: Option<i64>,
+    /// The latest record timestamp produced.
+    pub max_record_ms: Option<i64>,
+}
+
+/// A batch the producer sends: its partition and records (offsets are the broker's to give).
+#[derive(Debug)]
+pub struct SentBatch {
+    pub partition: u32,
+    pub records: Vec<BatchRecord>,
+}
+
+#[derive(Default)]
+struct OpenBatch {
+    records: Vec<BatchRecord>,
+    bytes: usize,
+}
+
+pub struct Producer {
+    config: ProducerConfig,
+    open: Vec<OpenBatch>,
+    clock_ms: Option<i64>,
+    round_robin: u32,
+    /// Whether the latest event time was a JSON number (heartbeats use the same form).
+    time_as_number: bool,
+    pub stats: ProducerStats,
+}
+
+impl Producer {
+    pub fn new(config: ProducerConfig, partitions: u32) -> Producer {
+        Producer {
+            config,
+            open: (0..partitions.max(1)).map(|_| OpenBatch::default()).collect(),
+            clock_ms: None,
+            round_robin: 0,
+            time_as_number: false,
+            stats: ProducerStats::default(),
+        }
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.open.len() as u32
+    }
+
+    /// Produces one record: it is keyed, partitioned, timestamped and batched; batches that fill up or
+    /// have lingered long enough are put in `sent`. Heartbeats (an object holding only the time field)
+    /// go to every partition.
+    pub fn send(&mut self, mut record: ProducerRecord, sent: &mut Vec<SentBatch>) {
+        self.stats.records_in += 1;
+        let fields = record
+            .value
+            .as_deref()
+            .and_then(|value| TopFields::read(value, &self.config.time_field, self.config.key_field.as_deref()));
+        let time = fields.as_ref().and_then(|f| f.time.as_ref());
+        if let Some(time) = time {
+            self.time_as_number = time.is_number();
+        }
+        let event_ms = time.and_then(|time| self.config.event_time.read(time));
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| self.producer_time(event_ms));
+        // Only events a transform would believe (at most an hour ahead of their record) count here.
+        if let Some(event_ms) = event_ms.filter(|event_ms| *event_ms <= timestamp_ms.saturating_add(PLAUSIBLE_AHEAD_MS))
+        {
+            self.stats.max_event_ms = Some(self.stats.max_event_ms.map_or(event_ms, |max| max.max(event_ms)));
+        }
+        if record.key.is_none() {
+            record.key = fields.as_ref().and_then(|f| f.key.as_ref()).map(|key| key.as_bytes().to_vec());
+        }
+        let is_heartbeat = fields.as_ref().is_some_and(|f| f.others == 0 && event_ms.is_some());
+        let payload =
+            encode_payload(&Payload { key: record.key.clone(), value: record.value, headers: record.headers });
+        let targets: Vec<u32> = match record.partition {
+            Some(partition) => vec![partition],
+            None if is_heartbeat => (0..self.partition_count()).collect(),
+            None => vec![self.partition_for(record.key.as_deref())],
+        };
+        for partition in targets {
+            self.append(partition, timestamp_ms, payload.clone(), sent);
+        }
+    }
+
+    /// Sends every open batch.
+    pub fn flush(&mut self, sent: &mut Vec<SentBatch>) {
+        for partition in 0..self.partition_count() {
+            self.seal(partition, sent);
+        }
+    }
+
+    /// Sends the open batch of one partition.
+    pub fn flush_partition(&mut self, partition: u32, sent: &mut Vec<SentBatch>) {
+        self.seal(partition, sent);
+    }
+
+    /// A heartbeat value at `at_ms`, its time in the form the events used, so a transform pinned to one
+    /// form reads it.
+    pub fn heartbeat(&self, at_ms: i64) -> Vec<u8> {
+        let time = self.config.event_time.write(at_ms, self.time_as_number);
+        serde_json::json!({ self.config.time_field.as_str(): time }).to_string().into_bytes()
+    }
+
+    /// The latest time a heartbeat may carry.
+    pub fn max_event_ms(&self) -> i64 {
+        self.config.event_time.max_ms()
+    }
+
+    fn producer_time(&mut self, event_ms: Option<i64>) -> i64 {
+        let wall = || SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let clock = match (self.config.record_time, event_ms, self.clock_ms) {
+            (RecordTime::Wall, _, _) => wall(),
+            (RecordTime::Event, Some(event), _) => event,
+            (RecordTime::Live, Some(event), Some(clock)) if event <= clock + PLAUSIBLE_AHEAD_MS => clock.max(event),
+            (RecordTime::Live, Some(event), None) => event,
+            (_, _, Some(clock)) => clock,
+            (_, _, None) => wall(),
+        };
+        self.clock_ms = Some(clock);
+        clock
+    }
+
+    /// Kafka's default partitioner: murmur2 of the key; records without a key go round-robin.
+    fn partition_for(&mut self, key: Option<&[u8]>) -> u32 {
+        let count = self.partition_count();
+        match key {
+            Some(key) => (murmur2(key) & 0x7fff_ffff) % count,
+            None => {
+                self.round_robin = self.round_robin.wrapping_add(1);
+                self.round_robin % count
+            }
+        }
+    }
+
+    fn append(&mut self, partition: u32, timestamp_ms: i64, payload: Vec<u8>, sent: &mut Vec<SentBatch>) {
+        self.stats.max_record_ms = Some(self.stats.max_record_ms.map_or(timestamp_ms, |max| max.max(timestamp_ms)));
+        while self.open.len() <= partition as usize {
+            self.open.push(OpenBatch::default());
+        }
+        // The producer's linger runs on its clock for every partition: a batch goes out once it has waited
+        // long enough, not when its partition gets the next record (which may come much later).
+        for other in 0..self.partition_count() {
+            let first = self.open[other as usize].records.first();
+            if first.is_some_and(|first| timestamp_ms.saturating_sub(first.timestamp_ms) >= self.config.linger_ms) {
+                self.seal(other, sent);
+            }
+        }
+        let open = &self.open[partition as usize];
+        if open.bytes + payload.len() > self.config.batch_bytes && !open.records.is_empty() {
+            self.seal(partition, sent);
+        }
+        let open = &mut self.open[partition as usize];
+        open.bytes += payload.len();
+        open.records.push(BatchRecord { offset: 0, timestamp_ms, payload });
+    }
+
+    fn seal(&mut self, partition: u32, sent: &mut Vec<SentBatch>) {
+        let open = std::mem::take(&mut self.open[partition as usize]);
+        if !open.records.is_empty() {
+            self.stats.batches += 1;
+            sent.push(SentBatch { partition, records: open.records });
+        }
+    }
+}
+
+/// What the producer reads of a JSON value: the time field, the key field (a string) and how many other
+/// members it has, without building the whole value. A repeated time or key field: the last one counts.
+#[derive(Debug, Default, PartialEq)]
+struct TopFields {
+    time: Option<serde_json::Value>,
+    key: Option<String>,
+    others: usize,
+}
+
+impl TopFields {
+    /// `None` unless `value` is one JSON object.
+    fn read(value: &[u8], time_field: &str, key_field: Option<&str>) -> Option<TopFields> {
+        use serde::de::DeserializeSeed;
+        let mut reader = serde_json::Deserializer::from_slice(value);
+        let fields = FieldsSeed { time_field, key_field }.deserialize(&mut reader).ok()?;
+        reader.end().ok()?;
+        Some(fields)
+    }
+}
+
+struct FieldsSeed<'a> {
+    time_field: &'a str,
+    key_field: Option<&'a str>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
+    type Value = TopFields;
+
+    /// Anything but an object is an error (of serde's own), which `TopFields::read` turns into `None`.
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
+    type Value = TopFields;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = TopFields::default();
+        let names = NameSeed { time_field: self.time_field, key_field: self.key_field };
+        while let Some(name) = map.next_key_seed(names)? {
+            match name {
+                Name::Time => fields.time = Some(map.next_value()?),
+                Name::Key => {
+                    let value: serde_json::Value = map.next_value()?;
+                    fields.key = value.as_str().map(str::to_string);
+                    fields.others += 1;
+                }
+                Name::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    fields.others += 1;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// The value of one top-level member of a JSON object, reading nothing else whole.
+pub fn top_field(value: &[u8], name: &str) -> Option<serde_json::Value> {
+    TopFields::read(value, name, None)?.time
+}
+
+/// Which of the producer's fields a member name is, compared without copying it.
+#[derive(Clone, Copy)]
+struct NameSeed<'a> {
+    time_field: &'a str,
+    key_field: Option<&'a str>,
+}
+
+enum Name {
+    Time,
+    Key,
+    Other,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for NameSeed<'_> {
+    type Value = Name;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Name, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for NameSeed<'_> {
+    type Value = Name;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Name, E> {
+        Ok(if name == self.time_field {
+            Name::Time
+        } else if Some(name) == self.key_field {
+            Name::Key
+        } else {
+            Name::Other
+        })
+    }
+}
+
+/// Kafka's murmur2 (the Java client's `Utils.murmur2`, seed 0x9747b28c).
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let mut k = u32::from_le_bytes(chunk.try_into().expect("4 bytes"));
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    if !tail.is_empty() {
+        for (i, &byte) in tail.iter().enumerate().rev() {
+            h ^= u32::from(byte) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Partitions the Java client computes for these keys with 3 partitions (Utils.toPositive(murmur2) % 3).
+    #[test]
+    fn top_fields_read_what_a_full_parse_reads() {
+        let read = |value: &str| TopFields::read(value.as_bytes(), "t", Some("k"));
+        let fields = read(r#"{"t":"2020-01-01 00:00:00","k":"u1","x":[1,{"t":2}],"y":null}"#).unwrap();
+        assert_eq!(fields.time, Some(serde_json::json!("2020-01-01 00:00:00")));
+        assert_eq!((fields.key.as_deref(), fields.others), (Some("u1"), 3));
+        // A repeated time field is no other member; the last value counts.
+        let repeated = read(r#"{"t":1,"t":2}"#).unwrap();
+        assert_eq!((repeated.time, repeated.others), (Some(serde_json::json!(2)), 0));
+        assert_eq!(read(r#"{"k":7}"#).unwrap().key, None, "a key that is not a string is no key");
+        for not_one_object in [r#"[1,2]"#, r#""t""#, "12", "null", r#"{"t":1} {}"#, r#"{"t":"#] {
+            assert_eq!(read(not_one_object), None, "{not_one_object}");
+        }
+    }
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Known murmur2 values from Kafka's own test suite (UtilsTest.testMurmur2).
+        let cases: [(&[u8], i32); 5] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(murmur2(key) as i32, expected, "{}", String::from_utf8_lossy(key));
+        }
+    }
+}
