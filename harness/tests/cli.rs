@@ -212,6 +212,12 @@ fn injected_restarts_are_reported_in_the_summary() {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("restarts 4,"), "two at offsets, two every 900 new records: {stderr}");
+    assert!(
+        stderr.contains(
+            "harness: restart 1: injected trap on shard 0 at partition 0 offset 500; the VM restarts at once"
+        ),
+        "each restart gets a line: {stderr}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
