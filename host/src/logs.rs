@@ -43,17 +43,18 @@ pub(crate) struct LogBuffer {
 }
 
 impl LogBuffer {
-    /// Keeps one write to stdout or stderr by the broker's rules.
+    /// Keeps one write to stdout or stderr by the broker's rules: the cut line takes its room in the
+    /// buffer first, then its text is checked.
     pub(crate) fn write(&mut self, level: LogLevel, bytes: &[u8]) {
         let cut = &bytes[..bytes.len().min(LINE_MAX_BYTES)];
-        let Some(text) = std::str::from_utf8(cut).ok().filter(|text| !text.chars().any(is_refused)) else {
-            self.dropped.invalid_text += 1;
-            return;
-        };
-        if self.bytes + text.len() as u64 > BUFFER_CAPACITY_BYTES {
+        if self.bytes + cut.len() as u64 > BUFFER_CAPACITY_BYTES {
             self.dropped.buffer_full += 1;
             return;
         }
+        let Some(text) = std::str::from_utf8(cut).ok().filter(|text| !text.bytes().any(is_refused)) else {
+            self.dropped.invalid_text += 1;
+            return;
+        };
         self.bytes += text.len() as u64;
         self.lines.push(LogLine { level, text: text.to_string() });
     }
@@ -65,6 +66,7 @@ impl LogBuffer {
     }
 }
 
-fn is_refused(c: char) -> bool {
-    c.is_control() && c != '\n' && c != '\t'
+/// The broker's control characters: bytes 0x00 to 0x1F and 0x7F (not U+0080 to U+009F), but newline and tab.
+fn is_refused(byte: u8) -> bool {
+    (byte < 0x20 || byte == 0x7f) && byte != b'\n' && byte != b'\t'
 }

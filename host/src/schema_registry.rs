@@ -82,8 +82,9 @@ impl Registry {
 }
 
 /// Checks a `schema_def`: format 0 (Avro), 1 (Protobuf) or 2 (JSON), a schema text (JSON for Avro and
-/// JSON schemas), then that many references.
-fn parse_schema_def(bytes: &[u8]) -> Option<()> {
+/// JSON schemas), then that many references. Returns its length: bytes after it are ignored, as the
+/// broker's decoder ignores them.
+fn parse_schema_def(bytes: &[u8]) -> Option<usize> {
     let mut reader = Reader::new(bytes);
     let format = reader.varint()?;
     if !(0..=2).contains(&format) {
@@ -98,7 +99,7 @@ fn parse_schema_def(bytes: &[u8]) -> Option<()> {
         reader.sized()?;
         reader.varint()?;
     }
-    reader.at_end().then_some(())
+    Some(reader.position())
 }
 
 fn subject<T: HasGuestMemory>(caller: &mut Ctx<'_, T>, ptr: i32, len: i32) -> wasmtime::Result<String> {
@@ -195,8 +196,8 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
             let name = subject(&mut caller, name, name_len)?;
             let definition = guest_memory::read(&mut caller, buffer, len)?;
             let created = registry(caller.data_mut()).with(|r| {
-                parse_schema_def(&definition)?;
-                Some(r.create(&name, definition))
+                let len = parse_schema_def(&definition)?;
+                Some(r.create(&name, definition[..len].to_vec()))
             });
             match created {
                 Ok(Some(id)) => {

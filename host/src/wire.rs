@@ -69,6 +69,10 @@ impl<'a> Reader<'a> {
         Reader { bytes, pos: 0 }
     }
 
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
     pub(crate) fn at_end(&self) -> bool {
         self.pos == self.bytes.len()
     }

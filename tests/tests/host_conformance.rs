@@ -6,7 +6,11 @@
 
 use std::sync::Arc;
 
-use harness::host::{BatchRecord, InputBatch, Limits, LogLevel, TransformMeta, TransformModule, Vm, VmFailure};
+use harness::host::{
+    BatchOutput, BatchRecord, InputBatch, Limits, LogLevel, TransformMeta, TransformModule, Vm, VmFailure, VmServices,
+};
+use harness::logs::DroppedLines;
+use harness::schema_registry::SchemaRegistry;
 use harness::wire::{encode_payload, Payload};
 
 const IMPORTS: &str = r#"
@@ -152,8 +156,13 @@ fn result_with_extra(extra: &str, action: &str) -> i64 {
 
 /// Writes `bytes` at 256 and returns the `data` segment that does so.
 fn data(bytes: &[u8]) -> String {
+    data_at(256, bytes)
+}
+
+/// The `data` segment that writes `bytes` at `at`.
+fn data_at(at: u32, bytes: &[u8]) -> String {
     let escaped: String = bytes.iter().map(|b| format!("\\{b:02x}")).collect();
-    format!("(data (i32.const 256) \"{escaped}\")")
+    format!("(data (i32.const {at}) \"{escaped}\")")
 }
 
 #[test]
@@ -308,11 +317,16 @@ fn poll_oneoff_completes_clock_subscriptions_at_once() {
     assert_eq!(result_with_extra(&extra, action), 77 + (1 << 32));
 }
 
-/// Runs a guest and returns its log lines.
-fn logs(action: &str, extra: &str) -> Vec<(LogLevel, String)> {
+/// Runs a guest over a batch of one record and returns what the batch produced.
+fn output(action: &str, extra: &str) -> BatchOutput {
     let module = load(&guest("", action, extra), Limits::default()).unwrap();
     let (mut vm, _) = Vm::start(&module, &meta()).unwrap();
-    vm.transform(batch(&[0])).unwrap().logs.into_iter().map(|line| (line.level, line.text)).collect()
+    vm.transform(batch(&[0])).unwrap()
+}
+
+/// Runs a guest and returns its log lines.
+fn logs(action: &str, extra: &str) -> Vec<(LogLevel, String)> {
+    output(action, extra).logs.into_iter().map(|line| (line.level, line.text)).collect()
 }
 
 #[test]
@@ -533,4 +547,437 @@ fn closing_windows_ends_for_a_transform_that_copies_each_record_twice() {
     let stats = pipeline.finish().unwrap();
     assert_eq!(stats.records_in, 5, "three records, then two closing heartbeats (the second wrote the same)");
     assert_eq!(sink.0, 10, "two records for each of the five");
+}
+
+// ---- Reporting several values from one action ----
+
+/// Where `report` builds its extra output record, in the scratch area: 512..580, keep guest data out of it.
+const REPORT_AT: usize = 512;
+
+/// An action that evaluates each i32 expression in order and writes their values, little-endian, as the
+/// value of one extra output record (before the loop's own); `reported` reads them back.
+fn report(exprs: &[&str]) -> String {
+    assert!(exprs.len() <= 15, "the value's length must fit a one-byte varint");
+    let len = 4 * exprs.len();
+    let mut wat: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, expr)| format!("(i32.store (i32.const {}) {expr})\n", REPORT_AT + 2 + 4 * i))
+        .collect();
+    wat += &format!(
+        "(i32.store8 (i32.const {REPORT_AT}) (i32.const 1))
+         (i32.store8 (i32.const {}) (i32.const {}))
+         (i32.store8 (i32.const {}) (i32.const 0))
+         (drop (call $write_record (i32.const {REPORT_AT}) (i32.const {})))
+         (i64.const 0)",
+        REPORT_AT + 1,
+        2 * len,
+        REPORT_AT + 2 + len,
+        len + 3
+    );
+    wat
+}
+
+/// The values a `report` action wrote: the batch's first output record.
+fn reported(output: &BatchOutput) -> Vec<i32> {
+    let (_, payload) = output.records().next().expect("the report record");
+    let value = payload.value.expect("a value");
+    value.chunks_exact(4).map(|chunk| i32::from_le_bytes(chunk.try_into().unwrap())).collect()
+}
+
+// ---- Log lines ----
+
+/// Where the log tests put their text: the second page, clear of the scratch and input areas.
+const TEXT_AT: u32 = 65536;
+/// The count the last `fd_write` reported written (its out-pointer; the iovec is at 480).
+const WRITTEN: &str = "(i32.load (i32.const 488))";
+
+/// An i32 expression: one `fd_write` of `len` bytes at `ptr` to stderr; its errno.
+fn write_to_stderr(ptr: u32, len: u32) -> String {
+    format!(
+        "(block (result i32)
+           (i32.store (i32.const 480) (i32.const {ptr})) (i32.store (i32.const 484) (i32.const {len}))
+           (call $fd_write (i32.const 2) (i32.const 480) (i32.const 1) (i32.const 488)))"
+    )
+}
+
+/// Writes `bytes` at `TEXT_AT` to stderr in one `fd_write`: the lines kept, the drops, and [errno, written].
+fn log_one_write(bytes: &[u8]) -> (Vec<String>, DroppedLines, Vec<i32>) {
+    let action = report(&[&write_to_stderr(TEXT_AT, bytes.len() as u32), WRITTEN]);
+    let output = output(&action, &data_at(TEXT_AT, bytes));
+    let lines = output.logs.iter().map(|line| line.text.clone()).collect();
+    (lines, output.dropped_logs, reported(&output))
+}
+
+/// The broker keeps the first `data_transforms_logging_line_max_bytes` (1024) of a write (log_manager.cc).
+#[test]
+fn a_2_kib_log_write_arrives_as_one_line_of_1024_bytes() {
+    let fill = format!(
+        "(block (result i32) (memory.fill (i32.const {TEXT_AT}) (i32.const 97) (i32.const 2048)) (i32.const 0))"
+    );
+    let output = output(&report(&[&fill, &write_to_stderr(TEXT_AT, 2048), WRITTEN]), "");
+    let lines: Vec<_> = output.logs.iter().map(|line| (line.level, line.text.clone())).collect();
+    assert_eq!(lines, [(LogLevel::Warn, "a".repeat(1024))]);
+    assert_eq!(output.dropped_logs, DroppedLines::default());
+    assert_eq!(reported(&output), [0, 0, 2048], "fd_write reports all 2048 bytes written");
+}
+
+/// The broker drops a line that is not valid UTF-8 (log_manager.cc, `contains_invalid_characters`).
+#[test]
+fn a_log_write_that_is_not_utf8_is_dropped() {
+    let (lines, dropped, reported) = log_one_write(b"bad \xff byte");
+    assert_eq!(lines, Vec::<String>::new());
+    assert_eq!(dropped, DroppedLines { invalid_text: 1, buffer_full: 0 });
+    assert_eq!(reported, [0, 10], "fd_write still reports the 10 bytes written");
+}
+
+/// The broker drops a line holding a control character other than newline and tab (log_manager.cc).
+#[test]
+fn a_log_write_with_an_escape_character_is_dropped() {
+    let (lines, dropped, reported) = log_one_write(b"\x1b[31mred");
+    assert_eq!(lines, Vec::<String>::new());
+    assert_eq!(dropped, DroppedLines { invalid_text: 1, buffer_full: 0 });
+    assert_eq!(reported, [0, 8]);
+}
+
+/// Newline and tab are the control characters the broker lets through (log_manager.cc).
+#[test]
+fn a_log_write_with_a_tab_and_a_newline_is_kept_as_is() {
+    let (lines, dropped, reported) = log_one_write(b"key\tvalue\n");
+    assert_eq!(lines, ["key\tvalue\n"]);
+    assert_eq!(dropped, DroppedLines::default());
+    assert_eq!(reported, [0, 10]);
+    // Regression (c1_controls_were_dropped): the broker's control characters are the bytes 0x00 to 0x1F and
+    // 0x7F; U+0085 (bytes C2 85) is kept, and DEL is not.
+    assert_eq!(log_one_write("next\u{85}line".as_bytes()).0, ["next\u{85}line"]);
+    assert_eq!(log_one_write(b"del\x7f").1, DroppedLines { invalid_text: 1, buffer_full: 0 });
+}
+
+/// The broker cuts at 1024 bytes, then validates: a cut through a UTF-8 character drops the line (log_manager.cc).
+#[test]
+fn a_log_line_cut_inside_a_utf8_character_is_dropped_whole() {
+    // 1023 ASCII bytes then 'é' (2 bytes): the cut keeps its first byte only.
+    let (lines, dropped, reported) = log_one_write(&[&[b'a'; 1023][..], "é".as_bytes()].concat());
+    assert_eq!(lines, Vec::<String>::new());
+    assert_eq!(dropped, DroppedLines { invalid_text: 1, buffer_full: 0 });
+    assert_eq!(reported, [0, 1025]);
+    // One ASCII byte fewer: 'é' ends exactly at the limit and the line is kept whole.
+    let (lines, dropped, _) = log_one_write(&[&[b'a'; 1022][..], "é".as_bytes()].concat());
+    assert_eq!(lines, [format!("{}é", "a".repeat(1022))]);
+    assert_eq!(dropped, DroppedLines::default());
+}
+
+/// The broker drops a line that does not fit the shard's 500 KiB log buffer (log_manager.cc, `try_get_units`).
+#[test]
+fn log_lines_beyond_the_500_kib_buffer_are_dropped() {
+    // 502 lines of 1024 bytes: the 500th fills the 512,000 bytes exactly; the two after it, and a 1-byte
+    // line after those, are dropped.
+    let extra = format!(
+        r#"(func $flood (param $times i32) (result i32) (local $errors i32)
+             (memory.fill (i32.const {TEXT_AT}) (i32.const 97) (i32.const 1024))
+             (i32.store (i32.const 480) (i32.const {TEXT_AT})) (i32.store (i32.const 484) (i32.const 1024))
+             (loop $lines
+               (local.set $errors (i32.or (local.get $errors)
+                 (call $fd_write (i32.const 2) (i32.const 480) (i32.const 1) (i32.const 488))))
+               (local.set $times (i32.sub (local.get $times) (i32.const 1)))
+               (br_if $lines (local.get $times)))
+             (local.get $errors))
+           {}"#,
+        data_at(TEXT_AT + 4096, b"z")
+    );
+    let flood = "(call $flood (i32.const 502))";
+    let output = output(&report(&[flood, WRITTEN, &write_to_stderr(TEXT_AT + 4096, 1), WRITTEN]), &extra);
+    assert_eq!(output.logs.len(), 500);
+    assert!(output.logs.iter().all(|line| line.text == "a".repeat(1024)));
+    assert_eq!(output.dropped_logs, DroppedLines { invalid_text: 0, buffer_full: 3 });
+    assert_eq!(reported(&output), [0, 1024, 0, 1], "every write succeeds and reports its bytes written");
+}
+
+// ---- WASI pointers ----
+
+/// `args_get` and `environ_get` catch a bad pointer and answer EINVAL (wasi.cc, `translate_array` in a try).
+#[test]
+fn args_get_and_environ_get_outside_memory_answer_einval() {
+    // Memory is 2 pages (131,072 bytes); argv is "probe\0" (6 bytes), the environment has 4 entries.
+    let exprs = [
+        "(call $args_get (i32.const -8) (i32.const 2048))",
+        "(call $args_get (i32.const 704) (i32.const 131070))",
+        "(i32.load (i32.const 704))",
+        "(call $args_get (i32.const 704) (i32.const 131066))",
+        "(i32.load (i32.const 704))",
+        "(call $environ_get (i32.const 131064) (i32.const 2048))",
+        "(call $environ_get (i32.const 800) (i32.const -1))",
+        "(i32.load (i32.const 800))",
+    ];
+    let values = reported(&output(&report(&exprs), ""));
+    assert_eq!(
+        values,
+        [28, 28, 0, 0, 131_066, 28, 28, 0],
+        "table outside, buffer past the end (nothing written), buffer ending at the end (written), \
+         a 4-entry table past the end, a buffer outside (nothing written)"
+    );
+}
+
+/// `args_sizes_get`'s out-pointers are checked by the broker's FFI wrapper: outside memory, a trap (wasi.cc, ffi.h).
+#[test]
+fn args_sizes_get_outside_memory_traps() {
+    for (count, size) in [(131_072, 260), (256, -1)] {
+        let action = format!("(i64.extend_i32_s (call $args_sizes_get (i32.const {count}) (i32.const {size})))");
+        let failure = results(&guest("", &action, ""), Limits::default(), &[0]).unwrap_err();
+        assert!(failure.reason.contains("Out of bounds memory access"), "{failure}");
+    }
+}
+
+// ---- Transform ABI pointer bounds ----
+
+/// Before any batch `read_next_record` answers −1, but an out-of-bounds pointer traps (ffi.h, `extract_parameters`).
+#[test]
+fn read_next_record_before_the_first_batch_answers_minus_1_or_traps_out_of_bounds() {
+    let call = |buf: i32| {
+        format!("(call $read_next_record (i32.const 64) (i32.const 72) (i32.const 80) (i32.const {buf}) (i32.const 1))")
+    };
+    // The buffer's one byte is the last byte of memory.
+    let setup = format!("(global.set $before_first_batch (i64.extend_i32_s {}))", call(131_071));
+    let values = results(&guest(&setup, "(global.get $before_first_batch)", ""), Limits::default(), &[0]).unwrap();
+    assert_eq!(values, [-1]);
+    // One byte further: past the end.
+    let setup = format!("(drop {})", call(131_072));
+    let module = load(&guest(&setup, "(i64.const 0)", ""), Limits::default()).unwrap();
+    let failure = Vm::start(&module, &meta()).err().expect("the VM fails to start");
+    assert!(failure.reason.contains("Out of bounds memory access"), "{failure}");
+    assert_eq!(failure.record, None, "no batch yet");
+}
+
+/// `read_batch_header`'s out-pointers are checked before it waits for a batch (ffi.h, `extract_parameters`).
+#[test]
+fn read_batch_header_with_an_out_pointer_outside_memory_traps_before_any_batch() {
+    // The last out-parameter (base sequence, 4 bytes) at `at`.
+    let start = |at: i32| {
+        let setup = format!(
+            "(drop (call $read_batch_header (i32.const 0) (i32.const 8) (i32.const 12) (i32.const 16) (i32.const 20)
+                                            (i32.const 24) (i32.const 32) (i32.const 40) (i32.const 48) (i32.const {at})))"
+        );
+        Vm::start(&load(&guest(&setup, "(i64.const 0)", ""), Limits::default()).unwrap(), &meta())
+    };
+    assert!(start(131_068).is_ok(), "ends at the end of memory: the guest waits for a batch");
+    let failure = start(131_069).err().expect("the VM fails to start");
+    assert!(failure.reason.contains("Out of bounds memory access"), "{failure}");
+    assert_eq!(failure.record, None);
+}
+
+// ---- Schema registry ----
+
+const SCHEMA_REGISTRY_IMPORTS: &str = r#"
+  (import "redpanda_schema_registry" "check_abi_version_0" (func $sr_check))
+  (import "redpanda_schema_registry" "create_subject_schema" (func $create (param i32 i32 i32 i32 i32) (result i32)))
+  (import "redpanda_schema_registry" "get_schema_definition_len" (func $def_len (param i32 i32) (result i32)))
+  (import "redpanda_schema_registry" "get_schema_definition" (func $def (param i32 i32 i32) (result i32)))
+  (import "redpanda_schema_registry" "get_subject_schema_len" (func $subject_schema_len (param i32 i32 i32 i32) (result i32)))
+  (import "redpanda_schema_registry" "get_subject_schema" (func $subject_schema (param i32 i32 i32 i32 i32) (result i32)))"#;
+
+/// Subject "s" at 256, then `schema_def`s (zigzag format, sized text, no references): JSON `{}` at 260 and
+/// `[]` at 266 (5 bytes each), Avro `not` at 272 and JSON `not` at 280 (6 bytes each).
+fn registry_guest(exprs: &[&str]) -> String {
+    let mut bytes = vec![0u8; 30];
+    bytes[0] = b's';
+    bytes[4..9].copy_from_slice(&[4, 4, b'{', b'}', 0]);
+    bytes[10..15].copy_from_slice(&[4, 4, b'[', b']', 0]);
+    bytes[16..22].copy_from_slice(&[0, 6, b'n', b'o', b't', 0]);
+    bytes[24..30].copy_from_slice(&[4, 6, b'n', b'o', b't', 0]);
+    guest("", &report(exprs), &format!("{SCHEMA_REGISTRY_IMPORTS} {}", data(&bytes)))
+}
+
+/// Registers the schema_def at `at` (`len` bytes) under "s"; the id goes to `id_out`.
+fn create(at: u32, len: u32, id_out: u32) -> String {
+    format!("(call $create (i32.const 256) (i32.const 1) (i32.const {at}) (i32.const {len}) (i32.const {id_out}))")
+}
+
+/// Reads version `version` (−1: latest) of "s" into 400..464: varint id, varint version, schema_def.
+fn subject_schema(version: i32) -> String {
+    format!("(call $subject_schema (i32.const 256) (i32.const 1) (i32.const {version}) (i32.const 400) (i32.const 64))")
+}
+
+/// Runs a registry guest over one record with `registry` as the cluster's schema registry.
+fn registry_run(wat: &str, registry: SchemaRegistry) -> Vec<i32> {
+    let module = load(wat, Limits::default()).unwrap();
+    let services = VmServices { schema_registry: registry, ..Default::default() };
+    let (mut vm, _) = Vm::start_with(&module, &meta(), services).unwrap();
+    reported(&vm.transform(batch(&[0])).unwrap())
+}
+
+/// Registering a schema a subject already has answers its id and adds no version (schema_registry_module.cc).
+#[test]
+fn registering_the_same_schema_twice_keeps_one_id_and_one_version() {
+    let (json_object, latest, version_2) = (create(260, 5, 300), subject_schema(-1), subject_schema(2));
+    let exprs = [
+        json_object.as_str(),
+        &create(260, 5, 304),
+        "(i32.load (i32.const 300))",
+        "(i32.load (i32.const 304))",
+        &latest,
+        "(i32.load8_u (i32.const 400))",
+        "(i32.load8_u (i32.const 401))",
+        &version_2,
+    ];
+    let values = registry_run(&registry_guest(&exprs), SchemaRegistry::default());
+    // The latest is 7 bytes: id 1 and version 1 (zigzag 2 each), then the 5-byte schema_def.
+    assert_eq!(values, [0, 0, 1, 1, 7, 2, 2, -2], "no version 2");
+}
+
+/// Regression (trailing_schema_bytes_were_refused): the broker's decoder ignores bytes after a schema_def's
+/// references, so a definition with a trailing byte registers as the same schema, and is served without it.
+#[test]
+fn bytes_after_a_schema_definition_are_ignored() {
+    let exprs = [create(260, 6, 300), create(260, 5, 304), "(i32.load (i32.const 304))".into(), subject_schema(-1)];
+    let exprs: Vec<&str> = exprs.iter().map(String::as_str).collect();
+    let values = registry_run(&registry_guest(&exprs), SchemaRegistry::default());
+    assert_eq!(values, [0, 0, 1, 7], "one schema, id 1, served as 7 bytes (the 5-byte definition)");
+}
+
+/// A different schema under the same subject is its next version, with a new id (schema_registry_module.cc).
+#[test]
+fn a_second_schema_under_a_subject_is_version_2() {
+    let (latest, version_1) = (subject_schema(-1), subject_schema(1));
+    let exprs = [
+        create(260, 5, 300),
+        create(266, 5, 304),
+        "(i32.load (i32.const 300))".into(),
+        "(i32.load (i32.const 304))".into(),
+        latest,
+        "(i32.load8_u (i32.const 400))".into(),
+        "(i32.load8_u (i32.const 401))".into(),
+        "(i32.load8_u (i32.const 404))".into(),
+        version_1,
+        "(i32.load8_u (i32.const 400))".into(),
+        "(i32.load8_u (i32.const 401))".into(),
+        "(i32.load8_u (i32.const 404))".into(),
+    ];
+    let exprs: Vec<&str> = exprs.iter().map(String::as_str).collect();
+    let values = registry_run(&registry_guest(&exprs), SchemaRegistry::default());
+    // Latest: id 2, version 2 (zigzag 4), text "[]"; version 1: id 1, version 1 (zigzag 2), text "{}".
+    assert_eq!(values, [0, 0, 1, 2, 7, 4, 4, i32::from(b'['), 7, 2, 2, i32::from(b'{')]);
+}
+
+/// The broker parses Avro and JSON schemas when registered: text that is not JSON is −2 (schema_registry_module.cc).
+#[test]
+fn an_avro_or_json_schema_that_is_not_json_gets_minus_2() {
+    let exprs = [
+        create(272, 6, 300),
+        create(280, 6, 300),
+        "(call $subject_schema_len (i32.const 256) (i32.const 1) (i32.const -1) (i32.const 304))".into(),
+        create(260, 5, 300),
+        "(i32.load (i32.const 300))".into(),
+    ];
+    let exprs: Vec<&str> = exprs.iter().map(String::as_str).collect();
+    let values = registry_run(&registry_guest(&exprs), SchemaRegistry::default());
+    assert_eq!(values, [-2, -2, -2, 0, 1], "Avro, JSON, nothing registered, then valid JSON gets the first id");
+}
+
+/// Without a schema registry every function answers −1 (schema_registry_module.cc, `is_enabled`).
+#[test]
+fn a_disabled_schema_registry_answers_minus_1_to_everything() {
+    let exprs = [
+        create(260, 5, 300),
+        "(call $def_len (i32.const 1) (i32.const 304))".into(),
+        "(call $def (i32.const 1) (i32.const 400) (i32.const 64))".into(),
+        "(call $subject_schema_len (i32.const 256) (i32.const 1) (i32.const -1) (i32.const 304))".into(),
+        subject_schema(-1),
+    ];
+    let exprs: Vec<&str> = exprs.iter().map(String::as_str).collect();
+    let wat = registry_guest(&exprs);
+    assert_eq!(registry_run(&wat, SchemaRegistry::disabled()), [-1; 5]);
+    assert_eq!(registry_run(&wat, SchemaRegistry::default()), [0, 0, 5, 0, 7], "the same calls, enabled");
+}
+
+/// The registry is the cluster's: a schema one VM registers is there for the next VM (schema_registry_module.cc).
+#[test]
+fn vms_sharing_a_schema_registry_see_each_others_schemas() {
+    let exprs = [
+        "(call $subject_schema_len (i32.const 256) (i32.const 1) (i32.const -1) (i32.const 304))".to_string(),
+        create(260, 5, 300),
+        "(i32.load (i32.const 300))".into(),
+    ];
+    let exprs: Vec<&str> = exprs.iter().map(String::as_str).collect();
+    let wat = registry_guest(&exprs);
+    let cluster = SchemaRegistry::default();
+    assert_eq!(registry_run(&wat, cluster.clone()), [-2, 0, 1], "the first VM finds no subject, then registers it");
+    assert_eq!(registry_run(&wat, cluster.clone()), [0, 0, 1], "the next VM finds it; registering again keeps id 1");
+    assert_eq!(registry_run(&wat, SchemaRegistry::default()), [-2, 0, 1], "another cluster's registry does not");
+}
+
+// ---- Deploy parser ----
+
+/// A minimal transform module in binary form: the ABI import, `memory` and an empty `_start`.
+fn minimal_binary() -> Vec<u8> {
+    fn section(id: u8, body: &[u8]) -> Vec<u8> {
+        assert!(body.len() < 128, "a one-byte size");
+        [&[id, body.len() as u8][..], body].concat()
+    }
+    fn name(text: &str) -> Vec<u8> {
+        [&[text.len() as u8][..], text.as_bytes()].concat()
+    }
+    let imports = [&[1][..], &name("redpanda_transform"), &name("check_abi_version_2"), &[0, 0]].concat();
+    let exports = [&[2][..], &name("memory"), &[2, 0], &name("_start"), &[0, 1]].concat();
+    [
+        &b"\0asm\x01\0\0\0"[..],
+        &section(1, &[1, 0x60, 0, 0]),
+        &section(2, &imports),
+        &section(3, &[1, 0]),
+        &section(5, &[1, 0, 1]),
+        &section(7, &exports),
+        &section(10, &[1, 2, 0, 0x0b]),
+    ]
+    .concat()
+}
+
+fn deploy_error(wasm: &[u8]) -> String {
+    format!("{:#}", TransformModule::load(wasm, Limits::default()).err().expect("refused"))
+}
+
+/// The broker's parser knows no v128 value type in a function type (parser.cc, `parse_val_type`).
+#[test]
+fn a_function_type_with_a_v128_parameter_is_refused() {
+    let error = deploy_error(guest("", "(i64.const 0)", "(func (param v128))").as_bytes());
+    assert!(error.contains("the broker's deploy parser") && error.contains("v128"), "{error}");
+}
+
+/// The broker's parser takes a global initialiser of one instruction only (parser.cc, `skip_global_constexpr`).
+#[test]
+fn a_global_with_an_extended_constant_initialiser_is_refused() {
+    let extra = "(global i32 (i32.add (i32.const 1) (i32.const 2)))";
+    let error = deploy_error(guest("", "(i64.const 0)", extra).as_bytes());
+    assert!(error.contains("the broker's deploy parser") && error.contains("longer than one instruction"), "{error}");
+}
+
+/// The broker's parser refuses a section id it does not know (parser.cc, `parse_one_section`).
+#[test]
+fn a_binary_with_an_unknown_section_id_is_refused() {
+    let valid = minimal_binary();
+    assert!(TransformModule::load(&valid, Limits::default()).is_ok(), "the minimal binary deploys");
+    let error = deploy_error(&[&valid[..], &[13, 0]].concat());
+    assert!(error.contains("the broker's deploy parser") && error.contains("unknown section id 13"), "{error}");
+}
+
+/// The broker's parser skips code: SIMD inside a function body deploys and runs (parser.cc, `parse_one_section`).
+#[test]
+fn simd_inside_a_function_body_is_accepted() {
+    let extra = "(func $simd (result i32) (i32x4.extract_lane 2 (i32x4.splat (i32.const 7))))";
+    assert_eq!(result_with_extra(extra, "(i64.extend_i32_s (call $simd))"), 7);
+}
+
+// ---- Record payloads ----
+
+/// A header key of length −1 passes the broker's payload check (model/transform.cc, `validate_kv`: −1 is valid).
+#[test]
+fn a_header_key_of_length_minus_1_is_accepted_and_kept_as_written() {
+    // Key null, value "x", one header: key length −1 (zigzag 0x01), value "v".
+    let payload = [1, 2, b'x', 2, 1, 2, b'v'];
+    let output = output("(i64.extend_i32_s (call $write_record (i32.const 256) (i32.const 7)))", &data(&payload));
+    assert_eq!(output.written.len(), 2);
+    assert_eq!(&output.bytes[..7], &payload, "the bytes as written, the null key's length included");
+    let records: Vec<_> = output.records().collect();
+    assert_eq!(records[0].1.key, None);
+    assert_eq!(records[0].1.value, Some(&b"x"[..]));
+    assert_eq!(records[0].1.headers().collect::<Vec<_>>(), [(&b""[..], Some(&b"v"[..]))], "a null key reads as empty");
+    assert_eq!(records[1].1.value, Some(&7i64.to_le_bytes()[..]), "write_record returns the length");
 }
