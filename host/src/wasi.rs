@@ -12,7 +12,8 @@ use crate::logs::{DroppedLines, LogBuffer, LogLevel, LogLine};
 
 const SUCCESS: i32 = 0;
 const BADF: i32 = 8;
-const INVAL: i32 = 28;
+/// The broker's `ERRNO_INVAL` (`wasi.h`) is 16, though WASI's EINVAL is 28 (16 is EDEADLK): a module sees 16.
+const INVAL: i32 = 16;
 const NOSYS: i32 = 52;
 
 const MODULE: &str = "wasi_snapshot_preview1";

