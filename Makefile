@@ -40,7 +40,7 @@ BUILD_HARNESS := $(CARGO) build --workspace --all-targets
 demo: build
 	$(BUILD_HARNESS)
 	@mkdir -p $(DEMO_DIR)
-	$(HARNESS) generate --seed 42 --events 36000 --users 200 --rate 20 --jitter 3s \
+	$(HARNESS) generate --seed 42 --events 36000 --users 200 --event-rate 20 --jitter 3s \
 		--late-percent 0.5 --malformed-percent 0.5 --output $(DEMO_DIR)/clickstream.jsonl
 	$(HARNESS) replay --wasm $(MODULE) --transform-yaml transform.yaml --input $(DEMO_DIR)/clickstream.jsonl \
 		--partitions 3 --shards 2 --output $(DEMO_DIR)/clickstream_aggregated.jsonl \

@@ -53,7 +53,7 @@ pub(crate) enum OutputFormat {
 }
 
 /// A duration flag: `300ms`, `10s`, `5m`, `1h`.
-fn duration(text: &str) -> Result<i64, String> {
+pub(crate) fn duration(text: &str) -> Result<i64, String> {
     parse_duration_ms(text).map(|ms| ms as i64).ok_or_else(|| "expected a duration like 300ms, 10s, 5m or 1h".into())
 }
 
@@ -71,11 +71,95 @@ fn record_position(text: &str) -> Result<(Option<u32>, i64), String> {
     parsed.ok_or_else(|| "expected OFFSET or PARTITION:OFFSET".into())
 }
 
+/// The module and how the broker would run it.
 #[derive(Args)]
-struct ReplayArgs {
+pub(crate) struct TransformArgs {
     /// The transform module (.wasm, or .wat text).
     #[arg(long)]
     wasm: PathBuf,
+    /// The transform's name, topics and env; default ./transform.yaml when it exists.
+    #[arg(long)]
+    transform_yaml: Option<PathBuf>,
+    /// Set or override an environment variable of the transform (repeatable), like `rpk transform deploy --var`.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Linear memory per VM (data_transforms_per_function_memory_limit).
+    #[arg(long, default_value = "2MiB", value_parser = size)]
+    memory_limit: u64,
+    /// CPU per record (data_transforms_runtime_limit_ms), as fuel.
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    runtime_limit: i64,
+    /// Native wasm stack.
+    #[arg(long, default_value = "64KiB", value_parser = size)]
+    stack_limit: u64,
+}
+
+/// A loaded transform, and what the harness reads of its settings.
+pub(crate) struct Transform {
+    pub(crate) module: TransformModule,
+    pub(crate) meta: TransformMeta,
+    pub(crate) limits: Limits,
+    /// The aggregates' names, to rank the top groups by the first.
+    pub(crate) aggregate_names: Vec<String>,
+    pub(crate) time_format: TimestampFormat,
+    /// TIMESTAMP_FIELD.
+    pub(crate) time_field: String,
+}
+
+impl TransformArgs {
+    /// Loads and checks the module and its metadata as the broker's deploy does; prints the warnings.
+    pub(crate) fn load(&self) -> anyhow::Result<Transform> {
+        let limits = Limits {
+            memory_bytes: self.memory_limit,
+            runtime_ms: self.runtime_limit as u64,
+            stack_bytes: self.stack_limit as usize,
+            ..Limits::default()
+        };
+        let bytes = std::fs::read(&self.wasm).with_context(|| format!("reading {}", self.wasm.display()))?;
+        let module =
+            TransformModule::load(&bytes, limits).with_context(|| format!("loading {}", self.wasm.display()))?;
+        for warning in &module.warnings {
+            eprintln!("harness: warning: {warning}");
+        }
+        let mut meta = self.meta()?;
+        harness::meta::apply_overrides(&mut meta, &self.env)?;
+        harness::meta::validate(&meta)?;
+        let env = |name: &str| meta.env.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+        let setting = |name: &str| env(name).or_else(|| default_setting(name).map(str::to_string)).unwrap_or_default();
+        // The module itself reports a bad list.
+        let aggregate_names: Vec<String> = parse_aggregates(&setting("AGGREGATES"), &[])
+            .map(|aggregates| aggregates.into_iter().map(|aggregate| aggregate.name).collect())
+            .unwrap_or_else(|_| vec!["event_count".into()]);
+        let time_format = TimestampFormat::ALL
+            .into_iter()
+            .find(|format| format.name() == setting("TIMESTAMP_FORMAT").trim())
+            .unwrap_or(TimestampFormat::Auto);
+        let time_field = setting("TIMESTAMP_FIELD");
+        Ok(Transform { module, meta, limits, aggregate_names, time_format, time_field })
+    }
+
+    /// `--transform-yaml`, else ./transform.yaml, else a transform named `transform` from `input` to `output`.
+    fn meta(&self) -> anyhow::Result<TransformMeta> {
+        let yaml = self.transform_yaml.clone().or_else(|| Some(PathBuf::from("transform.yaml")).filter(|p| p.exists()));
+        Ok(match &yaml {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                harness::meta::read_transform_yaml(&text).with_context(|| format!("in {}", path.display()))?
+            }
+            None => TransformMeta {
+                name: "transform".into(),
+                input_topic: "input".into(),
+                output_topics: vec!["output".into()],
+                env: vec![],
+            },
+        })
+    }
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    transform: TransformArgs,
     /// JSON lines of record values, or records as `rpk topic consume` prints them; `-` for stdin.
     #[arg(long)]
     input: String,
@@ -94,12 +178,6 @@ struct ReplayArgs {
     /// Where the module's log lines go (`-` for stderr); default: counted, and the last (summary) line shown.
     #[arg(long)]
     logs: Option<String>,
-    /// The transform's name, topics and env; default ./transform.yaml when it exists.
-    #[arg(long)]
-    transform_yaml: Option<PathBuf>,
-    /// Set or override an environment variable of the transform (repeatable), like `rpk transform deploy --var`.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    env: Vec<String>,
     /// Input partitions (records are keyed and partitioned like the Kafka default partitioner).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     partitions: u32,
@@ -125,15 +203,6 @@ struct ReplayArgs {
     /// Producer linger.ms, on record time.
     #[arg(long, default_value = "5ms", value_parser = duration)]
     linger: i64,
-    /// Linear memory per VM (data_transforms_per_function_memory_limit).
-    #[arg(long, default_value = "2MiB", value_parser = size)]
-    memory_limit: u64,
-    /// CPU per record (data_transforms_runtime_limit_ms), as fuel.
-    #[arg(long, default_value = "3s", value_parser = duration)]
-    runtime_limit: i64,
-    /// Native wasm stack.
-    #[arg(long, default_value = "64KiB", value_parser = size)]
-    stack_limit: u64,
     /// data_transforms_commit_interval_ms, on record time: commits are flushed this often, and a processor
     /// that restarts waits this long for earlier flushes.
     #[arg(long, default_value = "3s", value_parser = duration)]
@@ -167,8 +236,9 @@ struct ReplayArgs {
     quiet: bool,
 }
 
+/// What to generate: a deterministic clickstream.
 #[derive(Args)]
-struct GenerateArgs {
+pub(crate) struct GeneratorOptions {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Number of events (heartbeats not included).
@@ -181,7 +251,7 @@ struct GenerateArgs {
     start: String,
     /// Mean events per second of event time (gaps are random, so quiet spells occur).
     #[arg(long, default_value_t = 20.0)]
-    rate: f64,
+    event_rate: f64,
     /// Move each event back by up to this much (out of order).
     #[arg(long, default_value = "0ms", value_parser = duration)]
     jitter: i64,
@@ -196,6 +266,38 @@ struct GenerateArgs {
     /// When no event comes for this long, emit a heartbeat (a value holding only the timestamp) this often.
     #[arg(long, value_parser = duration)]
     heartbeat_every: Option<i64>,
+}
+
+impl GeneratorOptions {
+    pub(crate) fn config(&self) -> anyhow::Result<GeneratorConfig> {
+        if self.event_rate.is_nan() || self.event_rate <= 0.0 {
+            bail!("--event-rate {}: expected a positive number of events per second", self.event_rate);
+        }
+        for (flag, value) in [("late-percent", self.late_percent), ("malformed-percent", self.malformed_percent)] {
+            if !(0.0..=100.0).contains(&value) {
+                bail!("--{flag} {value}: expected a percentage from 0 to 100");
+            }
+        }
+        Ok(GeneratorConfig {
+            seed: self.seed,
+            events: self.events,
+            users: self.users,
+            start_ms: parse_timestamp_ms(&self.start)
+                .with_context(|| format!("--start {:?}: expected YYYY-MM-DD HH:MM:SS", self.start))?,
+            rate_per_sec: self.event_rate,
+            jitter_ms: self.jitter,
+            late_percent: self.late_percent,
+            late_by_ms: self.late_by,
+            malformed_percent: self.malformed_percent,
+            heartbeat_every_ms: self.heartbeat_every,
+        })
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    generator: GeneratorOptions,
     /// Default stdout.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -231,27 +333,7 @@ fn create(path: &Option<PathBuf>) -> anyhow::Result<Box<dyn Write>> {
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
-    if args.rate.is_nan() || args.rate <= 0.0 {
-        bail!("--rate {}: expected a positive number of events per second", args.rate);
-    }
-    for (flag, value) in [("late-percent", args.late_percent), ("malformed-percent", args.malformed_percent)] {
-        if !(0.0..=100.0).contains(&value) {
-            bail!("--{flag} {value}: expected a percentage from 0 to 100");
-        }
-    }
-    let config = GeneratorConfig {
-        seed: args.seed,
-        events: args.events,
-        users: args.users.max(1),
-        start_ms: parse_timestamp_ms(&args.start)
-            .with_context(|| format!("--start {:?}: expected YYYY-MM-DD HH:MM:SS", args.start))?,
-        rate_per_sec: args.rate,
-        jitter_ms: args.jitter,
-        late_percent: args.late_percent,
-        late_by_ms: args.late_by,
-        malformed_percent: args.malformed_percent,
-        heartbeat_every_ms: args.heartbeat_every,
-    };
+    let config = args.generator.config()?;
     let mut out = create(&args.output)?;
     for line in Generator::new(config) {
         out.write_all(&line)?;
@@ -262,12 +344,6 @@ fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let limits = Limits {
-        memory_bytes: args.memory_limit,
-        runtime_ms: args.runtime_limit as u64,
-        stack_bytes: args.stack_limit as usize,
-        ..Limits::default()
-    };
     let max_partitions = MAX_PARTITIONS_PER_SHARD * args.shards;
     for (flag, partitions) in [("partitions", Some(args.partitions)), ("output-partitions", args.output_partitions)] {
         if partitions.is_some_and(|partitions| partitions > max_partitions) {
@@ -279,36 +355,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let bytes = std::fs::read(&args.wasm).with_context(|| format!("reading {}", args.wasm.display()))?;
-    let module = TransformModule::load(&bytes, limits).with_context(|| format!("loading {}", args.wasm.display()))?;
-    for warning in &module.warnings {
-        eprintln!("harness: warning: {warning}");
-    }
-    let yaml = args.transform_yaml.clone().or_else(|| Some(PathBuf::from("transform.yaml")).filter(|p| p.exists()));
-    let mut meta = match &yaml {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            harness::meta::read_transform_yaml(&text).with_context(|| format!("in {}", path.display()))?
-        }
-        None => TransformMeta {
-            name: "transform".into(),
-            input_topic: "input".into(),
-            output_topics: vec!["output".into()],
-            env: vec![],
-        },
-    };
-    harness::meta::apply_overrides(&mut meta, &args.env)?;
-    harness::meta::validate(&meta)?;
-    let env = |name: &str| meta.env.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
-    // The aggregates' names, to rank the top groups by the first; the module itself reports a bad list.
-    let setting = |name: &str| env(name).or_else(|| default_setting(name).map(str::to_string)).unwrap_or_default();
-    let aggregate_names: Vec<String> = parse_aggregates(&setting("AGGREGATES"), &[])
-        .map(|aggregates| aggregates.into_iter().map(|aggregate| aggregate.name).collect())
-        .unwrap_or_else(|_| vec!["event_count".into()]);
-    let time_format = TimestampFormat::ALL
-        .into_iter()
-        .find(|format| format.name() == setting("TIMESTAMP_FORMAT").trim())
-        .unwrap_or(TimestampFormat::Auto);
+    let Transform { module, meta, limits, aggregate_names, time_format, time_field } = args.transform.load()?;
     for (partition, offset) in &args.restart_at {
         if let Some(partition) = partition.filter(|partition| *partition >= args.partitions) {
             bail!(
@@ -324,7 +371,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         batch_bytes: args.batch_bytes as usize,
         linger_ms: args.linger,
         key_field: Some(args.key_field.clone()).filter(|field| field != "none"),
-        time_field: args.time_field.clone().unwrap_or_else(|| setting("TIMESTAMP_FIELD")),
+        time_field: args.time_field.clone().unwrap_or(time_field),
         record_time: args.record_time,
         commit_interval_ms: args.commit_interval,
         restart_every: args.restart_every,
@@ -420,7 +467,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(failure) if failure.record.is_none() => {
+        Err(failure) if failure.at_start => {
             eprintln!(
                 "harness: the transform did not start; in Redpanda it would be restarted again and again:\n  {failure}"
             );

@@ -161,8 +161,8 @@ pub fn print_summary(
         stats.log_lines
     );
     eprintln!(
-        "  batches {}, commits {}, restarts {}, outputs re-produced after restarts {}, suppressed {}",
-        stats.batches, stats.commits, stats.restarts, stats.replayed_outputs, stats.suppressed_outputs
+        "  batches {}, commits {}, restarts {}, outputs re-produced after restarts {}",
+        stats.batches, stats.commits, stats.restarts, stats.replayed_outputs
     );
     let (invalid, full) = stats.dropped_log_lines;
     if invalid + full > 0 {

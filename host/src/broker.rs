@@ -113,7 +113,7 @@ pub struct OutputRecord<'a> {
     pub shard: u32,
     pub partition: u32,
     pub offset: i64,
-    /// Append time: the broker's clock when the output batch is built.
+    /// Append time: the harness's wall clock when the record is written.
     pub timestamp_ms: i64,
     pub payload: PayloadView<'a>,
     /// Produced while re-handling input after a restart.
@@ -202,7 +202,6 @@ pub struct BrokerStats {
     pub max_record_fuel: u64,
     pub restarts: u64,
     pub replayed_outputs: u64,
-    pub suppressed_outputs: u64,
     pub commits: u64,
 }
 
@@ -236,40 +235,45 @@ struct Partition {
     read_from: i64,
     /// The last offset whose outputs are written (its commit is queued).
     processed_through: i64,
-    /// Flushed commits, per output topic (−1: none).
-    committed: Vec<i64>,
-    /// Highest offset ever delivered: later deliveries at or below it are replays.
+    /// The flushed commit (−1: none). The broker keeps one per output topic, as each output is written on
+    /// its own; the harness writes a batch's outputs together, so they are always equal.
+    committed: i64,
+    /// Highest offset ever delivered: later first deliveries are new records (for `restart_every`).
     delivered_through: i64,
+    /// Highest offset whose outputs were ever written: outputs of records at or below it are replays.
+    produced_through: i64,
     backoff: Backoff,
     /// The record that failed last, and how often in a row.
     failing: Option<(i64, u32)>,
 }
 
 impl Partition {
-    fn new(outputs: usize, state: ProcessorState) -> Partition {
+    fn new(state: ProcessorState) -> Partition {
         Partition {
             log: VecDeque::new(),
             next_offset: 0,
             state,
             read_from: 0,
             processed_through: -1,
-            committed: vec![-1; outputs],
+            committed: -1,
             delivered_through: -1,
+            produced_through: -1,
             backoff: Backoff::default(),
             failing: None,
         }
     }
 
     fn resume_from(&self) -> i64 {
-        self.committed.iter().copied().min().unwrap_or(-1) + 1
+        self.committed + 1
     }
 }
 
 /// The restart back-off of one processor (`transform_manager.cc`, `make_exponential_backoff_policy`).
 #[derive(Debug, Default)]
-struct Backoff {
+pub struct Backoff {
     step: u32,
-    last_start_ms: Option<i64>,
+    /// When the processor last started (ms on the clock `next` is given).
+    pub last_start_ms: Option<i64>,
 }
 
 impl Backoff {
@@ -278,7 +282,7 @@ impl Backoff {
     const RESET_AFTER_MS: i64 = 10_000;
 
     /// The wait before the next start, for a failure at `now_ms`.
-    fn next(&mut self, now_ms: i64) -> i64 {
+    pub fn next(&mut self, now_ms: i64) -> i64 {
         if self.last_start_ms.is_some_and(|start| now_ms - start > Self::RESET_AFTER_MS) {
             self.step = 0;
         }
@@ -363,17 +367,22 @@ impl<'a> Broker<'a> {
     fn add_partitions(&mut self, count: u32) {
         let state = if self.deployed { ProcessorState::Running } else { ProcessorState::NotDeployed };
         while self.partitions.len() < count as usize {
-            self.partitions.push(Partition::new(self.meta.output_topics.len(), state));
+            self.partitions.push(Partition::new(state));
         }
     }
 
-    /// Starts every shard's VM now, so a start-up failure shows before any input is read.
+    /// Starts the VM of every shard that leads a partition now, so a start-up failure shows before any
+    /// input is read.
     pub fn start(&mut self) -> Result<(), VmFailure> {
-        (0..self.vms.len()).try_for_each(|shard| self.vm(shard).map(|_| ()))
+        let leading = self.vms.len().min(self.partitions.len());
+        (0..leading).try_for_each(|shard| self.vm(shard).map(|_| ()))
     }
 
     /// Appends a producer's batch to its partition's log, then lets every processor catch up.
     pub fn append(&mut self, partition: u32, mut records: Vec<BatchRecord>) -> Result<(), VmFailure> {
+        if records.is_empty() {
+            return Ok(());
+        }
         self.add_partitions(partition + 1);
         let log = &mut self.partitions[partition as usize];
         for record in &mut records {
@@ -409,7 +418,7 @@ impl<'a> Broker<'a> {
             };
             partition.read_from = first;
             partition.processed_through = first - 1;
-            partition.committed.iter_mut().for_each(|committed| *committed = first - 1);
+            partition.committed = first - 1;
             partition.state = ProcessorState::Running;
         }
         self.pump()
@@ -426,8 +435,9 @@ impl<'a> Broker<'a> {
         Ok(())
     }
 
-    pub fn partition_count(&self) -> u32 {
-        self.partitions.len() as u32
+    /// Whether `partition`'s processor is reading (not waiting out a restart).
+    pub(crate) fn is_running(&self, partition: u32) -> bool {
+        self.partitions.get(partition as usize).is_none_or(|p| p.state == ProcessorState::Running)
     }
 
     fn next_restart_ms(&self) -> Option<i64> {
@@ -504,15 +514,19 @@ impl<'a> Broker<'a> {
         };
         let shard = batch.partition as usize % self.vms.len();
         let partition = &mut self.partitions[index];
-        let replayed = handled.records.last().is_some_and(|last| last.offset <= partition.delivered_through);
-        if let Some(last) = handled.records.last() {
+        let replayed = batch.records.last().is_some_and(|last| last.offset <= partition.produced_through);
+        // The record an injected failure strikes counts as delivered, so it strikes once.
+        let reached = injected_at.map_or(batch.records.last(), |at| batch.records.get(at));
+        if let Some(last) = reached {
             partition.delivered_through = partition.delivered_through.max(last.offset);
         }
         self.stats.deliveries += handled.records.len() as u64;
         self.sink.delivered(shard as u32, &handled);
         let fresh = self.vm_batches[shard] == 0;
-        let result = self.vm(shard)?.transform(handled);
-        self.vm_batches[shard] += 1;
+        let result = self.vm(shard)?.transform(handled.clone());
+        if !handled.records.is_empty() {
+            self.vm_batches[shard] += 1;
+        }
         match (result, injected_at) {
             (Err(failure), _) => {
                 self.log(shard as u32, &failure.logs);
@@ -520,7 +534,7 @@ impl<'a> Broker<'a> {
             }
             (Ok(output), Some(at)) => {
                 // The batch's outputs die with the VM; its log lines reached the log topic.
-                self.log(shard as u32, &output.logs);
+                self.note_logs(shard as u32, &output);
                 let record = batch.records[at].offset;
                 let kind = self.config.injected;
                 self.inject(&batch, shard, record, kind);
@@ -532,6 +546,7 @@ impl<'a> Broker<'a> {
                 let last = batch.records.last().expect("batches are not empty").offset;
                 let partition = &mut self.partitions[index];
                 partition.processed_through = last;
+                partition.produced_through = partition.produced_through.max(last);
                 partition.read_from = last + 1;
                 partition.failing = None;
                 Ok(())
@@ -551,10 +566,11 @@ impl<'a> Broker<'a> {
         };
         partition.failing = Some((offset, failures));
         if failures > 1 && (fresh || failures >= MAX_FAILURES_OF_ONE_RECORD) {
+            let last = if fresh { "the last in a fresh VM" } else { "the harness's limit" };
             return Err(VmFailure {
                 reason: format!(
-                    "{}\n  this record failed {failures} times, the last in a fresh VM: in Redpanda it would block \
-                     partition {} forever (the processor retries it with a back-off of up to 30 s)",
+                    "{}\n  this record failed {failures} times, {last}: in Redpanda it would block partition {} \
+                     forever (the processor retries it with a back-off of up to 30 s)",
                     failure.reason, batch.partition
                 ),
                 ..failure
@@ -574,9 +590,11 @@ impl<'a> Broker<'a> {
             }
             InjectedFailure::Crash => {
                 self.stats.restarts += 1;
+                // A new broker process: new VMs, new core clocks, processors without a failure history.
                 (0..self.vms.len()).for_each(|shard| {
                     self.vms[shard] = None;
                     self.vm_batches[shard] = 0;
+                    self.clocks[shard] = MonotonicClock::default();
                 });
                 // Commits queued but not flushed are lost; every processor starts again after one commit
                 // interval (its wait for earlier flushes) from its flushed commit.
@@ -585,6 +603,8 @@ impl<'a> Broker<'a> {
                     if partition.state != ProcessorState::NotDeployed {
                         partition.processed_through = partition.resume_from() - 1;
                         partition.state = ProcessorState::Restarting { at_ms };
+                        partition.backoff = Backoff::default();
+                        partition.failing = None;
                     }
                 }
                 let restart = Restart {
@@ -692,6 +712,7 @@ impl<'a> Broker<'a> {
         if let Some(watch) = &mut self.watch {
             use std::hash::{Hash, Hasher};
             let mut digest = std::collections::hash_map::DefaultHasher::new();
+            watch.digest.hash(&mut digest);
             for (topic, payload) in output.records() {
                 (topic, payload.key, payload.value).hash(&mut digest);
                 watch.records += 1;
@@ -704,14 +725,9 @@ impl<'a> Broker<'a> {
         }
         self.stats.peak_memory_bytes = self.stats.peak_memory_bytes.max(output.peak_memory_bytes);
         self.stats.max_record_fuel = self.stats.max_record_fuel.max(output.max_record_fuel);
-        let Some(last) = batch.records.last() else { return Ok(()) };
         let output_partitions = self.config.output_partitions.unwrap_or(self.partitions.len() as u32).max(1);
         let append_time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         for (topic, payload) in output.records() {
-            if last.offset <= self.partitions[batch.partition as usize].committed[topic] {
-                self.stats.suppressed_outputs += 1; // this output already committed past it
-                continue;
-            }
             let partition = batch.partition % output_partitions;
             let offset = self.output_offsets.entry((topic, partition)).or_insert(0);
             let record = OutputRecord {
@@ -746,9 +762,8 @@ impl<'a> Broker<'a> {
         self.last_flush_ms = Some(self.clock_ms);
         self.stats.commits += 1;
         for partition in &mut self.partitions {
-            let done = partition.processed_through;
-            partition.committed.iter_mut().for_each(|committed| *committed = (*committed).max(done));
-            let committed = partition.resume_from() - 1;
+            partition.committed = partition.committed.max(partition.processed_through);
+            let committed = partition.committed;
             while partition.log.front().is_some_and(|batch| batch.records.last().is_some_and(|r| r.offset <= committed))
             {
                 partition.log.pop_front();

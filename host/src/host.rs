@@ -126,12 +126,14 @@ pub struct VmFailure {
     pub record: Option<(u32, i64)>,
     /// The lines the module logged while handling the failing batch (or starting), before it failed.
     pub logs: Vec<LogLine>,
+    /// The VM never started: instantiation or `main()` before its first batch failed.
+    pub at_start: bool,
 }
 
 impl VmFailure {
     /// A failure of the harness's own making (not the module's): no record, no logs.
     pub fn harness(reason: String) -> VmFailure {
-        VmFailure { reason, record: None, logs: Vec::new() }
+        VmFailure { reason, record: None, logs: Vec::new(), at_start: false }
     }
 }
 
@@ -295,7 +297,7 @@ impl Vm {
         meta: &TransformMeta,
         services: VmServices,
     ) -> Result<(Vm, BatchOutput), VmFailure> {
-        let pre = module.pre.clone().map_err(VmFailure::harness)?;
+        let pre = module.pre.clone().map_err(|reason| VmFailure { at_start: true, ..VmFailure::harness(reason) })?;
         let mailbox = SharedMailbox::default();
         let env = meta.environment().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         let peak_memory = Arc::new(AtomicU64::new(0));
@@ -367,7 +369,12 @@ async fn run_guest(engine: Engine, pre: InstancePre<GuestState>, limits: Limits,
         Err(error) => describe_trap(&error, limits),
     };
     let state = store.data_mut();
-    VmFailure { reason, record: state.abi.current_record(), logs: state.wasi.take_logs().0 }
+    VmFailure {
+        reason,
+        record: state.abi.current_record(),
+        logs: state.wasi.take_logs().0,
+        at_start: !state.abi.started(),
+    }
 }
 
 fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {

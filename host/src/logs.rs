@@ -43,8 +43,8 @@ pub(crate) struct LogBuffer {
 }
 
 impl LogBuffer {
-    /// Keeps one write to stdout or stderr by the broker's rules: the cut line takes its room in the
-    /// buffer first, then its text is checked.
+    /// Keeps one write to stdout or stderr by the broker's rules: whether the cut line fits in the buffer
+    /// is asked first, then its text is checked.
     pub(crate) fn write(&mut self, level: LogLevel, bytes: &[u8]) {
         let cut = &bytes[..bytes.len().min(LINE_MAX_BYTES)];
         if self.bytes + cut.len() as u64 > BUFFER_CAPACITY_BYTES {

@@ -114,7 +114,6 @@ pub struct RunStats {
     pub max_record_fuel: u64,
     pub restarts: u64,
     pub replayed_outputs: u64,
-    pub suppressed_outputs: u64,
     pub commits: u64,
     /// The latest believable event time read from an input value.
     pub max_event_ms: Option<i64>,
@@ -203,6 +202,10 @@ impl<'a> Pipeline<'a> {
                         "{MAX_CLOSING_HEARTBEATS} closing heartbeats and the transform still writes"
                     )));
                 }
+                // A partition that is restarting reads its heartbeat only afterwards: wait it out first.
+                if !self.broker.is_running(partition) {
+                    self.broker.finish()?;
+                }
                 self.broker.watch = Some(Watched::default());
                 self.producer.send(
                     ProducerRecord {
@@ -253,7 +256,6 @@ impl<'a> Pipeline<'a> {
             max_record_fuel: broker.max_record_fuel,
             restarts: broker.restarts,
             replayed_outputs: broker.replayed_outputs,
-            suppressed_outputs: broker.suppressed_outputs,
             commits: broker.commits,
             max_event_ms: producer.max_event_ms,
             max_record_ms: producer.max_record_ms,

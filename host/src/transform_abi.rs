@@ -60,6 +60,11 @@ impl AbiState {
         }
     }
 
+    /// Whether the guest reached its first `read_batch_header`.
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+
     /// The record being handled: the last one read, or the batch's first before any is read (the SDK
     /// sizes its buffer for the batch's largest record in between, and may run out of memory there).
     pub(crate) fn current_record(&self) -> Option<(u32, i64)> {

@@ -8,7 +8,7 @@ use wasmtime::{FuncType, Linker, Val};
 
 use crate::guest_memory::{self, Ctx, HasGuestMemory};
 use crate::host::{val_types, MonotonicClock};
-use crate::logs::{DroppedLines, LogBuffer, LogLevel, LogLine};
+use crate::logs::{DroppedLines, LogBuffer, LogLevel, LogLine, LINE_MAX_BYTES};
 
 const SUCCESS: i32 = 0;
 const BADF: i32 = 8;
@@ -153,6 +153,7 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
         MODULE,
         "clock_res_get",
         |mut caller: Ctx<'_, T>, id: i32, out: i32| -> wasmtime::Result<i32> {
+            guest_memory::check(&mut caller, &[(out, 8)])?;
             if !(0..=3).contains(&id) {
                 return Ok(INVAL);
             }
@@ -164,6 +165,7 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
         MODULE,
         "clock_time_get",
         move |mut caller: Ctx<'_, T>, id: i32, _precision: i64, out: i32| -> wasmtime::Result<i32> {
+            guest_memory::check(&mut caller, &[(out, 8)])?;
             let wasi = state(caller.data_mut());
             let nanos = match id {
                 0 => (wasi.wall_clock_ms as u64).wrapping_mul(1_000_000),
@@ -178,19 +180,26 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
         MODULE,
         "fd_write",
         move |mut caller: Ctx<'_, T>, fd: i32, iovecs: i32, count: i32, written: i32| -> wasmtime::Result<i32> {
+            let table = guest_memory::read(&mut caller, iovecs, count.wrapping_mul(8))?;
+            guest_memory::check(&mut caller, &[(written, 4)])?;
             let level = match fd {
                 1 => LogLevel::Info,
                 2 => LogLevel::Warn,
                 _ => return Ok(NOSYS),
             };
-            let table = guest_memory::read(&mut caller, iovecs, count.wrapping_mul(8))?;
-            let mut text = Vec::new();
+            // The line is cut at LINE_MAX_BYTES, so no more is copied; every buffer must lie in memory.
+            let memory = guest_memory::memory(&mut caller)?;
+            let data = memory.data(&caller);
+            let (mut text, mut total) = (Vec::new(), 0u32);
             for iovec in table.chunks_exact(8) {
                 let ptr = i32::from_le_bytes(iovec[0..4].try_into().expect("4 bytes"));
                 let len = i32::from_le_bytes(iovec[4..8].try_into().expect("4 bytes"));
-                text.extend(guest_memory::read(&mut caller, ptr, len)?);
+                let bytes = guest_memory::range(data, ptr, len)?;
+                let room = (LINE_MAX_BYTES + 1).saturating_sub(text.len()).min(bytes.len());
+                text.extend_from_slice(&bytes[..room]);
+                total = total.wrapping_add(len as u32);
             }
-            guest_memory::write(&mut caller, written, &(text.len() as u32).to_le_bytes())?;
+            guest_memory::write(&mut caller, written, &total.to_le_bytes())?;
             state(caller.data_mut()).logs.write(level, &text);
             Ok(SUCCESS)
         },
@@ -231,6 +240,7 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
         MODULE,
         "random_get",
         |mut caller: Ctx<'_, T>, buffer: i32, len: i32| -> wasmtime::Result<i32> {
+            guest_memory::check(&mut caller, &[(buffer, len)])?;
             guest_memory::write(&mut caller, buffer, &vec![9u8; len as u32 as usize])?;
             Ok(SUCCESS)
         },

@@ -117,14 +117,15 @@ fn each_once(seen: &Seen, records: &[(String, u32)]) {
 /// back-off doubles while failures come within 10 s of the last start.
 #[test]
 fn a_trap_on_the_nth_record_of_a_vms_life_completes_the_run() {
-    let records = stream(40);
+    let records = stream(200);
     let (seen, result) = run(copying_guest(7), PipelineConfig::default(), &records);
     let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
     each_once(&seen, &records);
-    assert!(seen.restarts.len() >= 4, "{}", seen.restarts.len());
+    assert!(seen.restarts.len() >= 7, "{}", seen.restarts.len());
     assert_eq!(stats.restarts as usize, seen.restarts.len());
+    assert_eq!(stats.replayed_outputs, 0, "a failed batch's outputs were never written, so none is written twice");
     let backoffs: Vec<i64> = seen.restarts.iter().map(|restart| restart.backoff_ms).collect();
-    assert_eq!(backoffs[..4], [1_000, 2_000, 4_000, 8_000]);
+    assert_eq!(backoffs[..7], [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
     for restart in &seen.restarts {
         assert_eq!(Some(restart.resume_from), restart.offset, "only the failed batch is read again: {restart}");
         assert_eq!(
@@ -209,6 +210,41 @@ fn a_crash_replays_from_the_last_flushed_commit_and_a_trap_only_the_failed_batch
     }
 }
 
+/// Regression (restart_every_1_looped): the record an injected failure strikes was never counted as
+/// delivered, so with `restart_every = 1` it struck again on every replay and the run never ended.
+#[test]
+fn injected_failures_strike_every_n_new_records_and_end() {
+    let records = stream(12);
+    for every in [1, 3] {
+        let config = PipelineConfig { restart_every: Some(every), ..PipelineConfig::default() };
+        let (seen, result) = run(copying_guest(0), config, &records);
+        result.unwrap_or_else(|failure| panic!("{failure}"));
+        each_once(&seen, &records);
+        let struck: Vec<Option<i64>> = seen.restarts.iter().map(|restart| restart.offset).collect();
+        let expected: Vec<Option<i64>> = (0..12).filter(|i| (i + 1) % every as i64 == 0).map(Some).collect();
+        assert_eq!(struck, expected, "every {every}");
+    }
+}
+
+/// A start offset inside a producer batch: the processor reads from that record, not the batch's first.
+#[test]
+fn a_start_offset_inside_a_batch_reads_from_that_record() {
+    let mut seen = Seen::default();
+    let config = PipelineConfig { from_offset: Some(StartOffset::FromStart(2)), ..PipelineConfig::default() };
+    let mut pipeline = Pipeline::new(copying_guest(0), meta(), config, &mut seen);
+    for i in 0..5 {
+        // 1 ms apart: one producer batch (linger 5 ms).
+        let record =
+            ProducerRecord { value: Some(value(i).into_bytes()), timestamp_ms: Some(1_000 + i), ..Default::default() };
+        pipeline.push(record).unwrap();
+    }
+    let stats = pipeline.finish().unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(stats.batches, 1);
+    assert_eq!(seen.delivered, [(0, 2), (0, 3), (0, 4)]);
+    let outputs: Vec<&str> = seen.outputs.iter().map(|(value, _)| value.as_str()).collect();
+    assert_eq!(outputs, [value(2), value(3), value(4)]);
+}
+
 /// `--from-offset`: a transform deployed after its input was written starts where rpk's start options
 /// point (`@T`, `+N`, `-N`).
 #[test]
@@ -216,6 +252,7 @@ fn a_start_offset_picks_where_reading_starts() {
     let records = stream(10);
     let cases = [
         (StartOffset::FromStart(3), 3..10),
+        (StartOffset::FromStart(30), 9..10),
         (StartOffset::FromEnd(4), 6..10),
         (StartOffset::FromEnd(40), 0..10),
         (StartOffset::Timestamp(1_005_000), 5..10),
