@@ -3,7 +3,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 MODULE := clickstream-aggregation.wasm
 
-.PHONY: build test lint demo bench fuzz fuzz-check wasm-target clean
+.PHONY: build test lint demo bench fuzz fuzz-check wasm-target clean up down test-redpanda
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -13,11 +13,13 @@ build: wasm-target
 	RUSTFLAGS=-Ctarget-feature=+simd128 $(CARGO) build --release --target $(WASM_TARGET)
 	cp target/$(WASM_TARGET)/release/clickstream-aggregation.wasm $(MODULE)
 
-# The container test runs on its own with --nocapture, so its SKIPPED line shows where Docker is missing.
-CONTAINER_TEST := the_broker_writes_the_rows_the_harness_predicts
+# Every test runs beside a Kafka-protocol broker (tansu, on a free loopback port, stopped at the end) for
+# the live pipeline tests. The container tests run on their own with --nocapture, so their SKIPPED line
+# shows where Docker is missing.
+CONTAINER_TESTS := --skip the_broker_writes_the_rows_the_harness_predicts --skip a_redeploy_with_new_settings_takes_effect
 test: build fuzz-check lint
-	$(CARGO) test --workspace -- --skip $(CONTAINER_TEST)
-	$(CARGO) test -p integration-tests --test redpanda_container -- --nocapture
+	./.ci/with-broker $(CARGO) test --workspace -- $(CONTAINER_TESTS)
+	$(CARGO) test -p harness --test redpanda_container -- --nocapture
 
 # Formatting and clippy, every warning an error (the lint levels are in Cargo.toml's [workspace.lints]).
 lint:
@@ -63,3 +65,18 @@ fuzz:
 # The fuzz target is its own workspace; keep it compiling.
 fuzz-check:
 	cd fuzz && $(CARGO) check --quiet
+
+# The seed's local stack in Docker (docker-compose.yml): Redpanda with transforms, the topics, the
+# transform deployed, the producer. The harness binary is mounted into the producer's container.
+up: build
+	$(BUILD_HARNESS)
+	docker compose up -d
+	@echo "live table: $(HARNESS) consume --brokers localhost:19092 --top 10"
+
+down:
+	docker compose down -v
+
+# The tests against a real Redpanda in Docker; unlike `make test`, fails when Docker is missing.
+test-redpanda: build
+	$(BUILD_HARNESS)
+	REQUIRE_DOCKER=1 $(CARGO) test -p harness --test redpanda_container -- --nocapture

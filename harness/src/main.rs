@@ -1,6 +1,7 @@
 //! `harness`: run a Redpanda data-transform module outside the broker, faithfully. This file is the
 //! command line: typed flags, and the runs they start; outputs go through [`sink`].
 
+mod live;
 mod sink;
 
 use std::fs::File;
@@ -42,6 +43,14 @@ enum Command {
     Replay(ReplayArgs),
     /// Write a deterministic clickstream as JSON lines.
     Generate(GenerateArgs),
+    /// Send records to a live broker as the seed's producer does (keyed, event-time stamped, heartbeats).
+    Produce(live::produce::ProduceArgs),
+    /// Print the rows of a live topic as they arrive, or a live table of the busiest groups.
+    Consume(live::consume::ConsumeArgs),
+    /// Run the module against a live broker the way Redpanda runs it (a consumer group, one VM per process).
+    Run(live::run::RunArgs),
+    /// Deploy the module through Redpanda's admin API and wait until it runs on every partition.
+    Deploy(live::deploy::DeployArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,6 +116,10 @@ pub(crate) struct Transform {
 }
 
 impl TransformArgs {
+    pub(crate) fn wasm(&self) -> &std::path::Path {
+        &self.wasm
+    }
+
     /// Loads and checks the module and its metadata as the broker's deploy does; prints the warnings.
     pub(crate) fn load(&self) -> anyhow::Result<Transform> {
         let limits = Limits {
@@ -308,6 +321,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => replay(args),
         Command::Generate(args) => generate(args),
+        Command::Produce(args) => live::produce::produce(args),
+        Command::Consume(args) => live::consume::consume(args),
+        Command::Run(args) => live::run::run(args),
+        Command::Deploy(args) => live::deploy::deploy(args),
     };
     match result {
         Ok(code) => code,
@@ -319,7 +336,7 @@ fn main() -> ExitCode {
 }
 
 /// The transform's default for one of its settings.
-fn default_setting(name: &str) -> Option<&'static str> {
+pub(crate) fn default_setting(name: &str) -> Option<&'static str> {
     VARIABLES.iter().find(|(variable, _)| *variable == name).and_then(|(_, default)| *default)
 }
 

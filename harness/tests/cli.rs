@@ -280,3 +280,92 @@ fn a_restart_at_a_partition_that_does_not_exist_is_refused() {
     let accepted = harness(&[&args[..], &["--restart-at", "1:5", "--output", "/dev/null"]].concat());
     assert!(accepted.status.success(), "{}", text(&accepted.stderr));
 }
+
+/// A stand-in for Redpanda's admin API on a free port: answers each request in turn with one of
+/// `answers` (status line, body) and returns the requests (head, body) it got.
+/// A request the stand-in got: its head and body.
+type Request = (String, Vec<u8>);
+
+fn admin_api(answers: Vec<(&'static str, String)>) -> (String, std::thread::JoinHandle<Vec<Request>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for (status, answer) in answers {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("Content-Length: "))
+                .map_or(0, |value| value.trim().parse().unwrap());
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut stream = reader.into_inner();
+            write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{answer}", answer.len()).unwrap();
+            requests.push((head, body));
+        }
+        requests
+    });
+    (address, server)
+}
+
+/// `harness deploy` against a stand-in for Redpanda's admin API: it posts the JSON metadata immediately
+/// followed by the module, then polls `GET /v1/transform` until every partition reports `running`; a
+/// refused deploy shows the broker's answer and exits 2.
+#[test]
+fn deploy_posts_metadata_then_the_module_and_waits_until_every_partition_runs() {
+    let listing = |second: &str| {
+        format!(
+            r#"[{{"name":"clickstream-aggregation","status":[{{"partition":0,"status":"running"}},{{"partition":1,"status":"{second}"}}]}}]"#
+        )
+    };
+    let (admin, server) =
+        admin_api(vec![("200 OK", String::new()), ("200 OK", listing("inactive")), ("200 OK", listing("running"))]);
+    let wasm = module();
+    let out = harness(&[
+        "deploy",
+        "--admin",
+        &admin,
+        "--wasm",
+        wasm.to_str().unwrap(),
+        "--env",
+        "WINDOW_SIZE=1m",
+        "--from-offset",
+        "-5",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("running on 2 partitions"), "{}", text(&out.stderr));
+    let requests = server.join().unwrap();
+    assert!(requests[0].0.starts_with("POST /v1/transform/deploy HTTP/1.1"), "{}", requests[0].0);
+    let body = &requests[0].1;
+    let module_bytes = std::fs::read(&wasm).unwrap();
+    assert!(body.ends_with(&module_bytes), "the module follows the metadata");
+    let metadata: serde_json::Value = serde_json::from_slice(&body[..body.len() - module_bytes.len()]).unwrap();
+    assert_eq!(metadata["name"], "clickstream-aggregation");
+    assert_eq!(metadata["input_topic"], "clickstream");
+    assert_eq!(metadata["output_topics"], serde_json::json!(["clickstream_aggregated", "clickstream_dlq"]));
+    let env = metadata["environment"].as_array().unwrap();
+    assert!(env.contains(&serde_json::json!({"key": "WINDOW_SIZE", "value": "1m"})), "{env:?}");
+    assert_eq!(metadata["offset"], serde_json::json!({"format": "from_end", "value": 5}));
+    assert!(requests[1].0.starts_with("GET /v1/transform HTTP/1.1") && requests[2].0.starts_with("GET /v1/transform "));
+
+    let refusal = r#"{"message":"invalid WebAssembly module","code":400}"#.to_string();
+    let (admin, server) = admin_api(vec![("400 Bad Request", refusal)]);
+    let out = harness(&["deploy", "--admin", &admin, "--wasm", wasm.to_str().unwrap()]);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("the broker refused the deploy (HTTP 400)") && stderr.contains("invalid WebAssembly module")
+    );
+}

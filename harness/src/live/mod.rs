@@ -1,0 +1,143 @@
+//! Commands against a live Kafka-protocol broker (Redpanda, Apache Kafka, tansu), through librdkafka
+//! (the `rdkafka` crate): the seed's producer, a consumer of the results, the module run as the broker
+//! runs it, and a deploy through Redpanda's admin API.
+//!
+//! librdkafka is the client every Kafka-compatible broker is tested against, handles the group protocol
+//! and rebalances, and is what Redpanda's own tools use; the bundled build needs only a C compiler.
+
+pub(crate) mod consume;
+pub(crate) mod deploy;
+pub(crate) mod produce;
+pub(crate) mod run;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+
+/// How long to wait for metadata and commits.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of the brokers at `brokers` (HOST:PORT, comma-separated).
+pub(crate) fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers).set("client.id", "harness");
+    config
+}
+
+/// The partition count of `topic`, `None` when it does not exist.
+pub(crate) fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str) -> anyhow::Result<Option<u32>> {
+    let metadata = client
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .with_context(|| format!("reading the metadata of topic {topic:?} (is a broker running there?)"))?;
+    let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+    match found.error() {
+        None if !found.partitions().is_empty() => Ok(Some(found.partitions().len() as u32)),
+        None => Ok(None),
+        Some(error) if RDKafkaErrorCode::from(error) == RDKafkaErrorCode::UnknownTopicOrPartition => Ok(None),
+        Some(error) => bail!("topic {topic:?}: {}", RDKafkaErrorCode::from(error)),
+    }
+}
+
+/// Set once Ctrl-C is pressed: the long-running commands stop cleanly.
+pub(crate) fn stop_requested() -> Arc<AtomicBool> {
+    static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    STOP.get_or_init(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        if let Err(error) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
+            eprintln!("harness: warning: Ctrl-C will not stop cleanly: {error}");
+        }
+        stop
+    })
+    .clone()
+}
+
+/// Counts the broker's acknowledgements of produced records, and keeps the first failure.
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    pub(crate) acked: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.first_error.lock().expect("never poisoned").get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
+
+impl Deliveries {
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.first_error.lock().expect("never poisoned").clone()
+    }
+}
+
+/// A producer that reports each delivery; `acks=all`, as the seed's producer and the broker's writes.
+pub(crate) fn producer(brokers: &str) -> anyhow::Result<BaseProducer<Deliveries>> {
+    client_config(brokers)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create_with_context(Deliveries::default())
+        .context("creating the Kafka producer")
+}
+
+/// Sends one record, waiting while librdkafka's queue is full.
+pub(crate) fn send(
+    producer: &BaseProducer<Deliveries>,
+    topic: &str,
+    partition: i32,
+    timestamp_ms: Option<i64>,
+    payload: &harness::wire::Payload,
+) -> anyhow::Result<()> {
+    let mut headers = OwnedHeaders::new();
+    for header in &payload.headers {
+        let key = String::from_utf8_lossy(&header.key);
+        headers = headers.insert(Header { key: &key, value: header.value.as_deref() });
+    }
+    loop {
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).partition(partition).headers(headers.clone());
+        if let Some(key) = payload.key.as_deref() {
+            record = record.key(key);
+        }
+        if let Some(value) = payload.value.as_deref() {
+            record = record.payload(value);
+        }
+        if let Some(ms) = timestamp_ms {
+            record = record.timestamp(ms);
+        }
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((error, _)) => bail!("producing to {topic}/{partition}: {error}"),
+        }
+    }
+}
+
+/// Waits until every record sent is acknowledged or has failed.
+pub(crate) fn flush(producer: &BaseProducer<Deliveries>) -> anyhow::Result<()> {
+    producer.flush(Duration::from_secs(60)).context("waiting for the broker to acknowledge the records sent")
+}
