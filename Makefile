@@ -3,7 +3,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 MODULE := clickstream-aggregation.wasm
 
-.PHONY: build test lint demo bench fuzz fuzz-check wasm-target clean up down test-redpanda
+.PHONY: broker-install build test lint demo bench fuzz fuzz-check wasm-target clean up down test-redpanda
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -17,9 +17,13 @@ build: wasm-target
 # the live pipeline tests. The container tests run on their own with --nocapture, so their SKIPPED line
 # shows where Docker is missing.
 CONTAINER_TESTS := --skip the_broker_writes_the_rows_the_harness_predicts --skip a_redeploy_with_new_settings_takes_effect
-test: build fuzz-check lint
+test: broker-install build fuzz-check lint
 	./.ci/with-broker $(CARGO) test --workspace -- $(CONTAINER_TESTS)
 	$(CARGO) test -p harness --test redpanda_container -- --nocapture
+
+# Starts installing the test broker (tansu) while the workspace builds, when it is missing.
+broker-install:
+	@./.ci/with-broker --install-in-background
 
 # Formatting and clippy, every warning an error (the lint levels are in Cargo.toml's [workspace.lints]).
 lint:

@@ -369,3 +369,12 @@ fn deploy_posts_metadata_then_the_module_and_waits_until_every_partition_runs() 
         stderr.contains("the broker refused the deploy (HTTP 400)") && stderr.contains("invalid WebAssembly module")
     );
 }
+
+/// With no broker at the address, the live commands say so and exit 2 (no hang, no backtrace).
+#[test]
+fn live_commands_say_when_no_broker_answers() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let out = harness(&["produce", "--brokers", &closed, "--topic", "clickstream", "--events", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is a broker running there?"), "{}", text(&out.stderr));
+}

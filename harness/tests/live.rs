@@ -374,3 +374,25 @@ fn two_runs_in_one_group_share_the_partitions() {
     got.sort();
     assert_eq!(got, expected);
 }
+
+/// The producer's failures say what went wrong: a missing topic (and how to create it), a record larger
+/// than the broker takes, each with exit status 2 and what was acknowledged so far.
+#[test]
+fn produce_reports_a_missing_topic_and_a_record_too_large() {
+    let Some(brokers) = brokers("produce_reports_a_missing_topic_and_a_record_too_large") else { return };
+    let scratch = Scratch::new("failures");
+    let run =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir(root()).output().unwrap();
+    let missing = run(&["produce", "--brokers", &brokers, "--topic", &scratch.topic("nowhere"), "--events", "1"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("does not exist; pass --partitions N to create it"), "{stderr}");
+    let big = scratch.path("big.jsonl");
+    std::fs::write(&big, format!("{{\"timestamp\":\"2020-11-16 19:00:00\",\"pad\":\"{}\"}}\n", "x".repeat(2 << 20)))
+        .unwrap();
+    let too_large =
+        run(&["produce", "--brokers", &brokers, "--topic", &scratch.topic("in"), "--partitions", "1", "--input", &big]);
+    assert_ne!(too_large.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&too_large.stderr);
+    assert!(stderr.to_lowercase().contains("too large"), "{stderr}");
+}

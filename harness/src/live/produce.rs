@@ -112,55 +112,62 @@ pub(crate) fn produce(args: ProduceArgs) -> anyhow::Result<std::process::ExitCod
         producer.poll(Duration::ZERO);
         Ok(())
     };
-    for (index, record) in records.enumerate() {
-        if stop.load(Ordering::SeqCst) {
-            break;
+    // Whatever stops the sending, what was acknowledged is counted and shown.
+    let sending = (|| -> anyhow::Result<()> {
+        for (index, record) in records.enumerate() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let mut record = record?;
+            if record.partition.is_some_and(|partition| partition >= partitions) {
+                record.partition = None; // a captured record from a topic with more partitions: partition it anew
+            }
+            model.send(record, &mut sent_batches);
+            ship(&mut sent_batches, &mut sent)?;
+            if let Some(rate) = args.rate {
+                let due = started + Duration::from_secs_f64((index + 1) as f64 / rate);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            if progress && last_progress.elapsed() > Duration::from_millis(250) {
+                last_progress = Instant::now();
+                let acked = producer.context().acked.load(Ordering::Relaxed);
+                eprint!("\r{sent} records sent, {acked} acknowledged   ");
+            }
         }
-        let mut record = record?;
-        if record.partition.is_some_and(|partition| partition >= partitions) {
-            record.partition = None; // a captured record from a topic with more partitions: partition it anew
-        }
-        model.send(record, &mut sent_batches);
-        ship(&mut sent_batches, &mut sent)?;
-        if let Some(rate) = args.rate {
-            let due = started + Duration::from_secs_f64((index + 1) as f64 / rate);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
-        if progress && last_progress.elapsed() > Duration::from_millis(250) {
-            last_progress = Instant::now();
-            let acked = producer.context().acked.load(Ordering::Relaxed);
-            eprint!("\r{sent} records sent, {acked} acknowledged   ");
-        }
-    }
-    if args.close_windows {
-        // The events first, acknowledged, and a second for consumers that keep up to read them: a heartbeat
-        // read before another partition's last events would make them late.
-        model.flush(&mut sent_batches);
-        ship(&mut sent_batches, &mut sent)?;
-        flush(&producer)?;
-        std::thread::sleep(Duration::from_secs(1));
-        if let Some(max) = model.stats.max_event_ms {
-            // Far past every window and watermark delay (at most 7 days each), then a minute apart for an
-            // hour: a transform that writes what one record fires over the following records (as the
-            // clickstream transform does, 1 MiB a record) writes it all.
-            for round in 0..CLOSING_HEARTBEATS {
-                let at_ms = (max + 15 * 86_400_000 + round * 60_000).min(model.max_event_ms());
-                let value = model.heartbeat(at_ms);
-                for partition in 0..partitions {
-                    let heartbeat = ProducerRecord {
-                        value: Some(value.clone()),
-                        timestamp_ms: Some(at_ms),
-                        partition: Some(partition),
-                        ..Default::default()
-                    };
-                    model.send(heartbeat, &mut sent_batches);
+        if args.close_windows {
+            // The events first, acknowledged, and a second for consumers that keep up to read them: a heartbeat
+            // read before another partition's last events would make them late.
+            model.flush(&mut sent_batches);
+            ship(&mut sent_batches, &mut sent)?;
+            flush(&producer)?;
+            std::thread::sleep(Duration::from_secs(1));
+            if let Some(max) = model.stats.max_event_ms {
+                // Far past every window and watermark delay (at most 7 days each), then a minute apart for an
+                // hour: a transform that writes what one record fires over the following records (as the
+                // clickstream transform does, 1 MiB a record) writes it all.
+                for round in 0..CLOSING_HEARTBEATS {
+                    let at_ms = (max + 15 * 86_400_000 + round * 60_000).min(model.max_event_ms());
+                    let value = model.heartbeat(at_ms);
+                    for partition in 0..partitions {
+                        let heartbeat = ProducerRecord {
+                            value: Some(value.clone()),
+                            timestamp_ms: Some(at_ms),
+                            partition: Some(partition),
+                            ..Default::default()
+                        };
+                        model.send(heartbeat, &mut sent_batches);
+                    }
                 }
             }
         }
+        model.flush(&mut sent_batches);
+        ship(&mut sent_batches, &mut sent)?;
+        flush(&producer)?;
+        Ok(())
+    })();
+    if sending.is_err() {
+        let _ = flush(&producer);
     }
-    model.flush(&mut sent_batches);
-    ship(&mut sent_batches, &mut sent)?;
-    flush(&producer)?;
     if progress {
         eprint!("\r{}\r", " ".repeat(60));
     }
@@ -171,6 +178,7 @@ pub(crate) fn produce(args: ProduceArgs) -> anyhow::Result<std::process::ExitCod
         args.topic,
         started.elapsed().as_secs_f64()
     );
+    sending?;
     if let Some(error) = deliveries.failure() {
         eprintln!("harness: {failed} records were not delivered; the first failure: {error}");
         return Ok(std::process::ExitCode::from(1));
