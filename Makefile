@@ -19,7 +19,7 @@ build: wasm-target
 CONTAINER_TESTS := --skip the_broker_writes_the_rows_the_harness_predicts --skip a_redeploy_with_new_settings_takes_effect
 test: broker-install build fuzz-check lint
 	./.ci/with-broker $(CARGO) test --workspace -- $(CONTAINER_TESTS)
-	$(CARGO) test -p harness --test redpanda_container -- --nocapture
+	$(CARGO) test --workspace --test redpanda_container -- --nocapture
 
 # Starts installing the test broker (tansu) while the workspace builds, when it is missing.
 broker-install:
@@ -83,4 +83,4 @@ down:
 # The tests against a real Redpanda in Docker; unlike `make test`, fails when Docker is missing.
 test-redpanda: build
 	$(BUILD_HARNESS)
-	REQUIRE_DOCKER=1 $(CARGO) test -p harness --test redpanda_container -- --nocapture
+	REQUIRE_DOCKER=1 $(CARGO) test --workspace --test redpanda_container -- --nocapture
