@@ -343,22 +343,27 @@ fn each_write_to_stdout_or_stderr_is_one_log_line() {
     );
 }
 
-#[test]
-fn the_environment_holds_user_variables_and_the_topics() {
-    // Write the whole environ buffer to stderr, its NULs made newlines (a log line with a NUL is dropped).
-    let action = "(local $i i32) (drop (call $environ_sizes_get (i32.const 256) (i32.const 260)))
-        (drop (call $environ_get (i32.const 512) (i32.const 2048)))
-        (local.set $i (i32.const 2048))
+/// Makes the NULs of the string table at 2048 (its size at 260) newlines: a log line with a NUL is dropped.
+const NULS_TO_NEWLINES: &str = "(local.set $i (i32.const 2048))
         (block $end (loop $bytes
           (br_if $end (i32.ge_u (local.get $i) (i32.add (i32.const 2048) (i32.load (i32.const 260)))))
           (if (i32.eqz (i32.load8_u (local.get $i))) (then (i32.store8 (local.get $i) (i32.const 10))))
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
-          (br $bytes)))
+          (br $bytes)))";
+
+#[test]
+fn the_environment_holds_user_variables_and_the_topics() {
+    // Write the whole environ buffer to stderr, its NULs made newlines.
+    let action = format!(
+        "(local $i i32) (drop (call $environ_sizes_get (i32.const 256) (i32.const 260)))
+        (drop (call $environ_get (i32.const 512) (i32.const 2048)))
+        {NULS_TO_NEWLINES}
         (i32.store (i32.const 264) (i32.const 2048))
         (i32.store (i32.const 268) (i32.load (i32.const 260)))
         (drop (call $fd_write (i32.const 2) (i32.const 264) (i32.const 1) (i32.const 300)))
-        (i64.load32_u (i32.const 256))";
-    let lines = logs(action, "");
+        (i64.load32_u (i32.const 256))"
+    );
+    let lines = logs(&action, "");
     let entries: Vec<&str> = lines[0].1.split('\n').filter(|entry| !entry.is_empty()).collect();
     assert_eq!(
         entries,
@@ -368,19 +373,16 @@ fn the_environment_holds_user_variables_and_the_topics() {
 
 #[test]
 fn argv_is_the_transform_name() {
-    let action = "(local $i i32) (drop (call $args_sizes_get (i32.const 256) (i32.const 260)))
+    let action = format!(
+        "(local $i i32) (drop (call $args_sizes_get (i32.const 256) (i32.const 260)))
         (drop (call $args_get (i32.const 512) (i32.const 2048)))
-        (local.set $i (i32.const 2048))
-        (block $end (loop $bytes
-          (br_if $end (i32.ge_u (local.get $i) (i32.add (i32.const 2048) (i32.load (i32.const 260)))))
-          (if (i32.eqz (i32.load8_u (local.get $i))) (then (i32.store8 (local.get $i) (i32.const 10))))
-          (local.set $i (i32.add (local.get $i) (i32.const 1)))
-          (br $bytes)))
+        {NULS_TO_NEWLINES}
         (i32.store (i32.const 264) (i32.load (i32.const 512)))
         (i32.store (i32.const 268) (i32.load (i32.const 260)))
         (drop (call $fd_write (i32.const 2) (i32.const 264) (i32.const 1) (i32.const 300)))
-        (i64.load32_u (i32.const 256))";
-    assert_eq!(logs(action, ""), [(LogLevel::Warn, "probe\n".to_string())]);
+        (i64.load32_u (i32.const 256))"
+    );
+    assert_eq!(logs(&action, ""), [(LogLevel::Warn, "probe\n".to_string())]);
 }
 
 #[test]
