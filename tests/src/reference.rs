@@ -63,6 +63,10 @@ impl ReferenceConfig {
                 let (name, function) = item.split_once('=').expect("NAME=FUNCTION");
                 let function = function.trim().to_lowercase();
                 match function.split_once('(') {
+                    // COUNT(1) and COUNT(*) count rows.
+                    Some((count, "1)" | "*)")) if count.trim() == "count" => {
+                        (name.trim().to_string(), "count".into(), None)
+                    }
                     Some((function, field)) => (
                         name.trim().to_string(),
                         function.trim().to_string(),
@@ -238,9 +242,11 @@ impl Reference {
             });
         }
         let mut inputs = Vec::new();
-        for (_, _, field) in &self.config.aggregates {
+        for (_, function, field) in &self.config.aggregates {
             inputs.push(match field.as_ref().map(|field| object.get(field)) {
                 None | Some(None) | Some(Some(Value::Null)) => None,
+                // COUNT(f) counts a value of any type.
+                Some(Some(_)) if function == "count" => Some(Num::Int(1)),
                 Some(Some(Value::Number(number))) => Some(match number.as_i64() {
                     Some(int) => Num::Int(int),
                     None => Num::Float(number.as_f64().expect("serde_json numbers are finite")),
@@ -303,9 +309,15 @@ impl Reference {
 /// One aggregate of a field over a window's non-null inputs, in arrival order.
 fn aggregate(function: &str, inputs: &[Num]) -> RefValue {
     let float_sum = || {
-        let ints: i128 = inputs.iter().map(|n| if let Num::Int(i) = n { i128::from(*i) } else { 0 }).sum();
-        let floats: f64 = inputs.iter().map(|n| if let Num::Float(f) = n { *f } else { 0.0 }).sum();
-        ints as f64 + floats
+        let ints: Vec<i128> =
+            inputs.iter().filter_map(|n| if let Num::Int(i) = n { Some(i128::from(*i)) } else { None }).collect();
+        // From -0.0, the identity of float addition: a sum of -0.0 alone is -0.0, as Flink prints it.
+        let floats = inputs.iter().fold(-0.0, |sum, n| if let Num::Float(f) = n { sum + f } else { sum });
+        if ints.is_empty() {
+            floats
+        } else {
+            ints.iter().sum::<i128>() as f64 + floats
+        }
     };
     let finite = |x: f64| if x.is_finite() { RefValue::Float(x) } else { RefValue::Null };
     match function {
@@ -417,16 +429,32 @@ pub fn parse_time(text: &str, format: &str) -> Option<i64> {
 }
 
 /// An epoch number in the given `TIMESTAMP_FORMAT` (`auto` and `epoch_ms`: integer milliseconds; `epoch_s`:
-/// seconds, a fraction kept to the millisecond).
+/// seconds in any number form, floored to the millisecond).
 fn epoch_time(number: &serde_json::Number, format: &str) -> Option<i64> {
     let ms = match format {
         "epoch_s" => match number.as_i64() {
             Some(seconds) => seconds.checked_mul(1000)?,
-            None => (number.as_f64()? * 1000.0).trunc() as i64,
+            // The shortest decimal of the float serde_json read: the number as written, for the streams'
+            // values (at most 16 significant digits).
+            None => floor_ms_of_seconds(&number.to_string())?,
         },
         _ => number.as_i64()?,
     };
     (MIN_MS..=MAX_MS).contains(&ms).then_some(ms)
+}
+
+/// `digits × 10^(exponent − fraction digits + 3)` milliseconds, floored, in 128-bit integers.
+fn floor_ms_of_seconds(decimal: &str) -> Option<i64> {
+    let (mantissa, exponent) = decimal.split_once(['e', 'E']).unwrap_or((decimal, "0"));
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: i128 = format!("{whole}{fraction}").parse().ok()?;
+    let power = exponent.parse::<i32>().ok()? - fraction.len() as i32 + 3;
+    let ms = if power >= 0 {
+        digits.checked_mul(10_i128.checked_pow(power as u32)?)?
+    } else {
+        digits.div_euclid(10_i128.checked_pow(power.unsigned_abs())?)
+    };
+    i64::try_from(ms).ok()
 }
 
 /// `YYYY-MM-DD HH:MM:SS`, with `.fff` only when the milliseconds are not zero.

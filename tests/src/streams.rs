@@ -76,6 +76,8 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
         Just("n=count,secs=sum(on_site_seconds),avg_viewed=avg(viewed_percent)"),
         Just("lo=min(on_site_seconds),hi=max(on_site_seconds),seen=count(viewed_percent),total=sum(viewed_percent)"),
         Just("a=avg(on_site_seconds),s=sum(on_site_seconds),n=count,m=max(viewed_percent),c=count(on_site_seconds)"),
+        // COUNT(f) of a field that is sometimes text ("55"), and the SQL spellings of a row count.
+        Just("rows=count(*),secs=count(on_site_seconds),urls=count(url),one=COUNT(1)"),
     ];
     let forms = prop_oneof![
         3 => Just(TimeForm::Mixed),
@@ -195,6 +197,8 @@ fn time_member(form: TimeForm, choice: u8, event_ms: i64) -> String {
             format!(r#""timestamp":"{local}+05:30","#)
         }
         (TimeForm::EpochMs, _) | (TimeForm::Mixed, _) => format!(r#""timestamp":{event_ms},"#),
+        // Milliseconds with an exponent are seconds too.
+        (TimeForm::EpochS, 3) => format!(r#""timestamp":{event_ms}e-3,"#),
         (TimeForm::EpochS, _) if event_ms % 1000 == 0 => format!(r#""timestamp":{},"#, event_ms / 1000),
         // Seconds with a fraction; the streams' times are whole milliseconds.
         (TimeForm::EpochS, _) => {

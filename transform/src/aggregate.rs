@@ -142,11 +142,13 @@ impl Wide {
 pub enum Accumulator {
     /// `count(FIELD)`: the non-null values.
     Values(u64),
-    /// `sum` and `avg`: the non-null values, the exact sum of the integers, the sum of the floats.
+    /// `sum` and `avg`: the non-null values, the exact sum of the integers, the sum of the floats (from
+    /// `-0.0`, the identity of float addition, so a sum of `-0.0` alone stays `-0.0` as in Flink).
     Sum {
         values: u64,
         ints: Wide,
         floats: f64,
+        any_int: bool,
         any_float: bool,
     },
     Min(Option<Number>),
@@ -160,7 +162,7 @@ impl Accumulator {
             Function::Count => return None,
             Function::CountField => Accumulator::Values(0),
             Function::Sum | Function::Avg => {
-                Accumulator::Sum { values: 0, ints: Wide::default(), floats: 0.0, any_float: false }
+                Accumulator::Sum { values: 0, ints: Wide::default(), floats: -0.0, any_int: false, any_float: false }
             }
             Function::Min => Accumulator::Min(None),
             Function::Max => Accumulator::Max(None),
@@ -172,10 +174,13 @@ impl Accumulator {
         let Some(value) = value else { return };
         match self {
             Accumulator::Values(count) => *count += 1,
-            Accumulator::Sum { values, ints, floats, any_float } => {
+            Accumulator::Sum { values, ints, floats, any_int, any_float } => {
                 *values += 1;
                 match value {
-                    Number::Int(int) => ints.set(ints.get() + i128::from(int)),
+                    Number::Int(int) => {
+                        ints.set(ints.get() + i128::from(int));
+                        *any_int = true;
+                    }
                     Number::Float(float) => {
                         *floats += float;
                         *any_float = true;
@@ -192,13 +197,20 @@ impl Accumulator {
         match (self, other) {
             (Accumulator::Values(count), Accumulator::Values(more)) => *count += more,
             (
-                Accumulator::Sum { values, ints, floats, any_float },
-                Accumulator::Sum { values: more, ints: more_ints, floats: more_floats, any_float: more_any },
+                Accumulator::Sum { values, ints, floats, any_int, any_float },
+                Accumulator::Sum {
+                    values: more,
+                    ints: more_ints,
+                    floats: more_floats,
+                    any_int: more_any_int,
+                    any_float: more_any_float,
+                },
             ) => {
                 *values += more;
                 ints.set(ints.get() + more_ints.get());
                 *floats += more_floats;
-                *any_float |= more_any;
+                *any_int |= more_any_int;
+                *any_float |= more_any_float;
             }
             (Accumulator::Min(best), Accumulator::Min(Some(value))) => keep_best(best, *value, Ordering::Less),
             (Accumulator::Max(best), Accumulator::Max(Some(value))) => keep_best(best, *value, Ordering::Greater),
@@ -211,10 +223,11 @@ impl Accumulator {
         match *self {
             Accumulator::Values(count) => Some(Number::Int(i64::try_from(count).unwrap_or(i64::MAX))),
             Accumulator::Sum { values: 0, .. } => None,
-            Accumulator::Sum { values, ints, floats, any_float } => {
+            Accumulator::Sum { values, ints, floats, any_int, any_float } => {
                 let exact = ints.get();
                 let sum = match i64::try_from(exact) {
                     Ok(int) if !any_float && function == Function::Sum => return Some(Number::Int(int)),
+                    _ if !any_int => floats,
                     _ => exact as f64 + floats,
                 };
                 let result = if function == Function::Avg { sum / values as f64 } else { sum };
@@ -308,6 +321,42 @@ mod tests {
         }
         assert_eq!(window.result(Function::Sum), Some(Float(9.223372036854776e18)));
         assert_eq!(window.result(Function::Avg), Some(Float(9.223372036854776e18 / 3.0)));
+    }
+
+    /// Regression (sum_of_negative_zero_printed_0_0): a sum of `-0.0` alone printed `0.0`; Flink prints `-0.0`.
+    #[test]
+    fn a_sum_of_negative_zeros_is_negative_zero() {
+        let negative_zero = Some(Float(-0.0));
+        for function in [Function::Sum, Function::Avg] {
+            let result = fold(function, &[negative_zero, None, negative_zero]);
+            assert_eq!(result.map(|n| n.to_string()), Some("-0.0".to_string()), "{function:?}");
+            let mut window = Accumulator::empty(function).unwrap();
+            for pane in [[negative_zero], [None], [negative_zero]] {
+                let mut acc = Accumulator::empty(function).unwrap();
+                pane.iter().for_each(|value| acc.add(*value));
+                window.merge(&acc);
+            }
+            assert_eq!(window.result(function).map(|n| n.to_string()), Some("-0.0".to_string()), "{function:?}");
+        }
+        // With a zero among them the sum is 0.0, as in IEEE addition.
+        assert_eq!(fold(Function::Sum, &[negative_zero, Some(Float(0.0))]).map(|n| n.to_string()), Some("0.0".into()));
+        assert_eq!(fold(Function::Sum, &[negative_zero, Some(Int(0))]).map(|n| n.to_string()), Some("0.0".into()));
+    }
+
+    /// The average's sum is the exact integer sum rounded once, so it is the `sum` column divided by the count;
+    /// `AVG(CAST(x AS DOUBLE))` would round after every addition (2^53 + 1 + 1 stays 2^53 there).
+    #[test]
+    fn averages_of_large_integers_divide_the_exact_sum() {
+        let two_to_53 = 9_007_199_254_740_992;
+        let values = [Some(Int(two_to_53)), Some(Int(1)), Some(Int(1))];
+        assert_eq!(fold(Function::Sum, &values), Some(Int(two_to_53 + 2)));
+        assert_eq!(fold(Function::Avg, &values), Some(Float((two_to_53 + 2) as f64 / 3.0)));
+        assert_eq!(fold(Function::Avg, &values).unwrap().to_string(), "3002399751580331.5");
+        let double_sum = values.iter().fold(0.0, |sum, value| match value {
+            Some(Int(int)) => sum + *int as f64,
+            _ => sum,
+        });
+        assert_eq!((double_sum / 3.0).to_string(), "3002399751580330.5", "what AVG(CAST(x AS DOUBLE)) gives");
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Aggregator {
         };
         let group = config.group_by.iter().map(|name| index_of(name)).collect();
         let inputs = config.aggregates.iter().map(|aggregate| aggregate.field.as_deref().map(&mut index_of)).collect();
-        let functions: Vec<Function> = config.aggregates.iter().map(|aggregate| aggregate.function).collect();
+        let functions = config.functions();
         Aggregator {
             engine: Engine::new(config.window, config.state_budget_bytes)
                 .with_aggregates(&functions)
@@ -174,7 +174,7 @@ impl Aggregator {
         };
         let aggregates: Vec<String> = self.config.aggregates.iter().map(ToString::to_string).collect();
         format!(
-            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={}",
+            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B (fixed {}B) max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={}",
             window.size_ms(),
             window.slide_ms(),
             window.delay_ms(),
@@ -182,6 +182,7 @@ impl Aggregator {
             aggregates.join(","),
             self.config.restart_margin_ms,
             self.config.state_budget_bytes,
+            Engine::fixed_state_bytes(&self.config.functions()),
             self.config.max_event_ahead_ms,
             self.config.incomplete.name(),
             self.config.dead_letter_topic.as_deref().unwrap_or("none (dead letters are counted and skipped)"),
@@ -285,7 +286,7 @@ impl Aggregator {
         self.inputs.clear();
         for (index, aggregate) in self.fields.inputs.iter().zip(&self.config.aggregates) {
             let input = match (index, &aggregate.field) {
-                (Some(index), Some(name)) => aggregate_input(self.reader.member(*index), name)?,
+                (Some(index), Some(name)) => aggregate_input(self.reader.member(*index), name, aggregate.function)?,
                 _ => None,
             };
             self.inputs.push(input);
@@ -307,10 +308,10 @@ impl Aggregator {
                     self.engine.watermark_ms().map_or_else(|| "none".to_string(), format_log_time)
                 ),
             )),
-            Admission::OverCapacity => Err((
+            Admission::OverCapacity { needed_bytes } => Err((
                 Reason::OverCapacity,
                 format!(
-                    "state is at {} of STATE_BUDGET {} bytes",
+                    "counting it needs {needed_bytes} bytes of new state; state is at {} of STATE_BUDGET {} bytes",
                     self.engine.stats().state_bytes,
                     self.config.state_budget_bytes
                 ),
@@ -348,7 +349,7 @@ impl Aggregator {
             (
                 Reason::BadTimestamp,
                 format!(
-                    "field {name:?} is not a timestamp in years 0000 to 9999 (TIMESTAMP_FORMAT={}): {:?}",
+                    "field {name:?} is not a date-time in years 0000 to 9999 (TIMESTAMP_FORMAT={}): {:?}",
                     format.name(),
                     clip(text)
                 ),
@@ -358,9 +359,12 @@ impl Aggregator {
         let event_ms = match self.reader.member(index) {
             Member::Missing => return Err((Reason::MissingField, format!("field {name:?} is missing"))),
             Member::Text(text) if format.takes_text() => format.parse_text(text).ok_or_else(|| not_a_time(text))?,
-            Member::Number(token) if format.takes_number() => {
-                format.parse_number(token).ok_or_else(|| not_a_time(token))?
-            }
+            Member::Number(token) if format.takes_number() => format.parse_number(token).map_err(|bad| {
+                (
+                    Reason::BadTimestamp,
+                    format!("field {name:?} {} (TIMESTAMP_FORMAT={}): {}", bad.explain(), format.name(), clip(token)),
+                )
+            })?,
             Member::TooLong(kind) if takes(kind) => {
                 return Err((Reason::BadTimestamp, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long")))
             }
@@ -414,12 +418,14 @@ fn group_value<'a>(member: Member<'a>, name: &str) -> Result<GroupValue<'a>, (Re
     }
 }
 
-/// An aggregated field's value: `None` when absent or null (SQL NULL), a number otherwise.
-fn aggregate_input(member: Member<'_>, name: &str) -> Result<Option<Number>, (Reason, String)> {
+/// An aggregated field's value: `None` when absent or null (SQL NULL), a number otherwise. `count(FIELD)`
+/// counts a value of any type (SQL `COUNT(f)`), so for it every present value reads as the number 1.
+fn aggregate_input(member: Member<'_>, name: &str, function: Function) -> Result<Option<Number>, (Reason, String)> {
     let wrong_type =
         |kind: JsonKind| (Reason::WrongType, format!("field {name:?} is {}, expected a number or null", kind.name()));
     match member {
         Member::Missing | Member::Other(JsonKind::Null) => Ok(None),
+        _ if function == Function::CountField => Ok(Some(Number::Int(1))),
         Member::Number(token) => Number::parse(token).map(Some).ok_or_else(|| {
             (Reason::OutOfRange, format!("field {name:?} is beyond the range of a 64-bit float: {}", clip(token)))
         }),
@@ -891,6 +897,77 @@ mod tests {
             assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::DeadLetter(reason), "{field}");
             assert!(out.dead_letters.last().unwrap().2.contains(detail), "{}", out.dead_letters.last().unwrap().2);
         }
+    }
+
+    /// Regression (count_field_dead_lettered_text_values): `count(ref)` sent events whose `ref` was a string
+    /// to the dead letters as wrong_type, so `count` lost them too. SQL's COUNT(f) counts any non-null value.
+    #[test]
+    fn count_of_a_field_counts_present_values_of_any_type() {
+        let mut agg = aggregator(&[("AGGREGATES", "n=count,refs=count(ref),total=count(1)"), ("GROUP_BY", "user_id")]);
+        let mut out = Collected::default();
+        let long = "x".repeat(MAX_FIELD_BYTES + 1);
+        for field in [r#""google""#, "7", "true", "{\"a\":1}", "[]", "\"\"", &format!("\"{long}\""), "null"] {
+            let value = format!(r#"{{"timestamp":"2022-10-30 19:40:01","user_id":"u","ref":{field}}}"#);
+            assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::Counted, "{field}");
+        }
+        agg.on_record(Some(br#"{"timestamp":"2022-10-30 19:40:02","user_id":"u"}"#), NOW, &mut out);
+        agg.on_record(Some(br#"{"timestamp":"2022-10-30 19:50:00"}"#), NOW, &mut out);
+        assert_eq!(out.rows.len(), 30);
+        assert!(values(&out).iter().all(|value| value.ends_with(r#""user_id":"u","n":9,"refs":7,"total":9}"#)));
+        assert!(out.dead_letters.is_empty());
+    }
+
+    /// A field both counted and summed must still be a number: the record is dead-lettered whole, so the
+    /// aggregates of one window never disagree.
+    #[test]
+    fn a_field_that_is_summed_too_must_be_a_number() {
+        let mut agg = aggregator(&[("AGGREGATES", "refs=count(ref),total=sum(ref)")]);
+        let mut out = Collected::default();
+        let value = r#"{"timestamp":"2022-10-30 19:40:01","event":"e","user_id":"u","url":"/","ref":"google"}"#;
+        assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::DeadLetter(Reason::WrongType));
+    }
+
+    /// Regression (epoch_s_detail_blamed_the_years): `1e9` seconds was refused with "not a timestamp in years
+    /// 0000 to 9999"; it is 2001. Numbers that are refused now say what was wrong.
+    #[test]
+    fn epoch_numbers_in_exponent_form_are_read_and_refusals_say_why() {
+        let mut agg = aggregator(&[("TIMESTAMP_FORMAT", "epoch_s")]);
+        let mut out = Collected::default();
+        for time in ["1.6672788e9", "1667278800", "16672788000e-1"] {
+            let value = format!(r#"{{"timestamp":{time},"event":"e","user_id":"u","url":"/"}}"#);
+            assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::Counted, "{time}");
+        }
+        agg.on_record(Some(br#"{"timestamp":1e10}"#), 1e13 as i64, &mut out);
+        assert!(values(&out).iter().all(|value| value.contains(r#""event_count":3"#)), "{:?}", values(&out));
+        let value = br#"{"timestamp":1e12,"event":"e","user_id":"u","url":"/"}"#;
+        assert_eq!(agg.on_record(Some(value), i64::MAX, &mut out), Outcome::DeadLetter(Reason::BadTimestamp));
+        assert_eq!(
+            out.dead_letters.last().unwrap().2,
+            r#"field "timestamp" is outside years 0000 to 9999 (TIMESTAMP_FORMAT=epoch_s): 1e12"#
+        );
+        let mut agg = aggregator(&[("TIMESTAMP_FORMAT", "epoch_ms")]);
+        let value = br#"{"timestamp":1.6e12,"event":"e","user_id":"u","url":"/"}"#;
+        assert_eq!(agg.on_record(Some(value), NOW, &mut out), Outcome::DeadLetter(Reason::BadTimestamp));
+        assert!(out.dead_letters.last().unwrap().2.contains("has a fraction or an exponent"));
+    }
+
+    /// The README's "Exactness of floats": floats are added pane by pane, then the panes in time order, as
+    /// Flink 2.3 adds its slices: 1e16, then 1.0 in the next pane, then -1e16 back in the first pane sum to
+    /// (1e16 + -1e16) + 1.0 = 1.0, where adding in arrival order would give 0.0.
+    #[test]
+    fn floats_are_summed_per_pane_then_across_panes() {
+        let mut agg = aggregator(&[("AGGREGATES", "s=sum(x)"), ("GROUP_BY", "user_id"), ("WINDOW_SIZE", "20s")]);
+        let mut out = Collected::default();
+        for (time, x) in [("19:40:01", "1e16"), ("19:40:11", "1.0"), ("19:40:02", "-1e16")] {
+            let value = format!(r#"{{"timestamp":"2022-10-30 {time}","user_id":"u","x":{x}}}"#);
+            assert_eq!(agg.on_record(Some(value.as_bytes()), NOW, &mut out), Outcome::Counted);
+        }
+        agg.on_record(Some(br#"{"timestamp":"2022-10-30 19:41:00"}"#), NOW, &mut out);
+        assert_eq!(
+            values(&out)[1],
+            r#"{"window_start":"2022-10-30 19:40:00","window_end":"2022-10-30 19:40:20","user_id":"u","s":1.0}"#
+        );
+        assert_eq!((1e16_f64 + 1.0) + -1e16, 0.0, "arrival order would give 0.0");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 use std::fmt;
 
 use crate::aggregate::Function;
+use crate::aggregator::MAX_FIELD_BYTES;
 use crate::duration::{format_duration_ms, parse_duration_ms, parse_size_bytes};
-use crate::engine::WindowSpec;
+use crate::engine::{Engine, WindowSpec};
 use crate::time::TimestampFormat;
 
 /// At most this many group-by fields.
@@ -130,6 +131,11 @@ impl IncompletePolicy {
 }
 
 impl Config {
+    /// The aggregate functions, in output order.
+    pub fn functions(&self) -> Vec<Function> {
+        self.aggregates.iter().map(|aggregate| aggregate.function).collect()
+    }
+
     /// Reads the configuration through `lookup` (the process environment in the module).
     /// The dead-letter topic defaults to the second output topic, `REDPANDA_OUTPUT_TOPIC_1`, if there is one;
     /// `none` turns dead-lettering off; any other value must name one of the output topics.
@@ -226,11 +232,25 @@ impl Config {
             Some(bytes) if (16 << 10..=MAX_STATE_BUDGET_BYTES).contains(&bytes) => bytes as usize,
             _ => {
                 return Err(error(
-                    budget_setting,
+                    budget_setting.clone(),
                     "expected a size from 16KiB to 4095MiB (what a 32-bit module can address), like 768KiB or 1MiB (B, KiB or MiB)".into(),
                 ))
             }
         };
+
+        let functions: Vec<Function> = aggregates.iter().map(|aggregate| aggregate.function).collect();
+        let minimum = Engine::state_for_first_event(group_by.len(), &functions, MAX_FIELD_BYTES);
+        if state_budget_bytes < minimum {
+            return Err(error(
+                budget_setting,
+                format!(
+                    "one group of {} GROUP_BY fields with these AGGREGATES can need {minimum} bytes ({} bytes of cells allocated with the first event, the group and its values at {MAX_FIELD_BYTES} bytes each); expected at least {}KiB",
+                    group_by.len(),
+                    Engine::fixed_state_bytes(&functions),
+                    minimum.div_ceil(1024)
+                ),
+            ));
+        }
 
         let max_event_ahead_ms = duration(read("MAX_EVENT_AHEAD"), 0)? as i64;
 
@@ -283,7 +303,7 @@ impl Config {
 /// Parses `AGGREGATES`: `NAME=FUNCTION` or `NAME=FUNCTION(FIELD)`, comma-separated, in output order.
 /// Function names are case-insensitive; names and fields are taken exactly (trimmed).
 pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate>, String> {
-    const EXPECTED: &str = "expected NAME=FUNCTION, comma-separated, with FUNCTION one of count, count(FIELD), sum(FIELD), min(FIELD), max(FIELD), avg(FIELD)";
+    const EXPECTED: &str = "expected NAME=FUNCTION, comma-separated, with FUNCTION one of count (or count(1), count(*)), count(FIELD), sum(FIELD), min(FIELD), max(FIELD), avg(FIELD)";
     let items: Vec<&str> = text.split(',').collect();
     if items.len() > MAX_AGGREGATES {
         return Err(format!("{} aggregates, at most {MAX_AGGREGATES} are allowed", items.len()));
@@ -317,6 +337,16 @@ pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate
             return Err(format!("{function:?} has unbalanced or extra parentheses; {EXPECTED}"));
         }
         let function_name = function_name.to_ascii_lowercase();
+        // SQL's COUNT(1) and COUNT(*) count rows, as plain `count` does.
+        let field = match field {
+            Some("1" | "*") if function_name == "count" => None,
+            field => field,
+        };
+        if let Some(problem) = field.and_then(not_a_field_name) {
+            return Err(format!(
+                "{function:?}: {problem}; FIELD is a top-level field's name as written in the JSON, and count(1) or count(*) counts every event"
+            ));
+        }
         let function = match field {
             None if function_name == "count" => Function::Count,
             None => match Function::OF_A_FIELD.iter().find(|(known, _)| *known == function_name) {
@@ -332,6 +362,23 @@ pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate
         aggregates.push(Aggregate { name: name.to_string(), function, field: field.map(str::to_string) });
     }
     Ok(aggregates)
+}
+
+/// Why `field` cannot be the JSON member name a user meant: SQL spellings of things that are not a
+/// field. A literal counts or sums no field, and quotes would become part of the name.
+fn not_a_field_name(field: &str) -> Option<&'static str> {
+    let unsigned = field.strip_prefix(['-', '+']).unwrap_or(field);
+    if field == "*" {
+        Some("* is not a field")
+    } else if unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.') && field.parse::<f64>().is_ok() {
+        Some("a number is a literal, not a field")
+    } else if field.starts_with(['\'', '"', '`']) || field.ends_with(['\'', '"', '`']) {
+        Some("write the field's name without quotes")
+    } else if ["null", "true", "false"].contains(&field.to_ascii_lowercase().as_str()) {
+        Some("a SQL literal, not a field")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -423,7 +470,7 @@ mod tests {
             ("GROUP_BY", "store_id, region "),
             (
                 "AGGREGATES",
-                "orders=count, revenue = SUM(amount), top=max(amount),avg_items=avg(items),with_coupon=count(coupon)",
+                "orders=count, revenue = SUM(amount), top=max(amount),avg_items=avg(items),with_coupon=count(coupon),firsts=sum(1st_visit)",
             ),
             ("TIMESTAMP_FIELD", "created_at"),
             ("TIMESTAMP_FORMAT", "epoch_ms"),
@@ -438,7 +485,8 @@ mod tests {
                 "revenue=sum(amount)",
                 "top=max(amount)",
                 "avg_items=avg(items)",
-                "with_coupon=count(coupon)"
+                "with_coupon=count(coupon)",
+                "firsts=sum(1st_visit)"
             ]
         );
         assert_eq!(config.event_time, EventTime::Field { name: "created_at".into(), format: TimestampFormat::EpochMs });
@@ -458,6 +506,14 @@ mod tests {
             ("n=sum((x))", "unbalanced or extra parentheses"),
             ("n=count)", "unbalanced or extra parentheses"),
             ("n=count()", "\"count()\" names no field"),
+            ("n=sum(1)", "\"sum(1)\": a number is a literal, not a field"),
+            ("n=count(2)", "a number is a literal"),
+            ("n=avg(-1.5e3)", "a number is a literal"),
+            ("n=sum(*)", "\"sum(*)\": * is not a field"),
+            ("n=count('ref')", "write the field's name without quotes"),
+            ("n=count(`ref`)", "without quotes"),
+            ("n=max(\"x\")", "without quotes"),
+            ("n=count(NULL)", "a SQL literal, not a field"),
             ("=count", "\"=count\" has an empty name"),
             ("count", "\"count\" has no '='"),
             ("n=count,n=sum(x)", "the name \"n\" is used twice"),
@@ -473,6 +529,24 @@ mod tests {
         }
     }
 
+    /// Regression (count_1_gave_zero_in_every_row): `count(1)`, as the README's SQL writes it, was read as a
+    /// count of a field named "1", so every row said 0.
+    #[test]
+    fn count_1_and_count_star_count_every_event() {
+        let config = with_outputs(&[("AGGREGATES", "a=count(1),b=COUNT(*),c= count ( 1 ) ,d=count(ref)")]).unwrap();
+        let functions: Vec<(Function, Option<&str>)> =
+            config.aggregates.iter().map(|aggregate| (aggregate.function, aggregate.field.as_deref())).collect();
+        assert_eq!(
+            functions,
+            [
+                (Function::Count, None),
+                (Function::Count, None),
+                (Function::Count, None),
+                (Function::CountField, Some("ref"))
+            ]
+        );
+    }
+
     /// Regression (state_budget_4096mib_became_zero): inside the wasm32 module 4096 MiB wrapped to 0
     /// and every event was dead-lettered as over_capacity.
     #[test]
@@ -482,6 +556,24 @@ mod tests {
         let largest = with_outputs(&[("STATE_BUDGET", "4095MiB")]).unwrap();
         assert_eq!(largest.state_budget_bytes as u64, MAX_STATE_BUDGET_BYTES);
         assert!(u32::try_from(largest.state_budget_bytes).is_ok(), "fits the module's usize");
+    }
+
+    /// Regression (state_budget_below_one_group_was_accepted): STATE_BUDGET=16KiB with three aggregates that
+    /// read a field started, then dead-lettered every event as over_capacity ("state is at 0 of 16384").
+    #[test]
+    fn a_state_budget_that_cannot_hold_one_group_is_refused_naming_the_minimum() {
+        let three = "n=count,s=sum(on_site_seconds),lo=min(on_site_seconds),hi=max(on_site_seconds)";
+        let refused = message(&[("STATE_BUDGET", "16KiB"), ("AGGREGATES", three)]);
+        let functions = [Function::Count, Function::Sum, Function::Min, Function::Max];
+        let minimum = Engine::state_for_first_event(3, &functions, MAX_FIELD_BYTES);
+        assert!(refused.starts_with("invalid configuration: STATE_BUDGET=\"16KiB\": one group of 3 GROUP_BY fields with these AGGREGATES can need"), "{refused}");
+        assert!(refused.contains(&format!("{minimum} bytes")), "{refused}");
+        assert!(refused.ends_with(&format!("expected at least {}KiB", minimum.div_ceil(1024))), "{refused}");
+        let at_minimum = format!("{}KiB", minimum.div_ceil(1024));
+        assert!(with_outputs(&[("STATE_BUDGET", &at_minimum), ("AGGREGATES", three)]).is_ok());
+        assert_eq!(minimum.div_ceil(1024), 22, "the README's figure");
+        let eight_fields = ("GROUP_BY", "a,b,c,d,e,f,g,h");
+        assert!(with_outputs(&[("STATE_BUDGET", "16KiB"), eight_fields]).is_ok(), "the README: 16 KiB holds the count");
     }
 
     #[test]

@@ -96,8 +96,8 @@ pub enum Admission {
     Counted { missed_windows: u32 },
     /// Every window containing the event has fired.
     Late,
-    /// Counting it would need state beyond the budget.
-    OverCapacity,
+    /// Counting it would need `needed_bytes` of new state, more than the budget has left.
+    OverCapacity { needed_bytes: usize },
     /// Some window containing the event starts before year 0000 or ends after year 9999, where window
     /// times have no text form.
     OutOfRange,
@@ -105,6 +105,8 @@ pub enum Admission {
 
 /// Accounted bytes of state; constants model the module's wasm32 layout (see the README's limits).
 const STRING_BYTES: usize = 80;
+/// The longest integer group value as text (`-9223372036854775808`).
+const MAX_INT_TEXT_BYTES: usize = 20;
 /// A group's interned ids, its cell list ends, and its places in the group order (sorted, new, merge).
 const GROUP_BYTES: usize = 116;
 const GROUP_FIELD_BYTES: usize = 4;
@@ -274,8 +276,8 @@ impl Engine {
         };
         let counted = self.count(pane, visible_from, group, inputs);
         self.advance(event_ms);
-        if !counted {
-            return Admission::OverCapacity;
+        if let Err(needed_bytes) = counted {
+            return Admission::OverCapacity { needed_bytes };
         }
         let missed = fired.map_or(0, |fired| (fired - first_window + 1).clamp(0, panes_per_window));
         Admission::Counted { missed_windows: missed as u32 }
@@ -495,8 +497,15 @@ impl Engine {
         }
     }
 
-    /// Adds one event to its group's cell of `pane` if the budget allows what that needs; false if not.
-    fn count(&mut self, pane: i64, visible_from: i64, group: &[GroupValue<'_>], inputs: &[Option<Number>]) -> bool {
+    /// Adds one event to its group's cell of `pane` if the budget allows what that needs; if not, the bytes
+    /// it would need.
+    fn count(
+        &mut self,
+        pane: i64,
+        visible_from: i64,
+        group: &[GroupValue<'_>],
+        inputs: &[Option<Number>],
+    ) -> Result<(), usize> {
         let mut new_bytes = 0;
         self.group_ids.clear();
         for value in group {
@@ -510,7 +519,7 @@ impl Engine {
         if let Some(id) = known_group {
             if let Some(cell) = self.find_cell(id, pane, visible_from) {
                 self.add_to_cell(cell, inputs);
-                return true;
+                return Ok(());
             }
         }
         if self.cells.is_full() {
@@ -523,7 +532,7 @@ impl Engine {
             new_bytes += self.group_bytes(group.len());
         }
         if self.state_bytes + new_bytes > self.budget_bytes {
-            return false;
+            return Err(new_bytes);
         }
         let group_id = match known_group {
             Some(id) => {
@@ -540,7 +549,7 @@ impl Engine {
             0
         });
         *cells_in_pane += 1;
-        true
+        Ok(())
     }
 
     /// The group's cell for `pane` whose events are visible from `visible_from`.
@@ -619,14 +628,25 @@ impl Engine {
         self.cells.free.push(cell);
     }
 
-    /// One cell slot's bytes: the cell, its free-list entry and its accumulators.
     fn cell_bytes(&self) -> usize {
-        CELL_BYTES + ACCUMULATOR_BYTES * self.empty_accumulators.len()
+        cell_bytes(self.empty_accumulators.len())
     }
 
-    /// An open group's bytes: its interned ids, list, places in the order, and its fields.
     fn group_bytes(&self, fields: usize) -> usize {
-        GROUP_BYTES + GROUP_FIELD_BYTES * fields
+        group_bytes(fields)
+    }
+
+    /// The state the first event needs before any group can be counted, whatever the budget: a chunk of
+    /// cell slots.
+    pub fn fixed_state_bytes(functions: &[Function]) -> usize {
+        CHUNK_CELLS * cell_bytes(functions.iter().filter(|function| function.reads_a_field()).count())
+    }
+
+    /// The most state the first event can need: the fixed state, its pane, its group and each of the group's
+    /// `fields` values `value_bytes` long. A smaller budget might never count an event.
+    pub fn state_for_first_event(fields: usize, functions: &[Function], value_bytes: usize) -> usize {
+        let value = STRING_BYTES + 1 + value_bytes.max(MAX_INT_TEXT_BYTES); // 1: the type tag
+        Self::fixed_state_bytes(functions) + PANE_BYTES + group_bytes(fields) + fields * value
     }
 
     fn intern_group(&mut self, group: &[GroupValue<'_>]) -> u32 {
@@ -702,6 +722,16 @@ impl Engine {
 
 /// Cells per chunk of the cell store.
 const CHUNK_CELLS: usize = 128;
+
+/// One cell slot's bytes: the cell, its place in the free list and its accumulators.
+fn cell_bytes(accumulators: usize) -> usize {
+    CELL_BYTES + ACCUMULATOR_BYTES * accumulators
+}
+
+/// An open group's bytes: its interned ids, list, places in the order, and its fields.
+fn group_bytes(fields: usize) -> usize {
+    GROUP_BYTES + GROUP_FIELD_BYTES * fields
+}
 
 /// Cell slots and their accumulators in chunks of [`CHUNK_CELLS`], so growing never copies the cells (a
 /// vector that doubles would hold both copies at once), with a list of the free slots.
@@ -933,10 +963,10 @@ mod tests {
         let mut engine = Engine::new(WindowSpec::new(300_000, 10_000, 1).unwrap(), one_group);
         let mut rows = Collect::default();
         assert_eq!(observe(&mut engine, at("19:00:00"), &["A"], &mut rows), COUNTED);
-        assert_eq!(observe(&mut engine, at("19:00:01"), &["B"], &mut rows), Admission::OverCapacity);
+        assert!(matches!(observe(&mut engine, at("19:00:01"), &["B"], &mut rows), Admission::OverCapacity { .. }));
         assert_eq!(observe(&mut engine, at("19:00:02"), &["A"], &mut rows), COUNTED);
         // A new pane for a known group needs room too.
-        assert_eq!(observe(&mut engine, at("19:00:12"), &["A"], &mut rows), Admission::OverCapacity);
+        assert!(matches!(observe(&mut engine, at("19:00:12"), &["A"], &mut rows), Admission::OverCapacity { .. }));
         assert!(engine.stats().state_bytes <= one_group);
         advance(&mut engine, at("19:05:01"), &mut rows);
         assert_eq!(rows.0.last().map(|row| row.3), Some(2));
@@ -976,6 +1006,22 @@ mod tests {
             let first_complete = rows.0.iter().find(|row| row.4).map(|row| row.0);
             assert_eq!(first_complete, Some(at(complete_from)), "margin {margin}");
             assert!(rows.0.iter().all(|row| row.4 == (row.0 >= at(complete_from))));
+        }
+    }
+
+    /// The README's "began at or before": a window starting exactly at the first event + delay + margin is
+    /// marked; one starting a millisecond later is not.
+    #[test]
+    fn a_window_starting_exactly_at_the_incomplete_boundary_is_marked() {
+        let spec = WindowSpec::new(20_000, 10_000, 1).unwrap();
+        for (margin, first_complete) in [(9_999, "19:00:20"), (9_998, "19:00:10")] {
+            let mut rows = Collect::default();
+            let mut engine = Engine::new(spec, usize::MAX).with_restart_margin(margin);
+            for second in 0..60 {
+                observe(&mut engine, at(&format!("19:00:{second:02}")), &["A"], &mut rows);
+            }
+            let found = rows.0.iter().find(|row| row.4).map(|row| row.0);
+            assert_eq!(found, Some(at(first_complete)), "margin {margin}");
         }
     }
 

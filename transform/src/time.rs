@@ -57,31 +57,85 @@ impl TimestampFormat {
         parse_date_time(text, sql, iso)
     }
 
-    /// Reads a JSON number token (already checked to be valid JSON) as an event time in this format.
-    pub fn parse_number(self, token: &str) -> Option<i64> {
+    /// Reads a JSON number token (already checked to be valid JSON) as an event time in this format (one
+    /// that [takes numbers](Self::takes_number)).
+    pub fn parse_number(self, token: &str) -> Result<i64, BadEpoch> {
         let ms = match self {
             TimestampFormat::Auto | TimestampFormat::EpochMs => {
                 if !is_integer_token(token) {
-                    return None;
+                    return Err(BadEpoch::NotWholeMilliseconds);
                 }
-                token.parse::<i64>().ok()?
+                token.parse::<i64>().map_err(|_| BadEpoch::OutsideYears)?
             }
-            TimestampFormat::EpochS => {
-                let (whole, millis) = match token.split_once('.') {
-                    Some((whole, fraction)) => (whole, fraction_ms(fraction.as_bytes())?),
-                    None => (token, 0),
-                };
-                if !is_integer_token(whole) {
-                    return None;
-                }
-                let seconds = whole.parse::<i64>().ok()?;
-                let millis = if whole.starts_with('-') { -millis } else { millis };
-                seconds.checked_mul(1_000)?.checked_add(millis)?
-            }
-            TimestampFormat::Sql | TimestampFormat::Iso => return None,
+            TimestampFormat::EpochS => epoch_seconds_to_ms(token).ok_or(BadEpoch::OutsideYears)?,
+            TimestampFormat::Sql | TimestampFormat::Iso => return Err(BadEpoch::NotWholeMilliseconds),
         };
-        (MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&ms).then_some(ms)
+        if (MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&ms) {
+            Ok(ms)
+        } else {
+            Err(BadEpoch::OutsideYears)
+        }
     }
+}
+
+/// Why a JSON number is not an event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadEpoch {
+    /// Epoch milliseconds must be a JSON integer: a fraction or exponent has no exact millisecond.
+    NotWholeMilliseconds,
+    OutsideYears,
+}
+
+impl BadEpoch {
+    /// What was wrong, for a dead letter's detail.
+    pub fn explain(self) -> &'static str {
+        match self {
+            BadEpoch::NotWholeMilliseconds => "has a fraction or an exponent; epoch milliseconds are a JSON integer",
+            BadEpoch::OutsideYears => "is outside years 0000 to 9999",
+        }
+    }
+}
+
+/// Epoch seconds written as any JSON number (`-1.5`, `1e9`, `1.6054848035e9`) to milliseconds, floored.
+/// Exact decimal arithmetic on the digits, so every spelling of one instant reads the same and a negative
+/// fraction rounds down like a positive one. `None` when the instant is far outside the years the text
+/// form holds.
+fn epoch_seconds_to_ms(token: &str) -> Option<i64> {
+    let (negative, unsigned) = match token.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, token),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, parse_exponent(exponent)),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).skip_while(|&digit| digit == b'0').collect();
+    if digits.is_empty() {
+        return Some(0);
+    }
+    // The value is `digits` × 10^scale milliseconds.
+    let scale = exponent - fraction.len() as i64 + 3;
+    let whole_digits = digits.len() as i64 + scale;
+    if whole_digits > 17 {
+        return None;
+    }
+    let kept = whole_digits.clamp(0, digits.len() as i64) as usize;
+    let padding = (scale.max(0)) as u32;
+    let magnitude =
+        digits[..kept].iter().fold(0_i64, |acc, digit| acc * 10 + i64::from(digit - b'0')) * 10_i64.pow(padding);
+    let remainder = digits[kept..].iter().any(|&digit| digit != b'0');
+    Some(if negative { -magnitude - i64::from(remainder) } else { magnitude })
+}
+
+/// A JSON exponent (`+9`, `-3`, `12`), clamped far beyond any exponent a time in range can have.
+fn parse_exponent(text: &str) -> i64 {
+    let (sign, digits) = match text.as_bytes().first() {
+        Some(b'-') => (-1, &text[1..]),
+        Some(b'+') => (1, &text[1..]),
+        _ => (1, text),
+    };
+    sign * digits.bytes().fold(0_i64, |acc, digit| (acc * 10 + i64::from(digit - b'0')).min(1_000_000))
 }
 
 /// A JSON number written as a whole number: no fraction, no exponent.
@@ -313,19 +367,52 @@ mod tests {
         assert_eq!(Sql.parse_text("2022-10-30 19:40:00Z"), None);
         assert_eq!(Auto.parse_text("2022-10-30 19:40:00Z"), expected);
         assert_eq!(EpochMs.parse_text(sql), None);
-        assert_eq!(Auto.parse_number("1667158800000"), expected);
-        assert_eq!(EpochMs.parse_number("1667158800000"), expected);
-        assert_eq!(Auto.parse_number("1667158800000.0"), None);
-        assert_eq!(EpochMs.parse_number("1.6e12"), None);
-        assert_eq!(EpochS.parse_number("1667158800"), expected);
-        assert_eq!(EpochS.parse_number("1667158800.2509"), expected.map(|ms| ms + 250));
-        assert_eq!(EpochS.parse_number("-1.5"), Some(-1_500));
-        assert_eq!(EpochS.parse_number("1e9"), None);
-        assert_eq!(Sql.parse_number("1667158800000"), None);
-        assert_eq!(EpochMs.parse_number("-62167219200001"), None, "before year 0000");
-        assert_eq!(EpochMs.parse_number("253402300800000"), None, "after year 9999");
-        assert_eq!(EpochMs.parse_number("99999999999999999999"), None);
-        assert_eq!(EpochS.parse_number("9999999999999999"), None);
+        let expected = expected.unwrap();
+        assert_eq!(Auto.parse_number("1667158800000"), Ok(expected));
+        assert_eq!(EpochMs.parse_number("1667158800000"), Ok(expected));
+        assert_eq!(Auto.parse_number("1667158800000.0"), Err(BadEpoch::NotWholeMilliseconds));
+        assert_eq!(EpochMs.parse_number("1.6e12"), Err(BadEpoch::NotWholeMilliseconds));
+        assert_eq!(EpochS.parse_number("1667158800"), Ok(expected));
+        assert_eq!(EpochS.parse_number("1667158800.2509"), Ok(expected + 250));
+        assert_eq!(Sql.parse_number("1667158800000"), Err(BadEpoch::NotWholeMilliseconds));
+        assert_eq!(EpochMs.parse_number("-62167219200001"), Err(BadEpoch::OutsideYears), "before year 0000");
+        assert_eq!(EpochMs.parse_number("253402300800000"), Err(BadEpoch::OutsideYears), "after year 9999");
+        assert_eq!(EpochMs.parse_number("99999999999999999999"), Err(BadEpoch::OutsideYears));
+        assert_eq!(EpochS.parse_number("9999999999999999"), Err(BadEpoch::OutsideYears));
+    }
+
+    /// Regression (epoch_s_refused_exponents_and_rounded_negatives_up): `1e9` was refused as "not a
+    /// timestamp in years 0000 to 9999", more than 9 fractional digits were refused, and `-1.0005` read
+    /// as -1000 ms while `1.0005` read as 1000 ms.
+    #[test]
+    fn epoch_seconds_in_any_json_number_form_floor_to_the_millisecond() {
+        use TimestampFormat::EpochS;
+        for (token, ms) in [
+            ("1e9", 1_000_000_000_000),
+            ("1E9", 1_000_000_000_000),
+            ("1e+9", 1_000_000_000_000),
+            ("1.6054848035e9", 1_605_484_803_500),
+            ("16054848035e-1", 1_605_484_803_500),
+            ("1605484803.5", 1_605_484_803_500),
+            ("1605484803.123456789012", 1_605_484_803_123),
+            ("1.0005", 1_000),
+            ("-1.0005", -1_001),
+            ("-1.5", -1_500),
+            ("-0.0001", -1),
+            ("-0", 0),
+            ("0.0e999999999999", 0),
+            ("1e-999999999999", 0),
+            ("-1e-999999999999", -1),
+            ("0.001", 1),
+            ("0.0009999", 0),
+            ("253402300799.999", MAX_TIMESTAMP_MS),
+            ("-62167219200", MIN_TIMESTAMP_MS),
+        ] {
+            assert_eq!(EpochS.parse_number(token), Ok(ms), "{token}");
+        }
+        for token in ["253402300800", "-62167219200.0001", "1e12", "1e999999999999", "-1e300"] {
+            assert_eq!(EpochS.parse_number(token), Err(BadEpoch::OutsideYears), "{token}");
+        }
     }
 
     #[test]
