@@ -2,7 +2,7 @@
 //! the clickstream transform ([`clickstream`], [`generate`], [`report`]) and the tools that feed a run
 //! ([`input`]).
 
-pub use transform_host::{broker, host, logs, meta, pipeline, producer, schema_registry, wire};
+pub use transform_host::{broker, host, logs, meta, pipeline, producer, record_batch, schema_registry, wire};
 
 pub mod clickstream;
 pub mod generate;

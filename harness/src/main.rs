@@ -1,6 +1,25 @@
 //! `harness`: run a Redpanda data-transform module outside the broker, faithfully. This file is the
 //! command line: typed flags, and the runs they start; outputs go through [`sink`].
 
+// `eprint!` panics when stderr's reader has gone; `stderr!` and `stderrln!` write there instead.
+#![deny(clippy::print_stderr)]
+
+/// `eprint!` that ignores a closed stderr: the exit status still tells how the run went.
+macro_rules! stderr {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! stderrln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod live;
 mod sink;
 
@@ -15,12 +34,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use clickstream_aggregation::config::{parse_aggregates, VARIABLES};
 use clickstream_aggregation::duration::{parse_duration_ms, parse_size_bytes};
 use clickstream_aggregation::time::{parse_timestamp_ms, TimestampFormat};
-use harness::broker::{InjectedFailure, StartOffset, MAX_PARTITIONS_PER_SHARD, MAX_SHARDS};
+use harness::broker::{InjectedFailure, StartOffset, WriteConfig, MAX_PARTITIONS_PER_SHARD, MAX_SHARDS};
 use harness::generate::{Generator, GeneratorConfig};
-use harness::host::{Limits, TransformMeta, TransformModule, VmFailure};
+use harness::host::{Limits, TransformMeta, TransformModule, VmFailure, FUEL_PER_MS};
 use harness::input::{InputFormat, RecordReader};
 use harness::pipeline::{Pipeline, PipelineConfig, RunStats};
 use harness::producer::RecordTime;
+use harness::record_batch::Compression;
 use harness::report::TopGroups;
 
 use crate::sink::{print_summary, FileSink};
@@ -113,6 +133,8 @@ pub(crate) struct Transform {
     pub(crate) time_format: TimestampFormat,
     /// TIMESTAMP_FIELD.
     pub(crate) time_field: String,
+    /// The transform.yaml read; `None`: the default transform, from `input` to `output`.
+    pub(crate) yaml: Option<PathBuf>,
 }
 
 impl TransformArgs {
@@ -132,9 +154,9 @@ impl TransformArgs {
         let module =
             TransformModule::load(&bytes, limits).with_context(|| format!("loading {}", self.wasm.display()))?;
         for warning in &module.warnings {
-            eprintln!("harness: warning: {warning}");
+            stderrln!("harness: warning: {warning}");
         }
-        let mut meta = self.meta()?;
+        let (mut meta, yaml) = self.meta()?;
         harness::meta::apply_overrides(&mut meta, &self.env)?;
         harness::meta::validate(&meta)?;
         let env = |name: &str| meta.env.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
@@ -148,13 +170,14 @@ impl TransformArgs {
             .find(|format| format.name() == setting("TIMESTAMP_FORMAT").trim())
             .unwrap_or(TimestampFormat::Auto);
         let time_field = setting("TIMESTAMP_FIELD");
-        Ok(Transform { module, meta, limits, aggregate_names, time_format, time_field })
+        Ok(Transform { module, meta, limits, aggregate_names, time_format, time_field, yaml })
     }
 
-    /// `--transform-yaml`, else ./transform.yaml, else a transform named `transform` from `input` to `output`.
-    fn meta(&self) -> anyhow::Result<TransformMeta> {
+    /// `--transform-yaml`, else ./transform.yaml, else a transform named `transform` from `input` to `output`;
+    /// and the file read.
+    fn meta(&self) -> anyhow::Result<(TransformMeta, Option<PathBuf>)> {
         let yaml = self.transform_yaml.clone().or_else(|| Some(PathBuf::from("transform.yaml")).filter(|p| p.exists()));
-        Ok(match &yaml {
+        let meta = match &yaml {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
                 harness::meta::read_transform_yaml(&text).with_context(|| format!("in {}", path.display()))?
@@ -165,7 +188,8 @@ impl TransformArgs {
                 output_topics: vec!["output".into()],
                 env: vec![],
             },
-        })
+        };
+        Ok((meta, yaml))
     }
 }
 
@@ -183,7 +207,8 @@ struct ReplayArgs {
     #[arg(long)]
     output: Option<PathBuf>,
     /// Where records of the other output topics (the dead letters) go, as JSON with topic, reason,
-    /// detail, key and value; default: counted only.
+    /// detail, key and value; default: counted only. Refused when the transform has one output topic
+    /// (as without a transform.yaml).
     #[arg(long)]
     dlq: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "values")]
@@ -203,7 +228,8 @@ struct ReplayArgs {
     /// The value field whose text is the record key; `none` for no key.
     #[arg(long, default_value = "user_id")]
     key_field: String,
-    /// The value field holding event time; default: the transform's TIMESTAMP_FIELD, else `timestamp`.
+    /// The value field holding event time (`@record`: the record's timestamp); default: the transform's
+    /// TIMESTAMP_FIELD, else `timestamp`.
     /// Its form (date-time text, epoch milliseconds or seconds) follows the transform's TIMESTAMP_FORMAT.
     #[arg(long)]
     time_field: Option<String>,
@@ -237,8 +263,20 @@ struct ReplayArgs {
     /// Run as a cluster without a schema registry (its host functions answer −1).
     #[arg(long)]
     no_schema_registry: bool,
-    /// At the end, send every partition a heartbeat far ahead so every open window closes, repeated while the
-    /// transform reports a backlog (`backlog_windows`) or writes records unlike the previous heartbeat's.
+    /// How long one write of outputs takes (a replicated produce to the output partition), in VM time
+    /// (2,000,000 fuel units a ms): what the VM writes meanwhile joins the producer loop's next batch.
+    #[arg(long, default_value = "5ms", value_parser = duration)]
+    write_latency: i64,
+    /// The output topics' max.message.bytes (the cluster's kafka_batch_max_bytes by default): an output batch
+    /// larger as stored fails its processor, as in the broker.
+    #[arg(long, default_value = "1MiB", value_parser = size)]
+    batch_max_bytes: u64,
+    /// How the broker compresses output batches (rpk transform deploy --compression).
+    #[arg(long, value_enum, default_value = "none")]
+    compression: Compression,
+    /// At the end, after every event, send every partition a heartbeat far ahead so every open window closes
+    /// (`{}` with TIMESTAMP_FIELD=@record), repeated while the transform reports a backlog (`backlog_windows`)
+    /// or writes records unlike the previous heartbeat's. Exits 1 if its summary still shows open panes.
     #[arg(long)]
     close_windows: bool,
     /// Print the N busiest groups of the last window that closed, ranked by the first aggregate.
@@ -329,7 +367,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("harness: {error:#}");
+            stderrln!("harness: {error:#}");
             ExitCode::from(2)
         }
     }
@@ -372,7 +410,14 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let Transform { module, meta, limits, aggregate_names, time_format, time_field } = args.transform.load()?;
+    let Transform { module, meta, limits, aggregate_names, time_format, time_field, yaml } = args.transform.load()?;
+    if let (Some(dlq), [only]) = (&args.dlq, meta.output_topics.as_slice()) {
+        let source = match yaml {
+            Some(path) => format!("{} names", path.display()),
+            None => "with no transform.yaml here (--transform-yaml names one), the transform has".to_string(),
+        };
+        bail!("--dlq {}: {source} one output topic, {only:?}, so nothing would be written there", dlq.display());
+    }
     for (partition, offset) in &args.restart_at {
         if let Some(partition) = partition.filter(|partition| *partition >= args.partitions) {
             bail!(
@@ -388,7 +433,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         batch_bytes: args.batch_bytes as usize,
         linger_ms: args.linger,
         key_field: Some(args.key_field.clone()).filter(|field| field != "none"),
-        time_field: args.time_field.clone().unwrap_or(time_field),
+        time_field: harness::clickstream::time_field(args.time_field.as_deref().unwrap_or(&time_field)),
         record_time: args.record_time,
         commit_interval_ms: args.commit_interval,
         restart_every: args.restart_every,
@@ -396,6 +441,11 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         injected: args.injected_failure,
         from_offset: args.from_offset,
         schema_registry: !args.no_schema_registry,
+        writes: WriteConfig {
+            latency_fuel: args.write_latency as u64 * FUEL_PER_MS,
+            batch_max_bytes: args.batch_max_bytes as usize,
+            compression: args.compression,
+        },
         ..harness::clickstream::pipeline_config(time_format)
     };
 
@@ -425,6 +475,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let topics = meta.output_topics.clone();
     let mut pipeline = Pipeline::new(module, meta, config, &mut sink);
     let progress = !args.quiet && std::io::stderr().is_terminal();
+    let mut still_open = 0;
     let outcome = (|| -> anyhow::Result<Result<RunStats, VmFailure>> {
         if let Err(failure) = pipeline.start() {
             return Ok(Err(failure));
@@ -446,7 +497,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 let stats = pipeline.stats();
                 let share =
                     input_len.filter(|len| *len > 0).map(|len| format!(" ({}%)", reader.bytes_read() * 100 / len));
-                eprint!(
+                stderr!(
                     "\r{} records read{}, {} written   ",
                     stats.records_in,
                     share.unwrap_or_default(),
@@ -455,16 +506,17 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
         }
         if progress {
-            eprint!("\r{}\r", " ".repeat(72));
+            stderr!("\r{}\r", " ".repeat(72));
         }
         if args.close_windows {
-            if let Err(failure) = pipeline.close_windows() {
-                return Ok(Err(failure));
+            match pipeline.close_windows() {
+                Ok(open) => still_open = open,
+                Err(failure) => return Ok(Err(failure)),
             }
         }
         let elapsed = pipeline.elapsed();
         Ok(pipeline.finish().inspect(|stats| {
-            print_summary(stats, &topics, elapsed, limits.memory_bytes, limits.runtime_ms, args.partitions, args.shards)
+            print_summary(stats, &topics, elapsed, &limits, args.partitions, args.shards, args.batch_max_bytes)
         }))
     })()?;
     sink.flush();
@@ -477,21 +529,28 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(_) => {
             if let Some(line) = &sink.last_log {
-                eprintln!("  last module log line: {line}");
+                stderrln!("  last module log line: {line}");
             }
             if let (Some(n), Some(top)) = (args.top, &sink.top) {
-                eprint!("{}", top.table(n));
+                stderr!("{}", top.table(n));
+            }
+            if still_open > 0 {
+                stderrln!(
+                    "harness: windows are still open after --close-windows: the transform's last summary shows \
+                     open_panes={still_open}, so the closing heartbeats did not close them (were they dead-lettered?)"
+                );
+                return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(failure) if failure.at_start => {
-            eprintln!(
+            stderrln!(
                 "harness: the transform did not start; in Redpanda it would be restarted again and again:\n  {failure}"
             );
             Ok(ExitCode::from(1))
         }
         Err(failure) => {
-            eprintln!("harness: the transform failed:\n  {failure}");
+            stderrln!("harness: the transform failed:\n  {failure}");
             Ok(ExitCode::from(1))
         }
     }

@@ -94,7 +94,7 @@ impl OutputSink for FileSink {
     fn restart(&mut self, restart: &Restart) {
         self.restarts += 1;
         if !self.quiet && (self.restarts <= 10 || self.restarts.is_multiple_of(100)) {
-            eprintln!("harness: restart {}: {restart}", self.restarts);
+            stderrln!("harness: restart {}: {restart}", self.restarts);
         }
     }
 }
@@ -129,13 +129,13 @@ pub fn print_summary(
     stats: &RunStats,
     topics: &[String],
     elapsed: Duration,
-    memory_limit: u64,
-    runtime_ms: u64,
+    limits: &harness::host::Limits,
     partitions: u32,
     shards: u32,
+    batch_max_bytes: u64,
 ) {
     let seconds = elapsed.as_secs_f64().max(1e-9);
-    eprintln!(
+    stderrln!(
         "replayed {} records (partitions: {}, shards: {}) in {:.2} s: {:.0} records/s",
         stats.records_in,
         partitions,
@@ -149,24 +149,32 @@ pub fn print_summary(
             let reasons: Vec<String> = stats.tallies.iter().map(|(reason, n)| format!("{reason}={n}")).collect();
             line.push_str(&format!(" ({})", reasons.join(" ")));
         }
-        eprintln!("{line}");
+        let (raw, stored) = stats.largest_batch[index];
+        line.push_str(&format!(
+            " in {} batches, the largest {stored} bytes as stored ({raw} uncompressed) of {batch_max_bytes}",
+            stats.output_batches[index]
+        ));
+        stderrln!("{line}");
     }
     let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
-    eprintln!(
+    stderrln!(
         "  peak linear memory {:.2} MiB of {:.2} MiB; most CPU for one record {:.3} ms of {} ms; module log lines {}",
         mib(stats.peak_memory_bytes),
-        mib(memory_limit),
+        mib(limits.memory_bytes),
         stats.max_record_fuel as f64 / harness::host::FUEL_PER_MS as f64,
-        runtime_ms,
+        limits.runtime_ms,
         stats.log_lines
     );
-    eprintln!(
+    stderrln!(
         "  batches {}, commits {}, restarts {}, outputs re-produced after restarts {}",
-        stats.batches, stats.commits, stats.restarts, stats.replayed_outputs
+        stats.batches,
+        stats.commits,
+        stats.restarts,
+        stats.replayed_outputs
     );
     let (invalid, full) = stats.dropped_log_lines;
     if invalid + full > 0 {
-        eprintln!(
+        stderrln!(
             "  log lines the broker would drop: {invalid} with invalid UTF-8 or control characters (after the 1 KiB cut), \
              {full} for a full log buffer"
         );

@@ -281,6 +281,144 @@ fn a_restart_at_a_partition_that_does_not_exist_is_refused() {
     assert!(accepted.status.success(), "{}", text(&accepted.stderr));
 }
 
+/// Replays `lines` (written to a file in a new scratch folder `name`) with `extra` flags, rows and dead
+/// letters to files: the run, the rows and the dead letters.
+fn replay_lines(name: &str, lines: &[String], extra: &[&str]) -> (Output, String, String) {
+    let dir = scratch(name);
+    let (input, rows, dlq) = (dir.join("in.jsonl"), dir.join("rows.jsonl"), dir.join("dlq.jsonl"));
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let wasm = module();
+    let paths = [wasm.to_str().unwrap(), input.to_str().unwrap(), rows.to_str().unwrap(), dlq.to_str().unwrap()];
+    let args = ["replay", "--wasm", paths[0], "--input", paths[1], "--output", paths[2], "--dlq", paths[3]];
+    let out = harness(&[&args[..], extra].concat());
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    let result = (out, read(&rows), read(&dlq));
+    std::fs::remove_dir_all(dir).unwrap();
+    result
+}
+
+/// Regression (record_time_close_windows_sent_nothing): with TIMESTAMP_FIELD=@record the harness knew no
+/// event time, so `--close-windows` sent nothing and two events gave no row, with exit 0.
+#[test]
+fn close_windows_sends_empty_heartbeats_when_event_time_is_the_record_timestamp() {
+    let events: Vec<String> =
+        ["u1", "u2"].iter().map(|user| format!(r#"{{"user_id":"{user}","event":"e","url":"/"}}"#)).collect();
+    let (out, rows, dead) =
+        replay_lines("record-time", &events, &["--env", "TIMESTAMP_FIELD=@record", "--close-windows"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(rows.lines().count(), 60, "two groups in 30 windows each: {}", text(&out.stderr));
+    assert_eq!(dead, "", "the heartbeats `{{}}` are read as heartbeats");
+}
+
+/// Regression (closing_heartbeat_in_the_events_form): under TIMESTAMP_FORMAT=epoch_ms, a last event with a
+/// text time made the closing heartbeat text too; it was dead-lettered as wrong_type and no window closed.
+#[test]
+fn closing_heartbeats_take_the_form_the_transform_pins() {
+    let events = [
+        r#"{"created_at":1606780800000,"user_id":"u1","event":"e","url":"/"}"#.to_string(),
+        r#"{"created_at":"2020-12-01 00:00:03","user_id":"u2","event":"e","url":"/"}"#.to_string(),
+    ];
+    let env = ["--env", "TIMESTAMP_FIELD=created_at", "--env", "TIMESTAMP_FORMAT=epoch_ms", "--close-windows"];
+    let (out, rows, dead) = replay_lines("pinned-form", &events, &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(rows.lines().count(), 30, "u1's 30 windows: {}", text(&out.stderr));
+    let dead: Vec<serde_json::Value> = dead.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0]["reason"].as_str(), dead[0]["key"].as_str()), (Some("wrong_type"), Some("u2")));
+}
+
+/// Windows the closing heartbeats leave open (here: heartbeats in another field than TIMESTAMP_FIELD, so
+/// the transform dead-letters them) fail the run instead of ending it with fewer rows and status 0.
+#[test]
+fn windows_left_open_after_close_windows_fail_the_run() {
+    let event =
+        r#"{"timestamp":"2020-11-16 19:00:03","ts2":"2020-11-16 19:00:03","user_id":"u","event":"e","url":"/"}"#;
+    let (out, rows, dead) =
+        replay_lines("left-open", &[event.to_string()], &["--time-field", "ts2", "--close-windows"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("windows are still open after --close-windows"), "{stderr}");
+    assert!(stderr.contains("open_panes=1"), "{stderr}");
+    assert_eq!(rows, "");
+    assert!(dead.contains("missing_field"), "{dead}");
+}
+
+/// Regression (dlq_without_transform_yaml_stayed_empty): without a transform.yaml the transform has the
+/// one output topic `output`, so its dead letters were skipped and `--dlq` stayed empty, silently.
+#[test]
+fn a_dlq_that_no_output_topic_can_fill_is_refused() {
+    let dir = scratch("no-yaml");
+    let one_output = dir.join("one.yaml");
+    std::fs::write(&one_output, "name: t\ninput-topic: in\noutput-topics:\n  - rows\n").unwrap();
+    let dlq = dir.join("dlq.jsonl");
+    let (wasm, dlq_arg) = (module(), dlq.to_str().unwrap());
+    let args = ["replay", "--wasm", wasm.to_str().unwrap(), "--input", "/dev/null", "--dlq", dlq_arg];
+    for (extra, expected) in [
+        (vec![], "with no transform.yaml here (--transform-yaml names one), the transform has one output topic"),
+        (vec!["--transform-yaml", one_output.to_str().unwrap()], "one.yaml names one output topic, \"rows\""),
+    ] {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_harness")).args([&args[..], &extra].concat()).current_dir(&dir).output();
+        let out = out.expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(expected), "{}", text(&out.stderr));
+        assert!(!dlq.exists());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Regression (end_of_input_sealed_in_partition_order): the producer sent its open batches at the end
+/// in partition order, so on a shared VM partition 0's newer events came before the older ones of
+/// partitions 1 and 2 and made them late. Sent oldest first, the rows are those of a record-by-record run.
+#[test]
+fn the_open_batches_at_the_end_go_oldest_first() {
+    let record = |partition: u32, user: &str, time: &str| {
+        let value = format!(r#"{{"timestamp":"{time}","user_id":"{user}","event":"e","url":"/"}}"#);
+        let timestamp = 1_605_553_200_000i64; // 2020-11-16 19:00:00, the record time of every record
+        serde_json::json!({
+            "topic": "clickstream", "key": user, "value": value, "timestamp": timestamp, "partition": partition,
+            "offset": 0,
+        })
+        .to_string()
+    };
+    let records = [
+        record(1, "a", "2020-11-16 19:00:00"),
+        record(2, "b", "2020-11-16 19:01:00"),
+        record(0, "c", "2020-11-16 19:20:00"),
+    ];
+    let run = |name: &str, linger: &str| {
+        let flags = ["--partitions", "3", "--shards", "1", "--close-windows", "--linger", linger];
+        let (out, rows, dead) = replay_lines(name, &records, &flags);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(!dead.contains("late"), "{dead}");
+        rows
+    };
+    let batched = run("oldest-first", "5ms");
+    assert_eq!(batched.lines().count(), 90, "three groups in 30 windows each");
+    assert_eq!(batched, run("record-by-record", "0ms"));
+}
+
+/// Regression (closed_stderr_panicked): with stderr's reader gone, the first line on stderr panicked and
+/// the run exited 101. It now ends as it would have: 0 for a run that went well, 1 for a failure.
+#[test]
+fn a_closed_stderr_leaves_the_exit_status_alone() {
+    let (dir, events) = generated("stderr", 100);
+    let wasm = module();
+    let args = ["replay", "--wasm", wasm.to_str().unwrap(), "--input", events.to_str().unwrap()];
+    for (extra, status) in [(vec![], 0), (vec!["--runtime-limit", "0ms"], 1)] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args([&args[..], &extra].concat())
+            .current_dir(root())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        drop(child.stderr.take()); // before the module is even loaded
+        assert_eq!(child.wait().unwrap().code(), Some(status), "{extra:?}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A stand-in for Redpanda's admin API on a free port: answers each request in turn with one of
 /// `answers` (status line, body) and returns the requests (head, body) it got.
 /// A request the stand-in got: its head and body.

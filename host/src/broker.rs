@@ -20,8 +20,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::host::{
     BatchOutput, BatchRecord, InputBatch, MonotonicClock, TransformMeta, TransformModule, Vm, VmFailure, VmServices,
+    FUEL_PER_MS,
 };
 use crate::logs::LogLine;
+use crate::record_batch::{Compression, RecordBatch};
 use crate::schema_registry::SchemaRegistry;
 use crate::wire::PayloadView;
 
@@ -86,6 +88,38 @@ pub struct BrokerConfig {
     /// reason).
     pub tally_header: Option<String>,
     pub schema_registry: bool,
+    /// The output path: how long one write takes and the limit and compression its batches meet.
+    pub writes: WriteConfig,
+}
+
+/// How each processor's producer loops write: `src/v/transform/transform_processor.cc`
+/// `run_producer_loop` pops everything queued for its output topic and writes it as one record batch,
+/// compressed as deployed; the output topic refuses a batch over its `max.message.bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteConfig {
+    /// How long one write takes (a produce to the output partition, replicated), as fuel of the VM, which
+    /// keeps running meanwhile: what it writes then joins the next batch.
+    pub latency_fuel: u64,
+    pub batch_max_bytes: usize,
+    pub compression: Compression,
+}
+
+impl Default for WriteConfig {
+    fn default() -> Self {
+        WriteConfig { latency_fuel: 5 * FUEL_PER_MS, batch_max_bytes: 1 << 20, compression: Compression::None }
+    }
+}
+
+/// One processor's producer loop for one output topic, on its shard's fuel clock.
+#[derive(Debug, Default)]
+struct ProducerLoop {
+    queued: RecordBatch,
+    /// When the first queued record was written, and the input record that wrote the last one.
+    queued_since: u64,
+    last_input: i64,
+    /// When the write in flight ends. The VM yields to the core's other tasks every `FUEL_PER_MS`
+    /// (`src/v/wasm/wasmtime.cc`: `millisecond_fuel_amount`); the loop pops at the first yield after.
+    busy_until: u64,
 }
 
 impl Default for BrokerConfig {
@@ -100,6 +134,7 @@ impl Default for BrokerConfig {
             from_offset: None,
             tally_header: None,
             schema_registry: true,
+            writes: WriteConfig::default(),
         }
     }
 }
@@ -203,6 +238,9 @@ pub struct BrokerStats {
     pub restarts: u64,
     pub replayed_outputs: u64,
     pub commits: u64,
+    /// Per output topic: the largest batch written, raw and as stored, and the batches written.
+    pub largest_batch: Vec<(usize, usize)>,
+    pub output_batches: Vec<u64>,
 }
 
 /// The broker's `topic_partitions_per_shard`: partitions one core may lead.
@@ -298,6 +336,11 @@ pub struct Broker<'a> {
     config: BrokerConfig,
     sink: &'a mut dyn OutputSink,
     vms: Vec<Option<Vm>>,
+    /// Each shard's clock for its producer loops, in fuel: the VM's work, and the broker time it waits for
+    /// input (from `fuel_origin_ms`), whichever is later.
+    fuel_clocks: Vec<u64>,
+    fuel_origin_ms: Option<i64>,
+    producer_loops: BTreeMap<(u32, usize), ProducerLoop>,
     /// Batches each shard's VM has handled: 0 for a fresh VM.
     vm_batches: Vec<u64>,
     /// Each shard's monotonic clock, which outlives its VMs as in the broker.
@@ -323,8 +366,8 @@ pub(crate) struct Watched {
     pub(crate) records: usize,
     /// A digest of the records written (topic, key and value).
     pub(crate) digest: u64,
-    /// `backlog_windows` of the last summary line the transform logged, if any.
-    pub(crate) backlog_windows: Option<u64>,
+    /// The lines logged, with the shard whose VM logged them.
+    pub(crate) logs: Vec<(u32, String)>,
 }
 
 impl<'a> Broker<'a> {
@@ -339,6 +382,9 @@ impl<'a> Broker<'a> {
         let outputs = meta.output_topics.len();
         let mut broker = Broker {
             vms: (0..shards).map(|_| None).collect(),
+            fuel_clocks: vec![0; shards],
+            fuel_origin_ms: None,
+            producer_loops: BTreeMap::new(),
             vm_batches: vec![0; shards],
             clocks: (0..shards).map(|_| MonotonicClock::default()).collect(),
             schema_registry: if config.schema_registry {
@@ -346,7 +392,12 @@ impl<'a> Broker<'a> {
             } else {
                 SchemaRegistry::disabled()
             },
-            stats: BrokerStats { written: vec![0; outputs], ..BrokerStats::default() },
+            stats: BrokerStats {
+                written: vec![0; outputs],
+                largest_batch: vec![(0, 0); outputs],
+                output_batches: vec![0; outputs],
+                ..BrokerStats::default()
+            },
             module,
             meta,
             sink,
@@ -431,6 +482,25 @@ impl<'a> Broker<'a> {
         while let Some(at_ms) = self.next_restart_ms() {
             self.clock_ms = self.clock_ms.max(at_ms);
             self.pump()?;
+        }
+        self.flush_producer_loops()
+    }
+
+    /// With no input left, each producer loop writes what it holds once its last write is done (the VM
+    /// idles meanwhile).
+    fn flush_producer_loops(&mut self) -> Result<(), VmFailure> {
+        let holding: Vec<u32> = self
+            .producer_loops
+            .iter()
+            .filter(|(_, producer)| !producer.queued.is_empty())
+            .map(|(&(partition, _), _)| partition)
+            .collect();
+        for partition in holding {
+            let shard = partition as usize % self.vms.len();
+            let range = (partition, 0)..=(partition, usize::MAX);
+            let done = self.producer_loops.range(range).map(|(_, producer)| producer.busy_until).max().unwrap_or(0);
+            self.fuel_clocks[shard] = self.fuel_clocks[shard].max(done);
+            self.pop_producer_loops(partition, self.fuel_clocks[shard], true)?;
         }
         Ok(())
     }
@@ -541,6 +611,10 @@ impl<'a> Broker<'a> {
                 Ok(())
             }
             (Ok(output), None) => {
+                if let Err(failure) = self.write_batches(shard, &batch, &output) {
+                    self.note_logs(shard as u32, &output);
+                    return self.fail(&batch, shard, failure, fresh);
+                }
                 self.produce(shard as u32, &batch, output, replayed)
                     .map_err(|error| VmFailure::harness(format!("writing output: {error:#}")))?;
                 let last = batch.records.last().expect("batches are not empty").offset;
@@ -581,6 +655,67 @@ impl<'a> Broker<'a> {
         Ok(())
     }
 
+    /// Queues the batch's outputs in their producer loops as the VM wrote them, on the shard's fuel clock,
+    /// and writes what each loop pops: at a yield of the VM or the batch's end, once its last write is done.
+    /// A batch the output topic refuses fails the processor, as in the broker.
+    fn write_batches(&mut self, shard: usize, batch: &InputBatch, output: &BatchOutput) -> Result<(), VmFailure> {
+        // A VM that waited for this batch let its producer loops finish their writes meanwhile; one that had
+        // input queued did not.
+        let origin = *self.fuel_origin_ms.get_or_insert(self.clock_ms);
+        let waited = u64::try_from(self.clock_ms.saturating_sub(origin)).unwrap_or(0).saturating_mul(FUEL_PER_MS);
+        let start = self.fuel_clocks[shard].max(waited);
+        for written in &output.written {
+            let now = start + written.fuel;
+            self.pop_producer_loops(batch.partition, now, false)?;
+            let producer = self.producer_loops.entry((batch.partition, written.topic)).or_default();
+            if producer.queued.is_empty() {
+                producer.queued_since = now;
+            }
+            producer.queued.push(output.payload(written));
+            producer.last_input = batch.records[written.record].offset;
+        }
+        let end = start + output.fuel;
+        self.fuel_clocks[shard] = end;
+        self.pop_producer_loops(batch.partition, end, false)?;
+        self.pop_producer_loops(batch.partition, end, true)
+    }
+
+    /// Each loop of `partition` whose write is done pops what is queued at its first chance by `now`: the
+    /// next yield of the VM or, with `batch_end`, the end of the batch.
+    fn pop_producer_loops(&mut self, partition: u32, now: u64, batch_end: bool) -> Result<(), VmFailure> {
+        let WriteConfig { latency_fuel, batch_max_bytes, compression } = self.config.writes;
+        for (&(_, topic), producer) in self.producer_loops.range_mut((partition, 0)..=(partition, usize::MAX)) {
+            let ready = producer.busy_until.max(producer.queued_since);
+            let at = if batch_end { now } else { ready.div_ceil(FUEL_PER_MS) * FUEL_PER_MS };
+            if producer.queued.is_empty() || ready > now || at > now {
+                continue;
+            }
+            let (raw, stored) = (producer.queued.raw_bytes(), producer.queued.stored_bytes(compression));
+            let largest = &mut self.stats.largest_batch[topic];
+            *largest = (largest.0.max(raw), largest.1.max(stored));
+            self.stats.output_batches[topic] += 1;
+            if stored > batch_max_bytes {
+                let reason = format!(
+                    "the output topic {} refuses a batch of {} records, {stored} bytes as stored ({raw} uncompressed, \
+                     compression {}), over its limit of {batch_max_bytes} bytes (max.message.bytes): the processor \
+                     fails and reads again from its last commit",
+                    self.meta.output_topics[topic],
+                    producer.queued.len(),
+                    compression.name()
+                );
+                return Err(VmFailure {
+                    reason,
+                    record: Some((partition, producer.last_input)),
+                    logs: Vec::new(),
+                    at_start: false,
+                });
+            }
+            producer.queued.clear();
+            producer.busy_until = at + latency_fuel;
+        }
+        Ok(())
+    }
+
     /// An injected failure at `record`: a trap of this VM, or a crash of the whole broker.
     fn inject(&mut self, batch: &InputBatch, shard: usize, record: i64, kind: InjectedFailure) {
         match kind {
@@ -590,6 +725,7 @@ impl<'a> Broker<'a> {
             }
             InjectedFailure::Crash => {
                 self.stats.restarts += 1;
+                self.producer_loops.clear();
                 // A new broker process: new VMs, new core clocks, processors without a failure history.
                 (0..self.vms.len()).for_each(|shard| {
                     self.vms[shard] = None;
@@ -641,6 +777,8 @@ impl<'a> Broker<'a> {
     ) {
         let now = self.clock_ms;
         let interval = self.config.commit_interval_ms;
+        // What its producer loops held is lost; the replay writes it again.
+        self.producer_loops.retain(|&(loop_partition, _), _| loop_partition != partition);
         let state = &mut self.partitions[partition as usize];
         let backoff_ms = state.backoff.next(now);
         let resume_at_ms = now.saturating_add(backoff_ms).saturating_add(interval);
@@ -718,10 +856,7 @@ impl<'a> Broker<'a> {
                 watch.records += 1;
             }
             watch.digest = digest.finish();
-            watch.backlog_windows = output.logs.iter().rev().find_map(|line| {
-                let (_, rest) = line.text.split_once(" backlog_windows=")?;
-                rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-            });
+            watch.logs.extend(output.logs.iter().map(|line| (shard, line.text.clone())));
         }
         self.stats.peak_memory_bytes = self.stats.peak_memory_bytes.max(output.peak_memory_bytes);
         self.stats.max_record_fuel = self.stats.max_record_fuel.max(output.max_record_fuel);

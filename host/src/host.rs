@@ -84,11 +84,16 @@ pub struct InputBatch {
     pub records: Vec<BatchRecord>,
 }
 
-/// One record the guest wrote: to which output topic (index into `output_topics`), and where its
-/// payload is in [`BatchOutput::bytes`].
+/// One record the guest wrote: to which output topic (index into `output_topics`), while handling which
+/// record of the batch, after how much of the batch's fuel, and where its payload is in
+/// [`BatchOutput::bytes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub topic: usize,
+    pub record: usize,
+    /// Fuel the batch had used when the record was written: the VM's clock, which the broker's producer
+    /// loops run on (the VM yields to them every 2,000,000 units).
+    pub fuel: u64,
     pub(crate) start: usize,
     pub(crate) end: usize,
 }
@@ -104,11 +109,18 @@ pub struct BatchOutput {
     pub dropped_logs: DroppedLines,
     /// The most fuel any record of the batch used.
     pub max_record_fuel: u64,
+    /// Fuel every record of the batch used together: how long the VM ran.
+    pub fuel: u64,
     /// The largest linear memory so far, in bytes.
     pub peak_memory_bytes: u64,
 }
 
 impl BatchOutput {
+    /// One written record's payload, in wire form.
+    pub fn payload(&self, written: &Written) -> &[u8] {
+        &self.bytes[written.start..written.end]
+    }
+
     /// Each record written: its topic index and payload.
     pub fn records(&self) -> impl Iterator<Item = (usize, PayloadView<'_>)> {
         self.written.iter().map(|written| {

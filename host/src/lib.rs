@@ -10,6 +10,7 @@ pub mod logs;
 pub mod meta;
 pub mod pipeline;
 pub mod producer;
+pub mod record_batch;
 pub mod schema_registry;
 mod transform_abi;
 mod wasi;

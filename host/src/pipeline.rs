@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::broker::{Broker, BrokerConfig, Watched};
+use crate::broker::{Broker, BrokerConfig, Watched, WriteConfig};
 pub use crate::broker::{InjectedFailure, OutputRecord, OutputSink, Restart, StartOffset};
 use crate::host::{TransformMeta, TransformModule, VmFailure};
 use crate::producer::{EpochMillis, EventTime, Producer, ProducerConfig, SentBatch};
-pub use crate::producer::{ProducerRecord, RecordTime};
+pub use crate::producer::{ProducerRecord, RecordTime, TimeField};
 
 /// How the producer and the broker are set up.
 #[derive(Debug, Clone)]
@@ -25,10 +25,12 @@ pub struct PipelineConfig {
     pub linger_ms: i64,
     /// The value field whose text is the record key.
     pub key_field: Option<String>,
-    /// The value field holding event time (for record timestamps and heartbeats).
-    pub time_field: String,
+    /// Where event time is (for record timestamps and heartbeats).
+    pub time_field: TimeField,
     /// How event times are read and heartbeats written: the transform's rules.
     pub event_time: Arc<dyn EventTime>,
+    /// How the transform reports its windows in its log, if it does (read by the closing heartbeats).
+    pub window_report: Option<Arc<dyn WindowReport>>,
     pub record_time: RecordTime,
     /// `data_transforms_commit_interval_ms`, on the broker clock (record time).
     pub commit_interval_ms: i64,
@@ -45,6 +47,8 @@ pub struct PipelineConfig {
     pub tally_header: Option<String>,
     /// Whether the cluster has a schema registry (without one, its host functions answer −1).
     pub schema_registry: bool,
+    /// How outputs are written: write latency, batch limit, compression.
+    pub writes: WriteConfig,
 }
 
 impl Default for PipelineConfig {
@@ -59,6 +63,7 @@ impl Default for PipelineConfig {
             key_field: None,
             time_field: "timestamp".into(),
             event_time: Arc::new(EpochMillis),
+            window_report: None,
             record_time: RecordTime::Live,
             commit_interval_ms: broker.commit_interval_ms,
             restart_every: broker.restart_every,
@@ -67,8 +72,23 @@ impl Default for PipelineConfig {
             from_offset: broker.from_offset,
             tally_header: broker.tally_header,
             schema_registry: broker.schema_registry,
+            writes: broker.writes,
         }
     }
+}
+
+/// What a windowing transform reports of its windows in a log line (the clickstream transform: its summary).
+pub trait WindowReport: std::fmt::Debug + Send + Sync {
+    /// `None` for a line that is no report.
+    fn read(&self, line: &str) -> Option<WindowState>;
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowState {
+    /// Windows that fired and have rows still to write over the following records.
+    pub backlog: u64,
+    /// What has not fired yet: windows, or the panes they are made of.
+    pub open: u64,
 }
 
 impl PipelineConfig {
@@ -91,6 +111,7 @@ impl PipelineConfig {
             from_offset: self.from_offset,
             tally_header: self.tally_header,
             schema_registry: self.schema_registry,
+            writes: self.writes,
         };
         (producer, broker)
     }
@@ -115,6 +136,9 @@ pub struct RunStats {
     pub restarts: u64,
     pub replayed_outputs: u64,
     pub commits: u64,
+    /// Per output topic: the largest batch written, raw and as stored, and the batches written.
+    pub largest_batch: Vec<(usize, usize)>,
+    pub output_batches: Vec<u64>,
     /// The latest believable event time read from an input value.
     pub max_event_ms: Option<i64>,
     /// The latest record timestamp produced.
@@ -124,6 +148,7 @@ pub struct RunStats {
 pub struct Pipeline<'a> {
     producer: Producer,
     broker: Broker<'a>,
+    window_report: Option<Arc<dyn WindowReport>>,
     sent: Vec<SentBatch>,
     started: Instant,
 }
@@ -139,9 +164,11 @@ impl<'a> Pipeline<'a> {
         sink: &'a mut dyn OutputSink,
     ) -> Pipeline<'a> {
         let partitions = config.partitions.max(1);
+        let window_report = config.window_report.clone();
         let (producer, broker) = config.split();
         Pipeline {
             producer: Producer::new(producer, partitions),
+            window_report,
             broker: Broker::new(module, meta, broker, partitions, sink),
             sent: Vec::new(),
             started: Instant::now(),
@@ -174,26 +201,30 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    /// Sends every partition a heartbeat far enough past the latest believable event to close every
-    /// window: windows and watermark delays are at most 7 days each, so 15 days ahead (or the last
-    /// expressible instant), stamped with that same time so no future-event guard refuses it. This is
-    /// how a replay compares with a bounded batch job. A transform deployed with a start offset is
-    /// deployed first.
+    /// Sends every partition, after every event, a heartbeat far enough past the latest believable event
+    /// to close every window: windows and watermark delays are at most 7 days each, so 15 days ahead (or
+    /// the last expressible instant), stamped with that same time so no future-event guard refuses it.
+    /// This is how a replay compares with a bounded batch job. A transform deployed with a start offset
+    /// is deployed first.
     ///
     /// A transform may write what one record fires over the following records (the clickstream transform
     /// bounds each record's share), so the heartbeat is repeated, a minute of record time apart so the
-    /// transform logs its summary each time, while the transform's last log line reports
-    /// `backlog_windows` above 0 or the heartbeat writes records that differ from the previous one's (a
-    /// transform that echoes or copies its input writes the same each time).
-    pub fn close_windows(&mut self) -> Result<(), VmFailure> {
+    /// transform logs its summary each time, while its last [`WindowReport`] has a backlog or the
+    /// heartbeat writes records that differ from the previous one's (a transform that echoes or copies
+    /// its input writes the same each time).
+    ///
+    /// Returns what the last report of each shard's VM still holds open (0 without reports): more than 0
+    /// when the heartbeats did not close the windows, e.g. because the transform refused them.
+    pub fn close_windows(&mut self) -> Result<u64, VmFailure> {
         const AHEAD_MS: i64 = 15 * 86_400_000;
         self.producer.flush(&mut self.sent);
         self.deliver_sent()?;
         self.broker.deploy()?;
-        let Some(max) = self.producer.stats.max_event_ms else { return Ok(()) };
+        let Some(max) = self.producer.stats.max_event_ms else { return Ok(0) };
         let last_ms = self.producer.max_event_ms();
         let at_ms = max.saturating_add(AHEAD_MS).min(last_ms);
         let value = self.producer.heartbeat(at_ms);
+        let mut reports = BTreeMap::new();
         for partition in 0..self.partition_count() {
             let mut previous = None;
             for round in 0.. {
@@ -219,14 +250,21 @@ impl<'a> Pipeline<'a> {
                 self.producer.flush_partition(partition, &mut self.sent);
                 self.deliver_sent()?;
                 let watched = self.broker.watch.take().expect("set above");
+                let mut backlog = None;
+                for (shard, line) in &watched.logs {
+                    if let Some(state) = self.window_report.as_ref().and_then(|report| report.read(line)) {
+                        reports.insert(*shard, state);
+                        backlog = Some(state.backlog);
+                    }
+                }
                 let writing = watched.records > 0 && previous != Some(watched.digest);
-                if !writing && watched.backlog_windows.is_none_or(|windows| windows == 0) {
+                if !writing && backlog.is_none_or(|windows| windows == 0) {
                     break;
                 }
                 previous = Some(watched.digest);
             }
         }
-        Ok(())
+        Ok(reports.values().map(|state| state.open).sum())
     }
 
     /// Sends every open batch and handles everything, waiting out every restart; returns the totals.
@@ -237,7 +275,7 @@ impl<'a> Pipeline<'a> {
         Ok(self.stats())
     }
 
-    /// A heartbeat value at `at_ms`, its time in the form the events used.
+    /// A heartbeat value at `at_ms` (see [`Producer::heartbeat`]).
     pub fn heartbeat(&self, at_ms: i64) -> Vec<u8> {
         self.producer.heartbeat(at_ms)
     }
@@ -257,6 +295,8 @@ impl<'a> Pipeline<'a> {
             restarts: broker.restarts,
             replayed_outputs: broker.replayed_outputs,
             commits: broker.commits,
+            largest_batch: broker.largest_batch.clone(),
+            output_batches: broker.output_batches.clone(),
             max_event_ms: producer.max_event_ms,
             max_record_ms: producer.max_record_ms,
         }

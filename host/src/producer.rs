@@ -31,11 +31,36 @@ pub enum RecordTime {
     Event,
 }
 
+/// Where a record's event time is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimeField {
+    /// A top-level member of the JSON value.
+    Member(String),
+    /// The record's own timestamp (what Kafka Streams uses by default); a heartbeat is then the empty object.
+    RecordTimestamp,
+}
+
+impl TimeField {
+    /// The member's name, if event time is in one.
+    pub fn member(&self) -> Option<&str> {
+        match self {
+            TimeField::Member(name) => Some(name),
+            TimeField::RecordTimestamp => None,
+        }
+    }
+}
+
+impl From<&str> for TimeField {
+    fn from(name: &str) -> TimeField {
+        TimeField::Member(name.to_string())
+    }
+}
+
 /// How event times are read from, and heartbeats written into, the time field: the transform's own rules.
 pub trait EventTime: Debug + Send + Sync {
     /// Milliseconds since the epoch of a time field's value, if the transform would read it as a time.
     fn read(&self, time: &serde_json::Value) -> Option<i64>;
-    /// The time field's value for `at_ms`, a number when the events' times were numbers.
+    /// The time field's value for `at_ms`; `as_number`: the last time read was a JSON number.
     fn write(&self, at_ms: i64, as_number: bool) -> serde_json::Value;
     /// The latest time the transform accepts.
     fn max_ms(&self) -> i64;
@@ -68,8 +93,8 @@ pub struct ProducerConfig {
     pub linger_ms: i64,
     /// The value field whose text is the record key (the seed's producer keys by `user_id`).
     pub key_field: Option<String>,
-    /// The value field holding event time (for record timestamps and heartbeats).
-    pub time_field: String,
+    /// Where event time is (for record timestamps and heartbeats).
+    pub time_field: TimeField,
     pub event_time: Arc<dyn EventTime>,
     pub record_time: RecordTime,
 }
@@ -83,7 +108,8 @@ const PLAUSIBLE_AHEAD_MS: i64 = 3_600_000;
 pub struct ProducerStats {
     pub records_in: u64,
     pub batches: u64,
-    /// The latest believable event time read from an input value.
+    /// The latest believable event time of a JSON object value (its record's timestamp with
+    /// [`TimeField::RecordTimestamp`]).
     pub max_event_ms: Option<i64>,
     /// The latest record timestamp produced.
     pub max_record_ms: Option<i64>,
@@ -100,6 +126,8 @@ pub struct SentBatch {
 struct OpenBatch {
     records: Vec<BatchRecord>,
     bytes: usize,
+    /// When its first record was produced (a count of records), so older batches are sent first.
+    first_sent: u64,
 }
 
 pub struct Producer {
@@ -107,7 +135,7 @@ pub struct Producer {
     open: Vec<OpenBatch>,
     clock_ms: Option<i64>,
     round_robin: u32,
-    /// Whether the latest event time was a JSON number (heartbeats use the same form).
+    /// Whether the latest event time read was a JSON number (heartbeats use the same form).
     time_as_number: bool,
     pub stats: ProducerStats,
 }
@@ -129,20 +157,23 @@ impl Producer {
     }
 
     /// Produces one record: it is keyed, partitioned, timestamped and batched; batches that fill up or
-    /// have lingered long enough are put in `sent`. Heartbeats (an object holding only the time field)
-    /// go to every partition.
+    /// have lingered long enough are put in `sent`. Heartbeats (an object holding only the time field, or
+    /// `{}` when event time is the record's) go to every partition.
     pub fn send(&mut self, mut record: ProducerRecord, sent: &mut Vec<SentBatch>) {
         self.stats.records_in += 1;
-        let fields = record
-            .value
-            .as_deref()
-            .and_then(|value| TopFields::read(value, &self.config.time_field, self.config.key_field.as_deref()));
+        let fields = record.value.as_deref().and_then(|value| {
+            TopFields::read(value, self.config.time_field.member(), self.config.key_field.as_deref())
+        });
         let time = fields.as_ref().and_then(|f| f.time.as_ref());
-        if let Some(time) = time {
-            self.time_as_number = time.is_number();
+        let field_ms = time.and_then(|time| self.config.event_time.read(time));
+        if field_ms.is_some() {
+            self.time_as_number = time.is_some_and(serde_json::Value::is_number);
         }
-        let event_ms = time.and_then(|time| self.config.event_time.read(time));
-        let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| self.producer_time(event_ms));
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| self.producer_time(field_ms));
+        let event_ms = match self.config.time_field {
+            TimeField::Member(_) => field_ms,
+            TimeField::RecordTimestamp => fields.as_ref().map(|_| timestamp_ms),
+        };
         // Only events a transform would believe (at most an hour ahead of their record) count here.
         if let Some(event_ms) = event_ms.filter(|event_ms| *event_ms <= timestamp_ms.saturating_add(PLAUSIBLE_AHEAD_MS))
         {
@@ -164,11 +195,9 @@ impl Producer {
         }
     }
 
-    /// Sends every open batch.
+    /// Sends every open batch, the oldest first, as a producer does.
     pub fn flush(&mut self, sent: &mut Vec<SentBatch>) {
-        for partition in 0..self.partition_count() {
-            self.seal(partition, sent);
-        }
+        self.seal_oldest_first(|_| true, sent);
     }
 
     /// Sends the open batch of one partition.
@@ -176,11 +205,16 @@ impl Producer {
         self.seal(partition, sent);
     }
 
-    /// A heartbeat value at `at_ms`, its time in the form the events used, so a transform pinned to one
-    /// form reads it.
+    /// A heartbeat value at `at_ms`: its time in the form the transform reads (see [`EventTime::write`]),
+    /// or `{}` when event time is the record's (stamp it `at_ms` too).
     pub fn heartbeat(&self, at_ms: i64) -> Vec<u8> {
-        let time = self.config.event_time.write(at_ms, self.time_as_number);
-        serde_json::json!({ self.config.time_field.as_str(): time }).to_string().into_bytes()
+        match &self.config.time_field {
+            TimeField::Member(name) => {
+                let time = self.config.event_time.write(at_ms, self.time_as_number);
+                serde_json::json!({ name.as_str(): time }).to_string().into_bytes()
+            }
+            TimeField::RecordTimestamp => b"{}".to_vec(),
+        }
     }
 
     /// The latest time a heartbeat may carry.
@@ -221,19 +255,30 @@ impl Producer {
         }
         // The producer's linger runs on its clock for every partition: a batch goes out once it has waited
         // long enough, not when its partition gets the next record (which may come much later).
-        for other in 0..self.partition_count() {
-            let first = self.open[other as usize].records.first();
-            if first.is_some_and(|first| timestamp_ms.saturating_sub(first.timestamp_ms) >= self.config.linger_ms) {
-                self.seal(other, sent);
-            }
-        }
+        let linger_ms = self.config.linger_ms;
+        self.seal_oldest_first(|first| timestamp_ms.saturating_sub(first.timestamp_ms) >= linger_ms, sent);
         let open = &self.open[partition as usize];
         if open.bytes + payload.len() > self.config.batch_bytes && !open.records.is_empty() {
             self.seal(partition, sent);
         }
         let open = &mut self.open[partition as usize];
+        if open.records.is_empty() {
+            open.first_sent = self.stats.records_in;
+        }
         open.bytes += payload.len();
         open.records.push(BatchRecord { offset: 0, timestamp_ms, payload });
+    }
+
+    /// Sends the open batches whose first record passes `due`, in the order their first records were
+    /// produced: on a shared VM, a newer batch sent first would make the older batches' events late.
+    fn seal_oldest_first(&mut self, due: impl Fn(&BatchRecord) -> bool, sent: &mut Vec<SentBatch>) {
+        let mut partitions: Vec<u32> = (0..self.partition_count())
+            .filter(|&partition| self.open[partition as usize].records.first().is_some_and(&due))
+            .collect();
+        partitions.sort_by_key(|&partition| self.open[partition as usize].first_sent);
+        for partition in partitions {
+            self.seal(partition, sent);
+        }
     }
 
     fn seal(&mut self, partition: u32, sent: &mut Vec<SentBatch>) {
@@ -256,7 +301,7 @@ struct TopFields {
 
 impl TopFields {
     /// `None` unless `value` is one JSON object.
-    fn read(value: &[u8], time_field: &str, key_field: Option<&str>) -> Option<TopFields> {
+    fn read(value: &[u8], time_field: Option<&str>, key_field: Option<&str>) -> Option<TopFields> {
         use serde::de::DeserializeSeed;
         let mut reader = serde_json::Deserializer::from_slice(value);
         let fields = FieldsSeed { time_field, key_field }.deserialize(&mut reader).ok()?;
@@ -266,7 +311,7 @@ impl TopFields {
 }
 
 struct FieldsSeed<'a> {
-    time_field: &'a str,
+    time_field: Option<&'a str>,
     key_field: Option<&'a str>,
 }
 
@@ -309,13 +354,13 @@ impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
 
 /// The value of one top-level member of a JSON object, reading nothing else whole.
 pub fn top_field(value: &[u8], name: &str) -> Option<serde_json::Value> {
-    TopFields::read(value, name, None)?.time
+    TopFields::read(value, Some(name), None)?.time
 }
 
 /// Which of the producer's fields a member name is, compared without copying it.
 #[derive(Clone, Copy)]
 struct NameSeed<'a> {
-    time_field: &'a str,
+    time_field: Option<&'a str>,
     key_field: Option<&'a str>,
 }
 
@@ -341,7 +386,7 @@ impl serde::de::Visitor<'_> for NameSeed<'_> {
     }
 
     fn visit_str<E>(self, name: &str) -> Result<Name, E> {
-        Ok(if name == self.time_field {
+        Ok(if Some(name) == self.time_field {
             Name::Time
         } else if Some(name) == self.key_field {
             Name::Key
@@ -385,7 +430,7 @@ mod tests {
     /// Partitions the Java client computes for these keys with 3 partitions (Utils.toPositive(murmur2) % 3).
     #[test]
     fn top_fields_read_what_a_full_parse_reads() {
-        let read = |value: &str| TopFields::read(value.as_bytes(), "t", Some("k"));
+        let read = |value: &str| TopFields::read(value.as_bytes(), Some("t"), Some("k"));
         let fields = read(r#"{"t":"2020-01-01 00:00:00","k":"u1","x":[1,{"t":2}],"y":null}"#).unwrap();
         assert_eq!(fields.time, Some(serde_json::json!("2020-01-01 00:00:00")));
         assert_eq!((fields.key.as_deref(), fields.others), (Some("u1"), 3));
@@ -396,6 +441,60 @@ mod tests {
         for not_one_object in [r#"[1,2]"#, r#""t""#, "12", "null", r#"{"t":1} {}"#, r#"{"t":"#] {
             assert_eq!(read(not_one_object), None, "{not_one_object}");
         }
+    }
+
+    fn producer(time_field: TimeField, partitions: u32) -> Producer {
+        let config = ProducerConfig {
+            batch_bytes: 16_384,
+            linger_ms: 5,
+            key_field: None,
+            time_field,
+            event_time: Arc::new(EpochMillis),
+            record_time: RecordTime::Event,
+        };
+        Producer::new(config, partitions)
+    }
+
+    fn send(producer: &mut Producer, value: &str, partition: Option<u32>, sent: &mut Vec<SentBatch>) {
+        let record = ProducerRecord {
+            value: Some(value.as_bytes().to_vec()),
+            timestamp_ms: Some(1_000),
+            partition,
+            ..Default::default()
+        };
+        producer.send(record, sent);
+    }
+
+    /// Regression (end_of_input_sealed_in_partition_order): a newer batch of partition 0 went out before
+    /// older ones of partitions 1 and 2, so on a shared VM their events came after its later ones.
+    #[test]
+    fn flush_sends_the_open_batches_oldest_first() {
+        let mut producer = producer("t".into(), 3);
+        let mut sent = Vec::new();
+        for partition in [1, 2, 0, 1] {
+            send(&mut producer, r#"{"t":1000,"x":1}"#, Some(partition), &mut sent);
+        }
+        assert!(sent.is_empty(), "nothing lingered yet");
+        producer.flush(&mut sent);
+        let order: Vec<(u32, usize)> = sent.iter().map(|batch| (batch.partition, batch.records.len())).collect();
+        assert_eq!(order, [(1, 2), (2, 1), (0, 1)]);
+    }
+
+    /// Regression (record_time_closed_nothing): with event time in the record's timestamp, no event time
+    /// was known, so no closing heartbeat was sent; `{}` is that transform's heartbeat.
+    #[test]
+    fn with_record_timestamps_the_heartbeat_is_the_empty_object_sent_to_every_partition() {
+        let mut producer = producer(TimeField::RecordTimestamp, 3);
+        let mut sent = Vec::new();
+        send(&mut producer, r#"{"user_id":"u"}"#, None, &mut sent);
+        send(&mut producer, "not json", None, &mut sent);
+        assert_eq!(producer.stats.max_event_ms, Some(1_000), "an object's record timestamp is its event time");
+        assert_eq!(producer.heartbeat(5_000), b"{}");
+        producer.flush(&mut sent);
+        sent.clear();
+        send(&mut producer, "{}", None, &mut sent);
+        producer.flush(&mut sent);
+        assert_eq!(sent.len(), 3, "a heartbeat goes to every partition");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub(crate) struct AbiState {
     mailbox: SharedMailbox,
     /// The batch being handled and the index of the next record to read.
     current: Option<(Arc<InputBatch>, usize)>,
+    /// Fuel the records of the current batch before the one being handled used.
+    batch_fuel: u64,
     started: bool,
     output: BatchOutput,
 }
@@ -55,6 +57,7 @@ impl AbiState {
             output_topics,
             mailbox,
             current: None,
+            batch_fuel: 0,
             started: false,
             output: BatchOutput::default(),
         }
@@ -112,8 +115,10 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
             }
             let (abi, wasi) = parts(caller.data_mut());
             let mut finished = std::mem::take(&mut abi.output);
+            finished.fuel = abi.batch_fuel;
             (finished.logs, finished.dropped_logs) = wasi.take_logs();
             abi.current = None;
+            abi.batch_fuel = 0;
             let event = if abi.started {
                 GuestEvent::BatchDone(finished)
             } else {
@@ -217,13 +222,14 @@ fn write<T: HasGuestMemory>(
     options: Option<(i32, i32)>,
 ) -> wasmtime::Result<i32> {
     let options = options.map(|(ptr, len)| guest_memory::read(caller, ptr, len)).transpose()?;
+    let fuel_left = caller.get_fuel()?;
     let memory = guest_memory::memory(caller)?;
     let (data, state) = memory.data_and_store_mut(caller);
     let bytes = guest_memory::range(data, buf, len)?;
     let abi = parts(state).0;
-    if abi.current.is_none() {
+    let Some((_, next)) = abi.current else {
         return Ok(NO_ACTIVE_TRANSFORM);
-    }
+    };
     if PayloadView::parse(bytes).is_none() {
         return Ok(INVALID_BUFFER);
     }
@@ -240,10 +246,11 @@ fn write<T: HasGuestMemory>(
             ))
         }
     };
+    let fuel = abi.batch_fuel + abi.fuel_per_record.saturating_sub(fuel_left);
     let output = &mut abi.output;
     let start = output.bytes.len();
     output.bytes.extend_from_slice(bytes);
-    output.written.push(Written { topic, start, end: output.bytes.len() });
+    output.written.push(Written { topic, record: next.saturating_sub(1), fuel, start, end: output.bytes.len() });
     Ok(len)
 }
 
@@ -255,6 +262,7 @@ fn note_record_fuel<T>(
     let fuel = caller.get_fuel()?;
     let abi = parts(caller.data_mut()).0;
     let used = abi.fuel_per_record.saturating_sub(fuel);
+    abi.batch_fuel += used;
     abi.output.max_record_fuel = abi.output.max_record_fuel.max(used);
     Ok(())
 }

@@ -2,14 +2,21 @@
 //! `transform_processor.cc`, `commit_batcher.cc`, `wasm/cache.cc`), through small guests written in
 //! WebAssembly text. Each guest copies every record to its output; some trap on purpose.
 
-use harness::host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure};
+use harness::broker::WriteConfig;
+use harness::host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure, FUEL_PER_MS};
 use harness::pipeline::{
     InjectedFailure, OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord, Restart, RunStats, StartOffset,
 };
+use harness::record_batch::Compression;
 
 /// A guest that writes each record's payload back as it is, and traps (`unreachable`) on the `trap_after`th
 /// record of its life or on a record whose value starts with `P`.
 fn copying_guest(trap_after: u32) -> TransformModule {
+    amplifying_guest(trap_after, 1)
+}
+
+/// The copying guest, writing each payload `copies` times.
+fn amplifying_guest(trap_after: u32, copies: u32) -> TransformModule {
     let wat = format!(
         r#"(module
   (import "redpanda_transform" "check_abi_version_2" (func $check))
@@ -19,7 +26,7 @@ fn copying_guest(trap_after: u32) -> TransformModule {
   (memory (export "memory") 2)
   (global $life (mut i32) (i32.const 0))
   (func (export "_start")
-    (local $count i32) (local $i i32) (local $len i32)
+    (local $count i32) (local $i i32) (local $len i32) (local $copy i32)
     (call $check)
     (loop $batches
       (drop (call $read_batch_header (i32.const 0) (i32.const 8) (i32.const 12) (i32.const 16) (i32.const 20)
@@ -33,7 +40,12 @@ fn copying_guest(trap_after: u32) -> TransformModule {
         (if (i32.eq (global.get $life) (i32.const {trap_after})) (then unreachable))
         ;; no key (0x01), a value shorter than 64 bytes: its first byte is at 4098
         (if (i32.eq (i32.load8_u (i32.const 4098)) (i32.const 80)) (then unreachable))
-        (drop (call $write_record (i32.const 4096) (local.get $len)))
+        (local.set $copy (i32.const 0))
+        (block $written (loop $copies
+          (br_if $written (i32.ge_s (local.get $copy) (i32.const {copies})))
+          (drop (call $write_record (i32.const 4096) (local.get $len)))
+          (local.set $copy (i32.add (local.get $copy) (i32.const 1)))
+          (br $copies)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $records)))
       (br $batches)))
@@ -269,4 +281,50 @@ fn a_start_offset_picks_where_reading_starts() {
     assert_eq!("-4".parse(), Ok(StartOffset::FromEnd(4)));
     assert_eq!("@1005000".parse(), Ok(StartOffset::Timestamp(1_005_000)));
     assert!("3".parse::<StartOffset>().is_err() && "+x".parse::<StartOffset>().is_err());
+}
+
+/// The broker writes what one record wrote as one batch and refuses a batch over the output topic's
+/// `max.message.bytes` (1 MiB by default): a record that writes 2 MiB, or 1.5 MiB, fails its processor,
+/// again in a fresh VM, so it would block its partition forever; the harness stops naming it. Compressed
+/// as deployed, the same output fits.
+#[test]
+fn a_record_whose_outputs_exceed_the_batch_limit_blocks_its_partition() {
+    // Values of 1 KiB of one letter: highly compressible.
+    let records: Vec<(String, u32)> = (0..3).map(|i| (format!("{i}{}", "a".repeat(1_023)), 0)).collect();
+    for copies in [2_048, 1_536] {
+        let (seen, result) = run(amplifying_guest(0, copies), PipelineConfig::default(), &records);
+        let failure = result.expect_err("refused");
+        assert_eq!(failure.record, Some((0, 0)), "{}", failure.reason);
+        assert!(failure.reason.contains(&format!("refuses a batch of {copies} records")), "{}", failure.reason);
+        assert!(failure.reason.contains("over its limit of 1048576 bytes"), "{}", failure.reason);
+        assert!(failure.reason.contains("block partition 0 forever"), "{}", failure.reason);
+        assert_eq!(seen.restarts.len(), 1, "the processor failed, then failed again in a fresh VM");
+        assert!(seen.outputs.is_empty(), "a refused batch writes nothing");
+
+        let writes = WriteConfig { compression: Compression::Zstd, ..WriteConfig::default() };
+        let (seen, result) =
+            run(amplifying_guest(0, copies), PipelineConfig { writes, ..Default::default() }, &records);
+        let stats = result.expect("compressed, the batches fit");
+        assert_eq!(seen.outputs.len(), 3 * copies as usize);
+        let (raw, stored) = stats.largest_batch[0];
+        assert!(raw > 1 << 20 && stored < 64 << 10, "{raw} bytes raw, {stored} stored");
+    }
+}
+
+/// While a write is in flight the VM goes on, and what it writes meanwhile joins the next batch: records
+/// one second apart, each its own input batch, share output batches when a write takes longer than that.
+#[test]
+fn outputs_written_during_a_write_join_the_next_batch() {
+    let records: Vec<(String, u32)> = (0..40).map(|i| (format!("{i:02}{}", "b".repeat(998)), 0)).collect();
+    let batch_of = |latency_ms: u64| {
+        let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
+        let (_, result) = run(copying_guest(0), PipelineConfig { writes, ..Default::default() }, &records);
+        let stats = result.expect("fits");
+        (stats.output_batches[0], stats.largest_batch[0].0)
+    };
+    let (batches, _) = batch_of(0);
+    assert_eq!(batches, 40);
+    let (fewer, largest) = batch_of(5_000);
+    assert!(fewer < batches / 3, "{fewer} batches with a slow write, {batches} without");
+    assert!(largest > 2 * 1_000, "{largest} bytes: several records' outputs in one batch");
 }

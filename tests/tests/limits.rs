@@ -1,8 +1,10 @@
 //! The broker's default limits (2 MiB of memory, 3 s of CPU per record) against the worst the
 //! module can meet: more groups than fit, huge records on a full state, a record that fires everything.
 
+use harness::broker::WriteConfig;
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{Limits, FUEL_PER_MS};
+use harness::pipeline::PipelineConfig;
 use integration_tests::replay::{clickstream_config, replay, Collected};
 
 fn reasons(collected: &Collected) -> std::collections::BTreeMap<String, usize> {
@@ -130,6 +132,7 @@ fn one_record_fires_every_window(
     env: &[(&str, &str)],
     limits: Limits,
     windows_per_pane: usize,
+    writes: WriteConfig,
 ) -> u64 {
     let event = |time: &str, value: &str| {
         serde_json::json!({"timestamp": time, "event": value, "user_id": value, "url": value}).to_string().into_bytes()
@@ -138,8 +141,17 @@ fn one_record_fires_every_window(
         .map(|group| event(&format!("2020-11-16 19:00:00.{:03}", group % 1_000), &value_of(group)))
         .collect();
     values.push(event("2020-11-16 19:10:00", "jump"));
-    let (collected, result) = replay(values, env, clickstream_config(), limits, true);
-    let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    let config = PipelineConfig { writes, ..clickstream_config() };
+    let (collected, result) = replay(values, env, config, limits, true);
+    let stats = result.unwrap_or_else(|failure| panic!("failed: {failure}"));
+    assert_eq!(stats.restarts, 0, "no processor failed");
+    let (raw, stored) = stats.largest_batch[0];
+    assert!(stored <= writes.batch_max_bytes, "largest batch {stored} bytes");
+    eprintln!(
+        "{groups} groups, write latency {} ms: largest output batch {stored} bytes as stored ({raw} raw, {:?})",
+        writes.latency_fuel / FUEL_PER_MS,
+        writes.compression
+    );
     assert_eq!(reasons(&collected), Default::default(), "every event counted");
     let mut keys: Vec<&[u8]> = collected.rows().filter_map(|row| row.payload.key.as_deref()).collect();
     let rows = keys.len();
@@ -162,16 +174,24 @@ const WORST_RECORD_MS: u64 = 100;
 /// that one record wrote 90,000 rows with 693 ms of fuel. Its rows now go out over the following records.
 #[test]
 fn a_record_that_fires_90_000_rows_writes_them_over_the_following_records() {
-    let fuel = one_record_fires_every_window(3_000, |group| format!("user{group:05}"), &[], Limits::default(), 30);
-    assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+    for latency_ms in WRITE_LATENCIES_MS {
+        let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
+        let user = |group| format!("user{group:05}");
+        let fuel = one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes);
+        assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+    }
 }
+
+/// Write latencies the output batches are checked at: none (a write per yield of the VM), the harness's
+/// default, and a slow, loaded write path (the firing record has no input queued behind it).
+const WRITE_LATENCIES_MS: [u64; 3] = [0, 5, 100];
 
 /// Regression (control_characters_exhausted_the_fuel): 230 groups whose values are 1 KiB of control
 /// characters (escaped six-fold in rows) ran the firing record out of fuel, on valid input, forever.
 #[test]
 fn rows_of_escaped_control_characters_cannot_exhaust_the_fuel() {
     let value_of = |group: usize| format!("{group:04}{}", "\u{1}".repeat(1_020));
-    let fuel = one_record_fires_every_window(230, value_of, &[], Limits::default(), 30);
+    let fuel = one_record_fires_every_window(230, value_of, &[], Limits::default(), 30, WriteConfig::default());
     assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
 }
 
@@ -184,6 +204,7 @@ fn a_one_second_slide_with_2_000_groups_stays_inside_the_cpu_budget() {
         &[("WINDOW_SLIDE", "1s")],
         Limits::default(),
         300,
+        WriteConfig::default(),
     );
     assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
 }
@@ -193,14 +214,12 @@ fn a_one_second_slide_with_2_000_groups_stays_inside_the_cpu_budget() {
 #[test]
 fn the_5_mib_sizing_with_12_000_groups_stays_inside_the_cpu_budget() {
     let limits = Limits { memory_bytes: 5 << 20, ..Limits::default() };
-    let fuel = one_record_fires_every_window(
-        12_000,
-        |group| format!("user{group:05}"),
-        &[("STATE_BUDGET", "4MiB")],
-        limits,
-        30,
-    );
-    assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+    for latency_ms in WRITE_LATENCIES_MS {
+        let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
+        let user = |group| format!("user{group:05}");
+        let fuel = one_record_fires_every_window(12_000, user, &[("STATE_BUDGET", "4MiB")], limits, 30, writes);
+        assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+    }
 }
 
 /// The README's largest budget for a 2 MiB VM (the sizing rule without large records): filled by a crowd of

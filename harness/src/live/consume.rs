@@ -87,7 +87,7 @@ pub(crate) fn consume(args: ConsumeArgs) -> anyhow::Result<std::process::ExitCod
                 if live_table && last_table.elapsed() > Duration::from_secs(1) {
                     last_table = Instant::now();
                     // Clear the screen and draw the table at the top.
-                    eprint!("\x1b[H\x1b[2J{rows} rows read\n{}", top.table(args.top.unwrap_or(10)));
+                    stderr!("\x1b[H\x1b[2J{rows} rows read\n{}", top.table(args.top.unwrap_or(10)));
                 }
             }
             (None, OutputFormat::Values) => {
@@ -117,7 +117,7 @@ pub(crate) fn consume(args: ConsumeArgs) -> anyhow::Result<std::process::ExitCod
     }
     out.flush()?;
     if let (Some(top), Some(n)) = (&top, args.top) {
-        eprint!("{rows} rows read\n{}", top.table(n));
+        stderr!("{rows} rows read\n{}", top.table(n));
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -62,7 +62,7 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<std::process::ExitCode>
     if !(200..300).contains(&status) {
         bail!("the broker refused the deploy (HTTP {status}): {}", text.trim());
     }
-    eprintln!("harness: deployed {} ({} bytes); waiting for every partition to run", meta.name, wasm.len());
+    stderrln!("harness: deployed {} ({} bytes); waiting for every partition to run", meta.name, wasm.len());
     let deadline = Instant::now() + Duration::from_millis(args.wait as u64);
     loop {
         let (status, text) = request(&args.admin, "GET", "/v1/transform", &[])?;
@@ -81,7 +81,7 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<std::process::ExitCode>
             })
             .collect();
         if !statuses.is_empty() && statuses.iter().all(|(_, status)| status == "running") {
-            eprintln!("harness: {} is running on {} partitions", meta.name, statuses.len());
+            stderrln!("harness: {} is running on {} partitions", meta.name, statuses.len());
             return Ok(std::process::ExitCode::SUCCESS);
         }
         if Instant::now() > deadline {

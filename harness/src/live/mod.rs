@@ -53,7 +53,7 @@ pub(crate) fn stop_requested() -> Arc<AtomicBool> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         if let Err(error) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
-            eprintln!("harness: warning: Ctrl-C will not stop cleanly: {error}");
+            stderrln!("harness: warning: Ctrl-C will not stop cleanly: {error}");
         }
         stop
     })

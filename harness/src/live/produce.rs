@@ -45,7 +45,7 @@ pub(crate) struct ProduceArgs {
     /// The value field whose text is the record key; `none` for no key.
     #[arg(long, default_value = "user_id")]
     key_field: String,
-    /// The value field holding event time.
+    /// The value field holding event time; `@record` for the record's own timestamp (heartbeats are then `{}`).
     #[arg(long, default_value = "timestamp")]
     time_field: String,
     /// At the end, once every event is acknowledged and a second has passed, send every partition
@@ -76,7 +76,7 @@ pub(crate) fn produce(args: ProduceArgs) -> anyhow::Result<std::process::ExitCod
             batch_bytes: 16_384,
             linger_ms: 5,
             key_field: Some(args.key_field.clone()).filter(|field| field != "none"),
-            time_field: args.time_field.clone(),
+            time_field: harness::clickstream::time_field(&args.time_field),
             event_time: std::sync::Arc::new(harness::clickstream::TransformTime(TimestampFormat::Auto)),
             record_time: RecordTime::Live,
         },
@@ -131,7 +131,7 @@ pub(crate) fn produce(args: ProduceArgs) -> anyhow::Result<std::process::ExitCod
             if progress && last_progress.elapsed() > Duration::from_millis(250) {
                 last_progress = Instant::now();
                 let acked = producer.context().acked.load(Ordering::Relaxed);
-                eprint!("\r{sent} records sent, {acked} acknowledged   ");
+                stderr!("\r{sent} records sent, {acked} acknowledged   ");
             }
         }
         if args.close_windows {
@@ -169,18 +169,18 @@ pub(crate) fn produce(args: ProduceArgs) -> anyhow::Result<std::process::ExitCod
         let _ = flush(&producer);
     }
     if progress {
-        eprint!("\r{}\r", " ".repeat(60));
+        stderr!("\r{}\r", " ".repeat(60));
     }
     let deliveries = producer.context();
     let (acked, failed) = (deliveries.acked.load(Ordering::Relaxed), deliveries.failed.load(Ordering::Relaxed));
-    eprintln!(
+    stderrln!(
         "produced {sent} records to {} ({partitions} partitions) in {:.1} s: {acked} acknowledged, {failed} failed",
         args.topic,
         started.elapsed().as_secs_f64()
     );
     sending?;
     if let Some(error) = deliveries.failure() {
-        eprintln!("harness: {failed} records were not delivered; the first failure: {error}");
+        stderrln!("harness: {failed} records were not delivered; the first failure: {error}");
         return Ok(std::process::ExitCode::from(1));
     }
     Ok(std::process::ExitCode::SUCCESS)

@@ -72,18 +72,18 @@ impl ConsumerContext for RunContext {
             Rebalance::Assign(partitions) => {
                 let mut assigned = self.0.assigned.lock().expect("never poisoned");
                 assigned.extend(partitions.elements().iter().map(|element| element.partition()));
-                eprintln!(
+                stderrln!(
                     "harness: assigned partitions {:?}",
                     partitions.elements().iter().map(|e| e.partition()).collect::<Vec<_>>()
                 );
             }
             Rebalance::Revoke(partitions) => {
-                eprintln!(
+                stderrln!(
                     "harness: revoked partitions {:?}",
                     partitions.elements().iter().map(|e| e.partition()).collect::<Vec<_>>()
                 );
             }
-            Rebalance::Error(error) => eprintln!("harness: rebalance error: {error}"),
+            Rebalance::Error(error) => stderrln!("harness: rebalance error: {error}"),
         }
         self.0.changed.store(true, Ordering::SeqCst);
     }
@@ -161,7 +161,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         restarts: 0,
     };
     runner.start_vm().map_err(|failure| anyhow::anyhow!("the transform did not start:\n  {failure}"))?;
-    eprintln!("harness: running {} on {} as group {group:?}; Ctrl-C stops", runner.meta.name, args.brokers);
+    stderrln!("harness: running {} on {} as group {group:?}; Ctrl-C stops", runner.meta.name, args.brokers);
     let stop = stop_requested();
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::SeqCst) {
@@ -180,7 +180,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     runner.commit(&consumer, &producer)?;
-    eprintln!(
+    stderrln!(
         "harness: stopped after {:.1} s: {} records read, {} written, {} restarts; offsets committed",
         runner.started.elapsed().as_secs_f64(),
         runner.records,
@@ -338,7 +338,7 @@ impl Runner {
                     resume_at_ms: now_ms + wait.as_millis() as i64,
                     resume_from,
                 };
-                eprintln!("harness: restart {}: {restart}", self.restarts);
+                stderrln!("harness: restart {}: {restart}", self.restarts);
                 self.start_vm().map_err(|failure| anyhow::anyhow!("the transform did not restart:\n  {failure}"))?;
             }
         }
