@@ -111,7 +111,7 @@ impl Default for WriteConfig {
 }
 
 /// One processor's producer loop for one output topic, on its shard's fuel clock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ProducerLoop {
     queued: RecordBatch,
     /// When the first queued record was written, and the input record that wrote the last one.
@@ -489,12 +489,13 @@ impl<'a> Broker<'a> {
     /// With no input left, each producer loop writes what it holds once its last write is done (the VM
     /// idles meanwhile).
     fn flush_producer_loops(&mut self) -> Result<(), VmFailure> {
-        let holding: Vec<u32> = self
+        let mut holding: Vec<u32> = self
             .producer_loops
             .iter()
             .filter(|(_, producer)| !producer.queued.is_empty())
             .map(|(&(partition, _), _)| partition)
             .collect();
+        holding.dedup(); // the map is ordered by partition
         for partition in holding {
             let shard = partition as usize % self.vms.len();
             let range = (partition, 0)..=(partition, usize::MAX);
@@ -667,7 +668,10 @@ impl<'a> Broker<'a> {
         for written in &output.written {
             let now = start + written.fuel;
             self.pop_producer_loops(batch.partition, now, false)?;
-            let producer = self.producer_loops.entry((batch.partition, written.topic)).or_default();
+            let compression = self.config.writes.compression;
+            let producer = self.producer_loops.entry((batch.partition, written.topic)).or_insert_with(|| {
+                ProducerLoop { queued: RecordBatch::new(compression), queued_since: 0, last_input: 0, busy_until: 0 }
+            });
             if producer.queued.is_empty() {
                 producer.queued_since = now;
             }
@@ -690,7 +694,7 @@ impl<'a> Broker<'a> {
             if producer.queued.is_empty() || ready > now || at > now {
                 continue;
             }
-            let (raw, stored) = (producer.queued.raw_bytes(), producer.queued.stored_bytes(compression));
+            let (raw, stored) = (producer.queued.raw_bytes(), producer.queued.stored_bytes());
             let largest = &mut self.stats.largest_batch[topic];
             *largest = (largest.0.max(raw), largest.1.max(stored));
             self.stats.output_batches[topic] += 1;

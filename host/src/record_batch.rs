@@ -36,22 +36,30 @@ impl Compression {
 
 /// The records of one batch in their stored form: for each, its length, attributes, timestamp delta (0: the
 /// broker stamps a whole write with one time), offset delta, then the payload as it crossed the ABI (key,
-/// value, headers).
-#[derive(Debug, Default)]
+/// value, headers). Only a batch to compress keeps the bytes; an uncompressed one needs only their length.
+#[derive(Debug)]
 pub struct RecordBatch {
+    compression: Compression,
     records: Vec<u8>,
+    records_len: usize,
     count: i64,
 }
 
 impl RecordBatch {
+    pub fn new(compression: Compression) -> RecordBatch {
+        RecordBatch { compression, records: Vec::new(), records_len: 0, count: 0 }
+    }
+
     pub fn push(&mut self, payload: &[u8]) {
-        let mut prefix = Vec::with_capacity(8);
-        prefix.push(0); // attributes
-        put_varint(&mut prefix, 0); // timestamp delta
-        put_varint(&mut prefix, self.count); // offset delta
-        put_varint(&mut self.records, (prefix.len() + payload.len()) as i64);
-        self.records.extend_from_slice(&prefix);
-        self.records.extend_from_slice(payload);
+        // Attributes (0) and the timestamp delta (0) take a byte each.
+        let body = 2 + varint_len(self.count) + payload.len();
+        self.records_len += varint_len(body as i64) + body;
+        if self.compression != Compression::None {
+            put_varint(&mut self.records, body as i64);
+            self.records.extend_from_slice(&[0, 0]);
+            put_varint(&mut self.records, self.count);
+            self.records.extend_from_slice(payload);
+        }
         self.count += 1;
     }
 
@@ -65,15 +73,15 @@ impl RecordBatch {
 
     /// The batch's size uncompressed: the header and the records.
     pub fn raw_bytes(&self) -> usize {
-        BATCH_HEADER_BYTES + self.records.len()
+        BATCH_HEADER_BYTES + self.records_len
     }
 
     /// The batch's size as stored: the header and the records, compressed whole. The codecs are Kafka's
     /// (gzip, xerial-framed snappy, the LZ4 frame format, a zstd frame) at their default levels.
-    pub fn stored_bytes(&self, compression: Compression) -> usize {
+    pub fn stored_bytes(&self) -> usize {
         BATCH_HEADER_BYTES
-            + match compression {
-                Compression::None => self.records.len(),
+            + match self.compression {
+                Compression::None => self.records_len,
                 Compression::Gzip => {
                     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                     encoder.write_all(&self.records).expect("writing to memory");
@@ -91,8 +99,15 @@ impl RecordBatch {
 
     pub fn clear(&mut self) {
         self.records.clear();
+        self.records_len = 0;
         self.count = 0;
     }
+}
+
+/// Bytes of a zigzag varint.
+fn varint_len(value: i64) -> usize {
+    let zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    (64 - zigzag.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Snappy as Kafka's Java clients and Redpanda frame it (xerial): a 16-byte header, then blocks of at most
@@ -120,7 +135,7 @@ mod tests {
         });
         // key: length 1 + 1; value: length 1 + 5; headers: count 1, key 1 + 1, value 1 + 1.
         assert_eq!(payload.len(), 13);
-        let mut batch = RecordBatch::default();
+        let mut batch = RecordBatch::new(Compression::None);
         batch.push(&payload);
         // length 1, attributes 1, timestamp delta 1, offset delta 1.
         assert_eq!(batch.raw_bytes(), BATCH_HEADER_BYTES + 4 + 13);
@@ -129,18 +144,19 @@ mod tests {
         }
         // Offset deltas from 64 on take two bytes (zigzag).
         assert_eq!(batch.raw_bytes(), BATCH_HEADER_BYTES + 100 * 17 + 36);
-        assert_eq!(batch.stored_bytes(Compression::None), batch.raw_bytes());
+        assert_eq!(batch.stored_bytes(), batch.raw_bytes());
+        let mut kept = RecordBatch::new(Compression::Gzip);
+        (0..100).for_each(|_| kept.push(&payload));
+        assert_eq!(kept.raw_bytes(), BATCH_HEADER_BYTES + kept.records.len(), "the length counted is the bytes kept");
     }
 
     #[test]
     fn repetitive_records_compress_with_every_codec() {
-        let payload = vec![b'a'; 1_000];
-        let mut batch = RecordBatch::default();
-        for _ in 0..100 {
-            batch.push(&encode_payload(&Payload { key: None, value: Some(payload.clone()), headers: vec![] }));
-        }
+        let payload = encode_payload(&Payload { key: None, value: Some(vec![b'a'; 1_000]), headers: vec![] });
         for compression in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
-            let stored = batch.stored_bytes(compression);
+            let mut batch = RecordBatch::new(compression);
+            (0..100).for_each(|_| batch.push(&payload));
+            let stored = batch.stored_bytes();
             assert!(stored < batch.raw_bytes() / 10, "{compression:?}: {stored} of {}", batch.raw_bytes());
         }
     }

@@ -529,7 +529,7 @@ impl Engine {
             new_bytes += PANE_BYTES;
         }
         if known_group.is_none() {
-            new_bytes += self.group_bytes(group.len());
+            new_bytes += group_bytes(group.len());
         }
         if self.state_bytes + new_bytes > self.budget_bytes {
             return Err(new_bytes);
@@ -632,10 +632,6 @@ impl Engine {
         cell_bytes(self.empty_accumulators.len())
     }
 
-    fn group_bytes(&self, fields: usize) -> usize {
-        group_bytes(fields)
-    }
-
     /// The state the first event needs before any group can be counted, whatever the budget: a chunk of
     /// cell slots.
     pub fn fixed_state_bytes(functions: &[Function]) -> usize {
@@ -662,7 +658,7 @@ impl Engine {
         let before = self.groups.len();
         let id = self.groups.acquire(&self.group_ids);
         if self.groups.len() > before {
-            self.state_bytes += self.group_bytes(group.len());
+            self.state_bytes += group_bytes(group.len());
             self.unordered.push(id);
         } else {
             // The group already existed: the value users taken above are not needed.
@@ -676,7 +672,7 @@ impl Engine {
     fn release_group(&mut self, group: u32) {
         if let Some(values) = self.groups.release(group) {
             self.lists[group as usize] = EMPTY_LIST;
-            self.state_bytes -= self.group_bytes(values.len());
+            self.state_bytes -= group_bytes(values.len());
             for &value in values.iter() {
                 if let Some(text) = self.values.release(value) {
                     self.state_bytes -= STRING_BYTES + text.len();
