@@ -32,7 +32,9 @@ fn more_open_groups_than_fit_in_2_mib_are_refused_not_fatal() {
     let refused =
         collected.dead_letters().find(|d| d.header("dead-letter-reason").as_deref() == Some("over_capacity")).unwrap();
     assert!(refused.value_text().contains("\"user_id\""));
-    assert!(refused.header("dead-letter-detail").unwrap().contains("STATE_BUDGET"));
+    let detail = refused.header("dead-letter-detail").unwrap();
+    assert!(detail.starts_with("counting it needs ") && detail.contains("bytes of new state"), "{detail}");
+    assert!(detail.contains("of STATE_BUDGET 786432 bytes"), "{detail}");
 }
 
 /// Records of `size` bytes, bad in three ways, after the state filled up, under `limits`.

@@ -705,6 +705,13 @@ mod tests {
         assert_eq!(out.rows.len(), 30);
     }
 
+    /// The README: the start-up line shows the budget and the fixed state in it.
+    #[test]
+    fn the_start_up_line_shows_the_fixed_state() {
+        let agg = aggregator(&[("AGGREGATES", "n=count,s=sum(x)")]);
+        assert!(agg.describe().contains(" state_budget=786432B (fixed 8704B) "), "{}", agg.describe());
+    }
+
     #[test]
     fn marks_incomplete_rows_in_the_value_or_drops_them_when_configured() {
         let mut agg = aggregator(&[("INCOMPLETE_WINDOWS", "mark-value")]);
