@@ -156,24 +156,19 @@ fn globals(section: &mut Bytes<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// Modules the harness runs but the broker does not start. A declared memory maximum: the broker passes
-/// the module's limits in 64 KiB pages to its heap pool, which compares them with its heap size in bytes
-/// (`wasmtime.cc`, `create_instance`), so any maximum is below the heap and the VM fails to start with
-/// "unable to allocate memory within requested bounds".
-pub(crate) fn broker_differences(module: &Module) -> Vec<String> {
+/// Why a module the broker deploys would never start there. A declared memory maximum: the broker
+/// passes the module's limits in 64 KiB pages to its heap pool, which compares them with its heap size
+/// in bytes (`wasmtime.cc`, `create_instance`), so any maximum is below the heap and creating the VM
+/// fails with "unable to allocate memory within requested bounds".
+pub(crate) fn never_starts(module: &Module) -> Option<String> {
     let maximum = module.exports().find_map(|export| match export.ty() {
         ExternType::Memory(memory) if export.name() == "memory" => memory.maximum(),
         _ => None,
-    });
-    maximum
-        .map(|pages| {
-            format!(
-                "the module's memory declares a maximum ({pages} pages): Redpanda deploys it but fails to start it \
-                 (\"unable to allocate memory within requested bounds\"); build it without a maximum, as Rust does by default"
-            )
-        })
-        .into_iter()
-        .collect()
+    })?;
+    Some(format!(
+        "the module's memory declares a maximum ({maximum} pages): Redpanda deploys it but fails to start it \
+         (\"unable to allocate memory within requested bounds\"); build it without a maximum, as Rust does by default"
+    ))
 }
 
 /// The deploy-time checks of the broker (`wasmtime_runtime::validate`). Returns whether the module uses

@@ -55,7 +55,8 @@ pub struct TransformMeta {
 }
 
 impl TransformMeta {
-    /// The environment the broker gives the VM: the user's variables, then the input and output topics.
+    /// The environment the broker gives the VM: the user's variables and the input and output topics (the
+    /// VM sees them in an order of their own, as the broker's hash map gives them: `wasi.rs`).
     pub fn environment(&self) -> Vec<(String, String)> {
         let mut env = self.env.clone();
         env.push(("REDPANDA_INPUT_TOPIC".into(), self.input_topic.clone()));
@@ -121,12 +122,10 @@ impl BatchOutput {
         &self.bytes[written.start..written.end]
     }
 
-    /// Each record written: its topic index and payload.
+    /// Each record written that a Kafka client can read: its topic index and payload. (The broker also takes
+    /// some payloads cut short, which it stores as written and no client can read: they are left out.)
     pub fn records(&self) -> impl Iterator<Item = (usize, PayloadView<'_>)> {
-        self.written.iter().map(|written| {
-            let payload = PayloadView::parse(&self.bytes[written.start..written.end]);
-            (written.topic, payload.expect("payloads are validated when written"))
-        })
+        self.written.iter().filter_map(|written| Some((written.topic, PayloadView::parse(self.payload(written))?)))
     }
 }
 
@@ -167,6 +166,48 @@ impl std::fmt::Display for VmFailure {
 
 impl std::error::Error for VmFailure {}
 
+/// How wasmtime compiles the guest and lays out its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineProfile {
+    /// As the broker configures wasmtime (`wasmtime_runtime` in `wasmtime.cc`): memory without guard
+    /// pages or reserve (every access is bounds-checked and growing may move it), no native unwind
+    /// info, no copy-on-write images, Cranelift at speed, and only the proposals wasmtime 20 enables
+    /// by default, so a module using a newer one fails to compile here as it fails there.
+    Broker,
+    /// wasmtime's defaults for memory: a large reservation with guard pages, which lets Cranelift drop
+    /// most bounds checks. Not what the broker runs; `make bench` shows both, to price the checks.
+    GuardPages,
+}
+
+impl EngineProfile {
+    fn config(self, limits: Limits) -> Config {
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        config.max_wasm_stack(limits.stack_bytes);
+        // The guest runs on a fiber: its stack holds the wasm stack and the host functions it calls.
+        config.async_stack_size(limits.stack_bytes + (1 << 20));
+        // Off in wasmtime 20 (tail calls from 22, extended constants from 25, the rest later); function
+        // references, GC and exceptions are not compiled into this build at all.
+        config
+            .wasm_tail_call(false)
+            .wasm_extended_const(false)
+            .wasm_memory64(false)
+            .wasm_custom_page_sizes(false)
+            .wasm_wide_arithmetic(false)
+            .wasm_stack_switching(false);
+        if self == EngineProfile::Broker {
+            config
+                .memory_reservation(0)
+                .memory_guard_size(0)
+                .memory_reservation_for_growth(0)
+                .native_unwind_info(false)
+                .memory_init_cow(false);
+        }
+        config
+    }
+}
+
 /// A compiled, validated module, ready to start VMs from (a restart reuses it, as the broker's cache does).
 #[derive(Clone)]
 pub struct TransformModule {
@@ -176,13 +217,19 @@ pub struct TransformModule {
     pre: Result<InstancePre<GuestState>, String>,
     limits: Limits,
     pub imports_schema_registry: bool,
-    /// What the harness runs but the broker would not, or runs differently (printed by the CLI).
+    /// Why the broker would deploy this module but never start it (printed by the CLI; its VMs fail at start).
     pub warnings: Vec<String>,
 }
 
 impl TransformModule {
-    /// Compiles `bytes` (a `.wasm`, or `.wat` text) and refuses what the broker's deploy would refuse.
+    /// Compiles `bytes` (a `.wasm`, or `.wat` text) for the engine the broker runs, and refuses what the
+    /// broker's deploy would refuse.
     pub fn load(bytes: &[u8], limits: Limits) -> anyhow::Result<TransformModule> {
+        TransformModule::load_for(bytes, limits, EngineProfile::Broker)
+    }
+
+    /// [`TransformModule::load`] for a chosen engine configuration.
+    pub fn load_for(bytes: &[u8], limits: Limits, profile: EngineProfile) -> anyhow::Result<TransformModule> {
         anyhow::ensure!(
             bytes.len() <= limits.binary_bytes,
             "invalid WebAssembly module: {} bytes is over the {}-byte limit (data_transforms_binary_max_size)",
@@ -191,28 +238,23 @@ impl TransformModule {
         );
         let binary = wat::parse_bytes(bytes).map_err(|e| anyhow::anyhow!("invalid WebAssembly module: {e}"))?;
         crate::deploy::parse_like_the_broker(&binary)?;
-        let mut config = Config::new();
-        config.consume_fuel(true);
-        config.max_wasm_stack(limits.stack_bytes);
-        // The guest runs on a fiber: its stack holds the wasm stack and the host functions it calls.
-        config.async_stack_size(limits.stack_bytes + (1 << 20));
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&profile.config(limits))?;
         let module = Module::new(&engine, &binary).map_err(|e| anyhow::anyhow!("invalid WebAssembly module: {e}"))?;
         let imports_schema_registry = crate::deploy::validate(&module)?;
         let mut linker = Linker::new(&engine);
         crate::transform_abi::link(&mut linker, |state: &mut GuestState| (&mut state.abi, &mut state.wasi))?;
         crate::schema_registry::link(&mut linker, |state: &mut GuestState| &mut state.schema_registry)?;
         crate::wasi::link(&mut linker, |state: &mut GuestState| &mut state.wasi)?;
-        let mut warnings = crate::deploy::broker_differences(&module);
-        let pre = linker.instantiate_pre(&module).map_err(|e| {
-            format!(
-                "creating the processor failed: {e:#}; the module imports a function the broker does not provide. \
-                 Redpanda deploys it, then fails to create its processor and retries every 30 s"
-            )
-        });
-        if let Err(reason) = &pre {
-            warnings.push(reason.clone());
-        }
+        let pre = match crate::deploy::never_starts(&module) {
+            Some(reason) => Err(reason),
+            None => linker.instantiate_pre(&module).map_err(|e| {
+                format!(
+                    "creating the processor failed: {e:#}; the module imports a function the broker does not provide. \
+                     Redpanda deploys it, then fails to create its processor and retries every 30 s"
+                )
+            }),
+        };
+        let warnings = pre.as_ref().err().cloned().into_iter().collect();
         Ok(TransformModule { engine, pre, limits, imports_schema_registry, warnings })
     }
 }
@@ -415,4 +457,26 @@ fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {
 /// The wasm type list of a signature written as letters: `i` for i32, `I` for i64.
 pub(crate) fn val_types(letters: &str) -> Vec<ValType> {
     letters.chars().map(|c| if c == 'I' { ValType::I64 } else { ValType::I32 }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where a memory lives after growing by `pages`: without a reserve the broker's memory moves on
+    /// every growth; guard-page memory is reserved up front and stays put.
+    fn moves_when_grown(profile: EngineProfile) -> bool {
+        let engine = Engine::new(&profile.config(Limits::default())).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        let memory = wasmtime::Memory::new(&mut store, wasmtime::MemoryType::new(2, None)).unwrap();
+        let before = memory.data_ptr(&store);
+        memory.grow(&mut store, 1).unwrap();
+        memory.data_ptr(&store) != before
+    }
+
+    #[test]
+    fn the_brokers_memory_has_no_reserve_for_growth() {
+        assert!(moves_when_grown(EngineProfile::Broker));
+        assert!(!moves_when_grown(EngineProfile::GuardPages));
+    }
 }

@@ -14,7 +14,6 @@ use wasmtime::Linker;
 use crate::guest_memory::{self, Ctx, HasGuestMemory};
 use crate::host::{BatchOutput, InputBatch, Written};
 use crate::wasi::WasiState;
-use crate::wire::{decode_write_options, OptionsError, PayloadView, WriteTarget};
 
 const NO_ACTIVE_TRANSFORM: i32 = -1;
 const INVALID_BUFFER: i32 = -2;
@@ -213,7 +212,7 @@ fn batch_header(batch: &InputBatch) -> [Vec<u8>; 10] {
 /// One write as the broker handles it: every pointer range is checked before anything else (a bad one
 /// traps even where the call would answer −1), then the active transform (−1), the payload (−2) and the
 /// options (−2 malformed, −3 no such output topic, a trap for a topic length past them). A good write is
-/// kept in the batch's output.
+/// kept in the batch's output as written: the broker copies the payload into the record unchanged.
 fn write<T: HasGuestMemory>(
     caller: &mut Ctx<'_, T>,
     parts: fn(&mut T) -> (&mut AbiState, &mut WasiState),
@@ -230,10 +229,10 @@ fn write<T: HasGuestMemory>(
     let Some((_, next)) = abi.current else {
         return Ok(NO_ACTIVE_TRANSFORM);
     };
-    if PayloadView::parse(bytes).is_none() {
+    if !broker_takes_payload(bytes) {
         return Ok(INVALID_BUFFER);
     }
-    let topic = match options.as_deref().map(decode_write_options) {
+    let topic = match options.as_deref().map(write_target) {
         None | Some(Ok(WriteTarget::DefaultTopic)) => 0,
         Some(Ok(WriteTarget::Topic(name))) => match abi.output_topics.iter().position(|t| t.as_bytes() == name) {
             Some(index) => index,
@@ -252,6 +251,125 @@ fn write<T: HasGuestMemory>(
     output.bytes.extend_from_slice(bytes);
     output.written.push(Written { topic, record: next.saturating_sub(1), fuel, start, end: output.bytes.len() });
     Ok(len)
+}
+
+/// Reads a buffer as the broker's readers do (`ffi::reader` in `ffi.cc`, `iobuf_parser`): varints as
+/// `vint::deserialize` reads them (`utils/vint.h`), which never fails: it stops after ten bytes, and a varint
+/// cut off by the end of the buffer is the bits read so far (nothing at all reads as 0).
+pub(crate) struct BrokerReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> BrokerReader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> BrokerReader<'a> {
+        BrokerReader { rest: bytes }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    /// A zigzag varint.
+    pub(crate) fn varint(&mut self) -> i64 {
+        let mut value = 0u64;
+        let mut read = 0;
+        for (index, &byte) in self.rest.iter().take(10).enumerate() {
+            // At the tenth byte only the lowest bit still fits, as in the broker's 64-bit shift.
+            value |= u64::from(byte & 0x7f) << (7 * index);
+            read = index + 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        self.rest = &self.rest[read..];
+        (value >> 1) as i64 ^ -((value & 1) as i64)
+    }
+
+    /// The next `len` bytes; `None` where the broker's reader throws `std::out_of_range`: fewer are left,
+    /// or the length is negative (a huge `size_t` there).
+    pub(crate) fn bytes(&mut self, len: i64) -> Option<&'a [u8]> {
+        let len = usize::try_from(len).ok().filter(|&len| len <= self.rest.len())?;
+        let (taken, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Some(taken)
+    }
+
+    /// A varint length, then that many bytes.
+    pub(crate) fn sized(&mut self) -> Option<&'a [u8]> {
+        let len = self.varint();
+        self.bytes(len)
+    }
+}
+
+/// Whether the broker takes a written payload (`model/transform.cc`, `validate_record_payload`): key and
+/// value lengths of at least −1 that stay inside the buffer, a header count of at least 0, as many header
+/// keys and values, and nothing after them. With its varint reader a payload cut short passes where what
+/// is missing reads as 0: `[]` is an empty key and value without headers. The broker writes such a payload
+/// as it is, a record its consumers cannot parse.
+fn broker_takes_payload(bytes: &[u8]) -> bool {
+    fn key_and_value(reader: &mut BrokerReader<'_>) -> Option<()> {
+        for _ in 0..2 {
+            let len = reader.varint();
+            if len < -1 {
+                return None;
+            }
+            reader.bytes(len.max(0))?;
+        }
+        Some(())
+    }
+    let mut reader = BrokerReader::new(bytes);
+    let valid = (|| {
+        key_and_value(&mut reader)?;
+        let count = reader.varint();
+        if count < 0 {
+            return None;
+        }
+        // Once the buffer is used up every further header reads as empty and passes (the broker loops
+        // through them all), so the count is not walked to its end.
+        for _ in 0..count {
+            if reader.is_empty() {
+                break;
+            }
+            key_and_value(&mut reader)?;
+        }
+        Some(())
+    })();
+    valid.is_some() && reader.is_empty()
+}
+
+/// Where a write goes, from its options: the first output topic, or one named (bytes as written; the
+/// broker checks the name against its output topics only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteTarget<'a> {
+    DefaultTopic,
+    Topic(&'a [u8]),
+}
+
+/// Options the broker refuses: `Malformed` is answered −2; `OutOfRange` (a topic length that is negative
+/// or runs past the buffer) makes the broker's reader throw, which traps the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OptionsError {
+    Malformed,
+    OutOfRange,
+}
+
+/// Where a write goes, read as the broker reads the options (`transform_module.cc`, `write_options::parse`,
+/// with `ffi::reader`): empty means the first output topic; else the key `0x01` (another is −2), a sized
+/// topic name (a length past the options throws, which traps), and nothing after it (−2).
+fn write_target(options: &[u8]) -> Result<WriteTarget<'_>, OptionsError> {
+    let mut reader = BrokerReader::new(options);
+    if reader.is_empty() {
+        return Ok(WriteTarget::DefaultTopic);
+    }
+    if reader.bytes(1) != Some(&[0x01]) {
+        return Err(OptionsError::Malformed);
+    }
+    let topic = reader.sized().ok_or(OptionsError::OutOfRange)?;
+    if reader.is_empty() {
+        Ok(WriteTarget::Topic(topic))
+    } else {
+        Err(OptionsError::Malformed)
+    }
 }
 
 /// Records how much fuel the record that just finished used (fuel is refilled per record).

@@ -1,8 +1,9 @@
 //! `wasi_snapshot_preview1` as the broker implements it (`src/v/wasm/wasi.cc`): argv is the transform
-//! name, the wall clock is the current record's timestamp, the monotonic clock reads 0, then 1 ms more
-//! per read, random bytes are all 9, each write to stdout or stderr is a log line (kept by the rules of
-//! [`crate::logs`]), `proc_exit` traps, the rest is ENOSYS. Pointers are checked as the broker checks
-//! them: a bad one traps, but in `args_get` and `environ_get`, which answer INVAL.
+//! name, the environment comes in an order of its own (see [`environment_order`]), the wall clock is the
+//! current record's timestamp, the monotonic clock reads 0, then 1 ms more per read, random bytes are all
+//! 9, each write to stdout or stderr is a log line (kept by the rules of [`crate::logs`]), `proc_exit`
+//! traps, the rest is ENOSYS. Pointers are checked as the broker checks them: a bad one traps, but in
+//! `args_get` and `environ_get`, which answer INVAL.
 
 use wasmtime::{FuncType, Linker, Val};
 
@@ -78,7 +79,14 @@ pub(crate) struct WasiState {
 }
 
 impl WasiState {
-    pub(crate) fn new(args: Vec<String>, env: Vec<String>, monotonic: MonotonicClock, logs: LogBuffer) -> WasiState {
+    /// `env` holds `NAME=value` entries; the module sees them in [`environment_order`].
+    pub(crate) fn new(
+        args: Vec<String>,
+        mut env: Vec<String>,
+        monotonic: MonotonicClock,
+        logs: LogBuffer,
+    ) -> WasiState {
+        env.sort_by_cached_key(|entry| environment_order(entry.split('=').next().unwrap_or_default()));
         WasiState { args, env, wall_clock_ms: 0, monotonic, logs }
     }
 
@@ -91,6 +99,20 @@ impl WasiState {
     pub(crate) fn take_logs(&mut self) -> (Vec<LogLine>, DroppedLines) {
         self.logs.take()
     }
+}
+
+/// Where a variable comes in the environment. The broker's environment is a hash map (`wasi.h`,
+/// `environ_map_t`, filled by `make_environment_vars` in `wasmtime.cc`), so its order follows neither the
+/// declaration nor the insertion; the harness orders by a fixed hash of the name, an order of the same kind
+/// that is the same on every run, so a module that depends on the order fails here too.
+fn environment_order(name: &str) -> u64 {
+    // FNV-1a, then MurmurHash3's finaliser so that names differing in their last character scatter.
+    let hash = name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
+    let hash = (hash ^ (hash >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    let hash = (hash ^ (hash >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 /// Writes NUL-terminated strings and their pointer table, as `args_get` and `environ_get` do; a table or

@@ -69,10 +69,6 @@ impl<'a> Reader<'a> {
         Reader { bytes, pos: 0 }
     }
 
-    pub(crate) fn position(&self) -> usize {
-        self.pos
-    }
-
     pub(crate) fn at_end(&self) -> bool {
         self.pos == self.bytes.len()
     }
@@ -90,12 +86,7 @@ impl<'a> Reader<'a> {
         None
     }
 
-    /// A length-prefixed byte string; `Some(None)` for length −1.
-    pub(crate) fn sized(&mut self) -> Option<Option<Vec<u8>>> {
-        Some(self.sized_ref()?.map(<[u8]>::to_vec))
-    }
-
-    /// [`Reader::sized`], borrowed from the buffer.
+    /// A length-prefixed byte string, borrowed from the buffer; `Some(None)` for length −1.
     pub(crate) fn sized_ref(&mut self) -> Option<Option<&'a [u8]>> {
         match self.varint()? {
             -1 => Some(None),
@@ -120,8 +111,9 @@ pub struct PayloadView<'a> {
 }
 
 impl<'a> PayloadView<'a> {
-    /// Validates with the broker's rules: lengths ≥ −1, a header count ≥ 0, everything inside the buffer
-    /// and nothing after it. `None` means the broker would answer −2.
+    /// Reads a payload as a Kafka client reads the record it becomes: lengths ≥ −1, a header count ≥ 0,
+    /// everything inside the buffer and nothing after it. Stricter than the broker's check on writes,
+    /// which lets some payloads cut short through (`transform_abi::broker_takes_payload`).
     pub fn parse(bytes: &'a [u8]) -> Option<PayloadView<'a>> {
         let mut reader = Reader::new(bytes);
         let key = reader.sized_ref()?;
@@ -172,46 +164,6 @@ pub fn decode_payload(bytes: &[u8]) -> Option<Payload> {
     PayloadView::parse(bytes).map(|view| view.to_payload())
 }
 
-/// Where a write goes, from its options: the first output topic, or one named (bytes as written; the
-/// broker checks the name against its output topics only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteTarget<'a> {
-    DefaultTopic,
-    Topic(&'a [u8]),
-}
-
-/// Options the broker refuses: `Malformed` is answered −2; `OutOfRange` (a topic length that is negative
-/// or runs past the buffer) makes the broker's reader throw, which traps the VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OptionsError {
-    Malformed,
-    OutOfRange,
-}
-
-/// Parses write options as the broker does (`transform_module.cc`, `write_options::parse`): empty means
-/// the first output topic; else the key `0x01` and a sized topic name (a missing length reads as 0, an
-/// empty name), and nothing after it.
-pub fn decode_write_options(bytes: &[u8]) -> Result<WriteTarget<'_>, OptionsError> {
-    let Some((&key, rest)) = bytes.split_first() else { return Ok(WriteTarget::DefaultTopic) };
-    if key != 0x01 {
-        return Err(OptionsError::Malformed);
-    }
-    let mut reader = Reader::new(rest);
-    let topic = if reader.at_end() {
-        &rest[..0]
-    } else {
-        match reader.sized_ref() {
-            Some(Some(topic)) => topic,
-            _ => return Err(OptionsError::OutOfRange),
-        }
-    };
-    if reader.at_end() {
-        Ok(WriteTarget::Topic(topic))
-    } else {
-        Err(OptionsError::Malformed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,19 +201,5 @@ mod tests {
         assert_eq!(decode_payload(&[10, b'a']), None, "past the end");
         assert_eq!(decode_payload(&[1, 1, 1]), None, "negative header count");
         assert_eq!(decode_payload(&[0x80]), None, "cut varint");
-    }
-
-    #[test]
-    fn reads_write_options() {
-        use OptionsError::{Malformed, OutOfRange};
-        assert_eq!(decode_write_options(&[]), Ok(WriteTarget::DefaultTopic));
-        assert_eq!(decode_write_options(&[1, 2, b'b']), Ok(WriteTarget::Topic(b"b")));
-        // A bare key reads an empty name (no output topic has it, so the write gets −3).
-        assert_eq!(decode_write_options(&[1]), Ok(WriteTarget::Topic(b"")));
-        assert_eq!(decode_write_options(&[1, 2, 0xff]), Ok(WriteTarget::Topic(&[0xff])), "names are bytes");
-        assert_eq!(decode_write_options(&[2, 2, b'b']), Err(Malformed));
-        assert_eq!(decode_write_options(&[1, 2, b'b', 0]), Err(Malformed));
-        assert_eq!(decode_write_options(&[1, 4, b'b']), Err(OutOfRange));
-        assert_eq!(decode_write_options(&[1, 1]), Err(OutOfRange), "a negative length");
     }
 }

@@ -8,18 +8,23 @@ use harness::host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule,
 use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord, RunStats};
 use harness::wire::{decode_payload, Payload};
 
-/// The module `make build` leaves at the workspace root (or `CLICKSTREAM_WASM`), compiled once per
-/// test binary and set of limits.
-pub fn module(limits: Limits) -> TransformModule {
+/// The module `make build` made (or `CLICKSTREAM_WASM`), read once.
+pub fn module_bytes() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    static COMPILED: Mutex<Vec<(Limits, TransformModule)>> = Mutex::new(Vec::new());
-    let bytes = BYTES.get_or_init(|| {
+    BYTES.get_or_init(|| {
         let path = std::env::var_os("CLICKSTREAM_WASM")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clickstream-aggregation.wasm"));
         std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e}; run `make build` (or `make test`) first", path.display()))
-    });
+    })
+}
+
+/// The module `make build` leaves at the workspace root (or `CLICKSTREAM_WASM`), compiled once per
+/// test binary and set of limits.
+pub fn module(limits: Limits) -> TransformModule {
+    static COMPILED: Mutex<Vec<(Limits, TransformModule)>> = Mutex::new(Vec::new());
+    let bytes = module_bytes();
     let mut compiled = COMPILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((_, module)) = compiled.iter().find(|(known, _)| *known == limits) {
         return module.clone();
