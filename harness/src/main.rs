@@ -100,6 +100,14 @@ fn record_position(text: &str) -> Result<(Option<u32>, i64), String> {
     parsed.ok_or_else(|| "expected OFFSET or PARTITION:OFFSET".into())
 }
 
+/// `PARTITION:OFFSET`.
+fn partition_offset(text: &str) -> Result<(u32, i64), String> {
+    match record_position(text) {
+        Ok((Some(partition), offset)) => Ok((partition, offset)),
+        _ => Err("expected PARTITION:OFFSET".into()),
+    }
+}
+
 /// The module and how the broker would run it.
 #[derive(Args)]
 pub(crate) struct TransformArgs {
@@ -121,6 +129,10 @@ pub(crate) struct TransformArgs {
     /// Native wasm stack.
     #[arg(long, default_value = "64KiB", value_parser = size)]
     stack_limit: u64,
+    /// How the broker compresses the transform's output batches (rpk transform deploy --compression);
+    /// default: the transform.yaml's `compression`, else none.
+    #[arg(long, value_enum)]
+    compression: Option<Compression>,
 }
 
 /// A loaded transform, and what the harness reads of its settings.
@@ -135,6 +147,8 @@ pub(crate) struct Transform {
     pub(crate) time_field: String,
     /// The transform.yaml read; `None`: the default transform, from `input` to `output`.
     pub(crate) yaml: Option<PathBuf>,
+    /// How the broker compresses its output batches.
+    pub(crate) compression: Compression,
 }
 
 impl TransformArgs {
@@ -170,7 +184,14 @@ impl TransformArgs {
             .find(|format| format.name() == setting("TIMESTAMP_FORMAT").trim())
             .unwrap_or(TimestampFormat::Auto);
         let time_field = setting("TIMESTAMP_FIELD");
-        Ok(Transform { module, meta, limits, aggregate_names, time_format, time_field, yaml })
+        let compression = match (self.compression, &yaml) {
+            (Some(compression), _) => compression,
+            (None, Some(path)) => harness::meta::read_compression(&std::fs::read_to_string(path)?)
+                .with_context(|| format!("in {}", path.display()))?
+                .unwrap_or_default(),
+            (None, None) => Compression::None,
+        };
+        Ok(Transform { module, meta, limits, aggregate_names, time_format, time_field, yaml, compression })
     }
 
     /// `--transform-yaml`, else ./transform.yaml, else a transform named `transform` from `input` to `output`;
@@ -255,6 +276,13 @@ struct ReplayArgs {
     /// What an injected failure is.
     #[arg(long, value_enum, default_value = "trap")]
     injected_failure: InjectedFailure,
+    /// Move a partition's leadership once, as its processor reaches the record at this offset; repeatable.
+    /// The processor stops, dropping the outputs it has not written yet, and one on the next shard (with
+    /// --shards 1, the same shard) reads again from its last commit after a commit interval, with the VM
+    /// and state of that shard; the old shard's VM goes on, with the partition's state, while other
+    /// partitions use it.
+    #[arg(long, value_name = "PARTITION:OFFSET", value_parser = partition_offset)]
+    move_at: Vec<(u32, i64)>,
     /// Deploy once the input is written and start reading as `rpk transform deploy --from-offset` does:
     /// `@T` (epoch milliseconds), `+N` (offset N) or `-N` (the last N records) of each partition. Default:
     /// deployed before the first record, so every record is read.
@@ -271,9 +299,6 @@ struct ReplayArgs {
     /// larger as stored fails its processor, as in the broker.
     #[arg(long, default_value = "1MiB", value_parser = size)]
     batch_max_bytes: u64,
-    /// How the broker compresses output batches (rpk transform deploy --compression).
-    #[arg(long, value_enum, default_value = "none")]
-    compression: Compression,
     /// At the end, after every event, send every partition a heartbeat far ahead so every open window closes
     /// (`{}` with TIMESTAMP_FIELD=@record), repeated while the transform reports a backlog (`backlog_windows`)
     /// or writes records unlike the previous heartbeat's. Exits 1 if its summary still shows open panes.
@@ -410,7 +435,8 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let Transform { module, meta, limits, aggregate_names, time_format, time_field, yaml } = args.transform.load()?;
+    let Transform { module, meta, limits, aggregate_names, time_format, time_field, yaml, compression } =
+        args.transform.load()?;
     if let (Some(dlq), [only]) = (&args.dlq, meta.output_topics.as_slice()) {
         let source = match yaml {
             Some(path) => format!("{} names", path.display()),
@@ -418,10 +444,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         };
         bail!("--dlq {}: {source} one output topic, {only:?}, so nothing would be written there", dlq.display());
     }
-    for (partition, offset) in &args.restart_at {
-        if let Some(partition) = partition.filter(|partition| *partition >= args.partitions) {
+    let restarts = args.restart_at.iter().filter_map(|&(partition, offset)| Some(("restart-at", partition?, offset)));
+    let moves = args.move_at.iter().map(|&(partition, offset)| ("move-at", partition, offset));
+    for (flag, partition, offset) in restarts.chain(moves) {
+        if partition >= args.partitions {
             bail!(
-                "--restart-at \"{partition}:{offset}\": there is no partition {partition} (--partitions {})",
+                "--{flag} \"{partition}:{offset}\": there is no partition {partition} (--partitions {})",
                 args.partitions
             );
         }
@@ -439,12 +467,13 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         restart_every: args.restart_every,
         restart_at: args.restart_at.clone(),
         injected: args.injected_failure,
+        move_at: args.move_at.clone(),
         from_offset: args.from_offset,
         schema_registry: !args.no_schema_registry,
         writes: WriteConfig {
             latency_fuel: args.write_latency as u64 * FUEL_PER_MS,
             batch_max_bytes: args.batch_max_bytes as usize,
-            compression: args.compression,
+            compression,
         },
         ..harness::clickstream::pipeline_config(time_format)
     };

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clickstream_aggregation::aggregator::{DETAIL_HEADER, REASON_HEADER};
-use harness::broker::{OutputRecord, OutputSink, Restart};
+use harness::broker::{Move, OutputRecord, OutputSink, Restart};
 use harness::logs::LogLine;
 use harness::pipeline::RunStats;
 use harness::report::TopGroups;
@@ -97,6 +97,12 @@ impl OutputSink for FileSink {
             stderrln!("harness: restart {}: {restart}", self.restarts);
         }
     }
+
+    fn moved(&mut self, moved: &Move) {
+        if !self.quiet {
+            stderrln!("harness: {moved}");
+        }
+    }
 }
 
 /// Bytes as text, for the JSON that the harness writes.
@@ -165,12 +171,13 @@ pub fn print_summary(
         limits.runtime_ms,
         stats.log_lines
     );
+    let moves = if stats.moves > 0 { format!(", moves {}", stats.moves) } else { String::new() };
     stderrln!(
-        "  batches {}, commits {}, restarts {}, outputs re-produced after restarts {}",
+        "  batches {}, commits {}, restarts {}{moves}, records written again {}",
         stats.batches,
         stats.commits,
         stats.restarts,
-        stats.replayed_outputs
+        stats.written_again
     );
     let (invalid, full) = stats.dropped_log_lines;
     if invalid + full > 0 {

@@ -5,6 +5,7 @@ use anyhow::{bail, ensure, Context};
 use serde_yaml::Value;
 
 use crate::host::TransformMeta;
+use crate::record_batch::Compression;
 
 /// Reads `name`, `input-topic`, `output-topics` (or the legacy `output-topic`) and `env` of a transform.yaml.
 pub fn read_transform_yaml(text: &str) -> anyhow::Result<TransformMeta> {
@@ -42,6 +43,16 @@ pub fn read_transform_yaml(text: &str) -> anyhow::Result<TransformMeta> {
         output_topics,
         env,
     })
+}
+
+/// The output compression a transform.yaml asks for (`compression:`, as `rpk transform deploy` reads it).
+pub fn read_compression(text: &str) -> anyhow::Result<Option<Compression>> {
+    let yaml: Value = serde_yaml::from_str(text).context("transform.yaml is not YAML")?;
+    let Some(value) = yaml.get("compression") else { return Ok(None) };
+    let name = value.as_str().context("compression must be a name")?;
+    let compression = <Compression as clap::ValueEnum>::from_str(name, false)
+        .map_err(|_| anyhow::anyhow!("compression {name:?}: expected none, gzip, snappy, lz4 or zstd"))?;
+    Ok(Some(compression))
 }
 
 /// Applies `KEY=VALUE` overrides, as `rpk transform deploy --var` does (the command line wins).
@@ -100,6 +111,15 @@ mod tests {
         assert_eq!(meta.output_topics, ["clickstream_aggregated", "clickstream_dlq"]);
         assert!(meta.env.contains(&("WINDOW_SIZE".to_string(), "5m".to_string())));
         validate(&meta).unwrap();
+    }
+
+    #[test]
+    fn reads_the_output_compression_as_rpk_does() {
+        let yaml = |compression: &str| format!("name: t\ninput-topic: in\noutput-topic: out\n{compression}");
+        assert_eq!(read_compression(&yaml("")).unwrap(), None);
+        assert_eq!(read_compression(&yaml("compression: zstd\n")).unwrap(), Some(Compression::Zstd));
+        let error = read_compression(&yaml("compression: brotli\n")).unwrap_err().to_string();
+        assert!(error.contains("expected none, gzip, snappy, lz4 or zstd"), "{error}");
     }
 
     #[test]

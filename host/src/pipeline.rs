@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::broker::{Broker, BrokerConfig, Watched, WriteConfig};
-pub use crate::broker::{InjectedFailure, OutputRecord, OutputSink, Restart, StartOffset};
+pub use crate::broker::{InjectedFailure, Move, OutputRecord, OutputSink, Restart, StartOffset};
 use crate::host::{TransformMeta, TransformModule, VmFailure};
 use crate::producer::{EpochMillis, EventTime, Producer, ProducerConfig, SentBatch};
 pub use crate::producer::{ProducerRecord, RecordTime, TimeField};
@@ -40,6 +40,8 @@ pub struct PipelineConfig {
     pub restart_at: Vec<(Option<u32>, i64)>,
     /// What an injected failure stands for.
     pub injected: InjectedFailure,
+    /// Move the partition's leadership to the next shard once, as its processor reaches this offset.
+    pub move_at: Vec<(u32, i64)>,
     /// Deploy after the input is written, starting here (`rpk transform deploy --from-offset`); `None`:
     /// deployed before the first record, so every record is read.
     pub from_offset: Option<StartOffset>,
@@ -69,6 +71,7 @@ impl Default for PipelineConfig {
             restart_every: broker.restart_every,
             restart_at: broker.restart_at,
             injected: broker.injected,
+            move_at: broker.move_at,
             from_offset: broker.from_offset,
             tally_header: broker.tally_header,
             schema_registry: broker.schema_registry,
@@ -108,6 +111,7 @@ impl PipelineConfig {
             restart_every: self.restart_every,
             restart_at: self.restart_at,
             injected: self.injected,
+            move_at: self.move_at,
             from_offset: self.from_offset,
             tally_header: self.tally_header,
             schema_registry: self.schema_registry,
@@ -133,8 +137,11 @@ pub struct RunStats {
     pub dropped_log_lines: (u64, u64),
     pub peak_memory_bytes: u64,
     pub max_record_fuel: u64,
+    /// Processor restarts after failures, and broker crashes.
     pub restarts: u64,
-    pub replayed_outputs: u64,
+    pub moves: u64,
+    /// Output records written again by a processor that read again from its last commit.
+    pub written_again: u64,
     pub commits: u64,
     /// Per output topic: the largest batch written, raw and as stored, and the batches written.
     pub largest_batch: Vec<(usize, usize)>,
@@ -293,7 +300,8 @@ impl<'a> Pipeline<'a> {
             peak_memory_bytes: broker.peak_memory_bytes,
             max_record_fuel: broker.max_record_fuel,
             restarts: broker.restarts,
-            replayed_outputs: broker.replayed_outputs,
+            moves: broker.moves,
+            written_again: broker.written_again,
             commits: broker.commits,
             largest_batch: broker.largest_batch.clone(),
             output_batches: broker.output_batches.clone(),

@@ -102,6 +102,24 @@ impl RecordBatch {
         self.records_len = 0;
         self.count = 0;
     }
+
+    /// Why the output topic `topic` refuses this batch (`local_service::produce`: larger as stored than the
+    /// topic's `max.message.bytes`), or `None` when it fits.
+    pub fn refusal(&self, topic: &str, batch_max_bytes: usize) -> Option<String> {
+        let (raw, stored) = (self.raw_bytes(), self.stored_bytes());
+        (stored > batch_max_bytes).then(|| self.refusal_reason(topic, raw, stored, batch_max_bytes))
+    }
+
+    /// The broker's refusal of this batch, sized `raw` and `stored` bytes, over `batch_max_bytes`.
+    pub fn refusal_reason(&self, topic: &str, raw: usize, stored: usize, batch_max_bytes: usize) -> String {
+        format!(
+            "the output topic {topic} refuses a batch of {} records, {stored} bytes as stored ({raw} uncompressed, \
+             compression {}), over its limit of {batch_max_bytes} bytes (max.message.bytes): the processor \
+             fails and reads again from its last commit",
+            self.len(),
+            self.compression.name()
+        )
+    }
 }
 
 /// Bytes of a zigzag varint.
