@@ -4,7 +4,7 @@
 use harness::broker::WriteConfig;
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{Limits, FUEL_PER_MS};
-use harness::pipeline::PipelineConfig;
+use harness::pipeline::{PipelineConfig, RunStats};
 use integration_tests::replay::{clickstream_config, replay, Collected};
 
 fn reasons(collected: &Collected) -> std::collections::BTreeMap<String, usize> {
@@ -127,7 +127,7 @@ fn five_aggregates_on_more_groups_than_fit_stay_inside_the_sizing_rule() {
 
 /// `groups` groups seen in the first pane, then one event ten minutes later that fires every window they
 /// are in, then the closing heartbeats. Every row is written, none twice, and the record that fired them
-/// (and every other) does a bounded share of the work. Returns the worst record's fuel.
+/// (and every other) does a bounded share of the work. Returns the run's statistics.
 fn one_record_fires_every_window(
     groups: usize,
     value_of: impl Fn(usize) -> String,
@@ -135,7 +135,7 @@ fn one_record_fires_every_window(
     limits: Limits,
     windows_per_pane: usize,
     writes: WriteConfig,
-) -> u64 {
+) -> RunStats {
     let event = |time: &str, value: &str| {
         serde_json::json!({"timestamp": time, "event": value, "user_id": value, "url": value}).to_string().into_bytes()
     };
@@ -166,7 +166,7 @@ fn one_record_fires_every_window(
         "{groups} groups, {rows} rows: worst record {} fuel = {worst_ms:.1} ms of 3000 ms",
         stats.max_record_fuel
     );
-    stats.max_record_fuel
+    stats
 }
 
 /// At most this much CPU for any one record in the tests below: far below the broker's 3 s.
@@ -179,7 +179,7 @@ fn a_record_that_fires_90_000_rows_writes_them_over_the_following_records() {
     for latency_ms in WRITE_LATENCIES_MS {
         let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
         let user = |group| format!("user{group:05}");
-        let fuel = one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes);
+        let fuel = one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes).max_record_fuel;
         assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
     }
 }
@@ -193,7 +193,8 @@ const WRITE_LATENCIES_MS: [u64; 3] = [0, 5, 100];
 #[test]
 fn rows_of_escaped_control_characters_cannot_exhaust_the_fuel() {
     let value_of = |group: usize| format!("{group:04}{}", "\u{1}".repeat(1_020));
-    let fuel = one_record_fires_every_window(230, value_of, &[], Limits::default(), 30, WriteConfig::default());
+    let fuel = one_record_fires_every_window(230, value_of, &[], Limits::default(), 30, WriteConfig::default())
+        .max_record_fuel;
     assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
 }
 
@@ -207,7 +208,8 @@ fn a_one_second_slide_with_2_000_groups_stays_inside_the_cpu_budget() {
         Limits::default(),
         300,
         WriteConfig::default(),
-    );
+    )
+    .max_record_fuel;
     assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
 }
 
@@ -219,9 +221,28 @@ fn the_5_mib_sizing_with_12_000_groups_stays_inside_the_cpu_budget() {
     for latency_ms in WRITE_LATENCIES_MS {
         let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
         let user = |group| format!("user{group:05}");
-        let fuel = one_record_fires_every_window(12_000, user, &[("STATE_BUDGET", "4MiB")], limits, 30, writes);
+        let fuel = one_record_fires_every_window(12_000, user, &[("STATE_BUDGET", "4MiB")], limits, 30, writes)
+            .max_record_fuel;
         assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
     }
+}
+
+/// ROW_BYTES_PER_RECORD follows the output topic's max.message.bytes: at half of a 4 MiB limit, 300 groups
+/// whose values are 1 KiB write batches over 1 MiB, which that topic accepts at every latency.
+#[test]
+fn a_larger_share_fits_an_output_topic_with_a_larger_batch_limit() {
+    let limits = Limits { memory_bytes: 8 << 20, ..Limits::default() };
+    let env = [("STATE_BUDGET", "4MiB"), ("ROW_BYTES_PER_RECORD", "2MiB")];
+    let value_of = |group: usize| format!("{group:04}{}", "x".repeat(300));
+    let mut largest = 0;
+    for latency_ms in WRITE_LATENCIES_MS {
+        let writes =
+            WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, batch_max_bytes: 4 << 20, ..WriteConfig::default() };
+        let stats = one_record_fires_every_window(2_000, value_of, &env, limits, 30, writes);
+        largest = largest.max(stats.largest_batch[0].1);
+        assert!(stats.max_record_fuel < WORST_RECORD_MS * FUEL_PER_MS, "{} fuel", stats.max_record_fuel);
+    }
+    assert!(largest > 1 << 20, "the largest batch, {largest} bytes, would fit the default limit");
 }
 
 /// The README's largest budget for a 2 MiB VM (the sizing rule without large records): filled by a crowd of

@@ -36,3 +36,24 @@ fn the_orders_example_gives_the_rows_the_readme_shows() {
     assert_eq!(rows, block("orders output"));
     assert_eq!(collected.dead_letters().count(), 0);
 }
+
+/// Every variable the module reads is in the README's configuration table with the module's default, and
+/// in transform.yaml with that default (the variables whose default is derived are set there by name).
+#[test]
+fn the_configuration_table_and_transform_yaml_list_every_variable_with_its_default() {
+    let yaml = include_str!("../../transform.yaml");
+    for (variable, default) in clickstream_aggregation::config::VARIABLES {
+        let row = README
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{variable}` |")))
+            .unwrap_or_else(|| panic!("the README's configuration table has no row for {variable}"));
+        let in_yaml = yaml
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(&format!("{variable}: ")))
+            .unwrap_or_else(|| panic!("transform.yaml does not set {variable}"));
+        if let Some(default) = default {
+            assert!(row.starts_with(&format!("| `{variable}` | `{default}` |")), "{row}");
+            assert_eq!(in_yaml, format!("\"{default}\""), "{variable} in transform.yaml");
+        }
+    }
+}

@@ -12,12 +12,6 @@ pub const MAX_FIELD_BYTES: usize = 1_024;
 pub const WARNINGS_PER_MINUTE: u32 = 5;
 /// Record time between two summary lines.
 pub const SUMMARY_INTERVAL_MS: i64 = 60_000;
-/// Row bytes one record may write, as the output topic stores them (keys, values, headers and each record's
-/// framing); the rest of what has fired waits for the following records. With the engine's own limit
-/// ([`crate::engine::WORK_PER_EMIT`]) this bounds one record's work. Half of the broker's default batch limit
-/// (1 MiB), because the broker joins what a record writes with what the records around it write into one
-/// batch while its previous write is in flight (see the README's "Output batches").
-pub const ROW_BYTES_PER_RECORD: usize = 512 << 10;
 /// The most a record's framing in a batch can take beyond its key and value: its length, attributes,
 /// timestamp and offset deltas, key and value lengths (varints) and header count.
 const RECORD_FRAMING_BYTES: usize = 15;
@@ -148,15 +142,15 @@ impl Aggregator {
             fields: FieldIndices { time, group, inputs },
             inputs: Vec::with_capacity(functions.len()),
             rows: RowFormatter::new(&config),
-            row_bytes_per_record: ROW_BYTES_PER_RECORD,
+            row_bytes_per_record: config.row_bytes_per_record,
             totals: Totals { dead_letters: vec![0; Reason::ALL.len()], ..Totals::default() },
             log: LogLimiter::default(),
             config,
         }
     }
 
-    /// Smaller shares of work and row bytes per record than the defaults ([`crate::engine::WORK_PER_EMIT`],
-    /// [`ROW_BYTES_PER_RECORD`]); tests use tiny ones so that rows wait for later records.
+    /// Smaller shares of work and row bytes per record than allowed ([`crate::engine::WORK_PER_EMIT`],
+    /// `ROW_BYTES_PER_RECORD`); tests use tiny ones so that rows wait for later records.
     pub fn with_share_per_record(mut self, work: usize, row_bytes: usize) -> Aggregator {
         self.engine = self.engine.with_work_per_emit(work);
         self.row_bytes_per_record = row_bytes;
@@ -180,7 +174,7 @@ impl Aggregator {
         };
         let aggregates: Vec<String> = self.config.aggregates.iter().map(ToString::to_string).collect();
         format!(
-            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B (fixed {}B) max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={}",
+            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B (fixed {}B) max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={} row_bytes_per_record={}",
             window.size_ms(),
             window.slide_ms(),
             window.delay_ms(),
@@ -193,6 +187,7 @@ impl Aggregator {
             self.config.incomplete.name(),
             self.config.dead_letter_topic.as_deref().unwrap_or("none (dead letters are counted and skipped)"),
             self.config.dead_letter_max_bytes,
+            self.config.row_bytes_per_record,
         )
     }
 
@@ -558,7 +553,11 @@ fn push_int(out: &mut String, int: i64) {
     out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
 }
 
-/// Formats and writes rows until this record's [`ROW_BYTES_PER_RECORD`] are spent.
+/// Formats and writes rows until this record's share of row bytes (`ROW_BYTES_PER_RECORD`) is spent. With
+/// the engine's own limit ([`crate::engine::WORK_PER_EMIT`]) this bounds one record's work. The default is
+/// half the broker's default batch limit (1 MiB), because the broker joins what a record writes with what
+/// the records around it write into one batch while its previous write is in flight (see the README's
+/// "Output batches").
 struct RowSinkFor<'a, O: Output> {
     rows: &'a mut RowFormatter,
     totals: &'a mut Totals,
@@ -1126,7 +1125,8 @@ mod tests {
     /// the rest, and the summary line shows the windows still being written.
     #[test]
     fn a_record_writes_its_share_of_fired_rows_and_the_next_records_the_rest() {
-        let mut agg = aggregator(&[("STATE_BUDGET", "16MiB")]);
+        const SHARE: usize = 384 << 10;
+        let mut agg = aggregator(&[("STATE_BUDGET", "16MiB"), ("ROW_BYTES_PER_RECORD", "384KiB")]);
         let mut out = Collected::default();
         for user in 0..5_000 {
             agg.on_record(Some(event("2022-10-30 19:40:00", &format!("user{user:05}")).as_bytes()), NOW, &mut out);
@@ -1139,8 +1139,8 @@ mod tests {
         let bytes = |rows: &[(String, String, bool)]| rows.iter().map(stored).sum();
         let first: usize = bytes(&out.rows);
         let largest = out.rows.iter().map(stored).max().unwrap();
-        assert!(first < ROW_BYTES_PER_RECORD + largest, "the jump wrote {first} bytes of rows");
-        assert!(first + largest >= ROW_BYTES_PER_RECORD, "and used its share: {first} bytes");
+        assert!(first < SHARE + largest, "the jump wrote {first} bytes of rows");
+        assert!(first + largest >= SHARE, "and used its share: {first} bytes");
         // The share ends inside the first window (5,000 rows of over 200 bytes): from it to the last fired
         // one, 30 windows with events and 30 empty ones.
         assert!(out.rows.len() < 5_000);
@@ -1152,7 +1152,7 @@ mod tests {
         }
         assert_eq!(out.rows.len(), 5_000 * 30, "every fired row, once");
         let total: usize = bytes(&out.rows);
-        let shares = total / ROW_BYTES_PER_RECORD; // the jump's own share, then one a record
+        let shares = total / SHARE; // the jump's own share, then one a record
         assert!((shares - 1..=shares).contains(&records), "{records} records wrote the rest of {total} bytes");
         assert!(agg.summary().contains("backlog_windows=0"), "{}", agg.summary());
         let mut keys: Vec<&str> = out.rows.iter().map(|(key, _, _)| key.as_str()).collect();

@@ -25,7 +25,7 @@ pub const MAX_PANES_PER_WINDOW: u64 = 1_000;
 pub const MAX_DURATION_MS: u64 = 7 * 86_400_000;
 
 /// Every variable the module reads, with its default (`None`: derived, see [`Config::from_env`]).
-pub const VARIABLES: [(&str, Option<&str>); 13] = [
+pub const VARIABLES: [(&str, Option<&str>); 14] = [
     ("WINDOW_SIZE", Some("5m")),
     ("WINDOW_SLIDE", Some("10s")),
     ("WATERMARK_DELAY", Some("1ms")),
@@ -39,7 +39,12 @@ pub const VARIABLES: [(&str, Option<&str>); 13] = [
     ("INCOMPLETE_WINDOWS", Some("mark")),
     ("DEAD_LETTER_TOPIC", None),
     ("DEAD_LETTER_MAX_BYTES", Some("64KiB")),
+    ("ROW_BYTES_PER_RECORD", Some("512KiB")),
 ];
+
+/// The range of `ROW_BYTES_PER_RECORD`: at least the largest row (eight group fields of 1 KiB, escaped),
+/// at most what a record writes in well under its CPU limit.
+pub const ROW_BYTES_PER_RECORD_RANGE: std::ops::RangeInclusive<usize> = (64 << 10)..=(64 << 20);
 
 /// What to do with the rows of a window that began before this VM's first event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +103,8 @@ pub struct Config {
     pub dead_letter_topic: Option<String>,
     /// Dead letters with a larger value are written without it (the SDK would need two more copies).
     pub dead_letter_max_bytes: usize,
+    /// Row bytes one record may write, as the output topic stores them; the rest waits for the next records.
+    pub row_bytes_per_record: usize,
 }
 
 /// A configuration error: which variable, its value, and what is allowed.
@@ -262,6 +269,18 @@ impl Config {
             }
         };
 
+        let share_setting = read("ROW_BYTES_PER_RECORD");
+        let row_bytes_per_record = match parse_size_bytes(&share_setting.0) {
+            Some(bytes) if ROW_BYTES_PER_RECORD_RANGE.contains(&(bytes as usize)) => bytes as usize,
+            _ => {
+                return Err(error(
+                    share_setting,
+                    "expected a size from 64KiB to 64MiB, at most half the output topic's max.message.bytes (B, KiB or MiB)"
+                        .into(),
+                ))
+            }
+        };
+
         let incomplete_setting = read("INCOMPLETE_WINDOWS");
         let incomplete = match IncompletePolicy::ALL.iter().find(|policy| policy.name() == incomplete_setting.0.trim())
         {
@@ -296,6 +315,7 @@ impl Config {
             incomplete,
             dead_letter_topic,
             dead_letter_max_bytes,
+            row_bytes_per_record,
         })
     }
 }
@@ -413,6 +433,7 @@ mod tests {
         assert_eq!(config.incomplete, IncompletePolicy::Mark);
         assert_eq!(config.dead_letter_topic.as_deref(), Some("clickstream_dlq"));
         assert_eq!(config.dead_letter_max_bytes, 64 * 1024);
+        assert_eq!(config.row_bytes_per_record, 512 * 1024);
     }
 
     #[test]
@@ -430,7 +451,7 @@ mod tests {
 
     #[test]
     fn each_bad_setting_names_the_variable_its_value_and_what_is_allowed() {
-        let cases: [(&[(&str, &str)], &str); 15] = [
+        let cases: [(&[(&str, &str)], &str); 17] = [
             (&[("WINDOW_SIZE", "5x")], "WINDOW_SIZE=\"5x\": expected a duration from 1ms to 7d"),
             (&[("WINDOW_SIZE", "0s")], "WINDOW_SIZE=\"0s\": expected a duration"),
             (&[("WINDOW_SIZE", "8d")], "WINDOW_SIZE=\"8d\": expected a duration"),
@@ -444,6 +465,8 @@ mod tests {
             (&[("GROUP_BY", "url,url")], "\"url\" is repeated"),
             (&[("GROUP_BY", "a,b,c,d,e,f,g,h,i")], "9 fields"),
             (&[("STATE_BUDGET", "2MB")], "STATE_BUDGET=\"2MB\": expected a size"),
+            (&[("ROW_BYTES_PER_RECORD", "1KiB")], "ROW_BYTES_PER_RECORD=\"1KiB\": expected a size from 64KiB to 64MiB, at most half the output topic's max.message.bytes"),
+            (&[("ROW_BYTES_PER_RECORD", "65MiB")], "ROW_BYTES_PER_RECORD=\"65MiB\": expected a size from 64KiB"),
             (&[("INCOMPLETE_WINDOWS", "keep")], "INCOMPLETE_WINDOWS=\"keep\": expected one of: mark, mark-value, drop"),
             (&[("DEAD_LETTER_TOPIC", "errors")], "DEAD_LETTER_TOPIC=\"errors\": expected \"none\" or one of the transform's output topics other than the first (clickstream_dlq)"),
         ];
