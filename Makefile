@@ -71,11 +71,11 @@ fuzz-check:
 	cd fuzz && $(CARGO) check --quiet
 
 # The seed's local stack in Docker (docker-compose.yml): Redpanda with transforms, the topics, the
-# transform deployed, the producer. The harness binary is mounted into the producer's container.
+# transform deployed, the producer. The module is built here and mounted (a .wasm runs anywhere); the
+# producer's harness is built inside Docker (Dockerfile), rebuilt when the sources change.
 up: build
-	$(BUILD_HARNESS)
-	docker compose up -d
-	@echo "live table: $(HARNESS) consume --brokers localhost:19092 --top 10"
+	docker compose up -d --build
+	@echo "live table: docker compose exec producer harness consume --brokers redpanda:9092 --top 10"
 
 down:
 	docker compose down -v
