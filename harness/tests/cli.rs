@@ -281,6 +281,47 @@ fn a_restart_at_a_partition_that_does_not_exist_is_refused() {
     assert!(accepted.status.success(), "{}", text(&accepted.stderr));
 }
 
+/// `--move-at PARTITION:OFFSET` moves a partition's leadership once: a line tells where to and what becomes
+/// of the VMs, and the summary counts it. A partition that does not exist, or none, is refused.
+#[test]
+fn a_move_is_reported_and_counted() {
+    let (dir, events) = generated("move-at", 2_000);
+    let wasm = module();
+    let args = [
+        "replay",
+        "--wasm",
+        wasm.to_str().unwrap(),
+        "--input",
+        events.to_str().unwrap(),
+        "--output",
+        "/dev/null",
+        "--partitions",
+        "3",
+        "--shards",
+        "2",
+    ];
+    let out = harness(&[&args[..], &["--move-at", "0:200"]].concat());
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "harness: partition 0 moves from shard 0 to shard 1 at offset 200: shard 0's VM goes on, keeping what it \
+             counted of it; it reads again from offset"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("on the VM its partitions share"), "{stderr}");
+    assert!(stderr.contains(", restarts 0, moves 1, records written again 0"), "{stderr}");
+    for (bad, expected) in
+        [("3:5", "--move-at \"3:5\": there is no partition 3 (--partitions 3)"), ("5", "expected PARTITION:OFFSET")]
+    {
+        let refused = harness(&[&args[..], &["--move-at", bad]].concat());
+        assert_eq!(refused.status.code(), Some(2), "{bad}: {}", text(&refused.stderr));
+        assert!(text(&refused.stderr).contains(expected), "{bad}: {}", text(&refused.stderr));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Replays `lines` (written to a file in a new scratch folder `name`) with `extra` flags, rows and dead
 /// letters to files: the run, the rows and the dead letters.
 fn replay_lines(name: &str, lines: &[String], extra: &[&str]) -> (Output, String, String) {
@@ -419,74 +460,135 @@ fn a_closed_stderr_leaves_the_exit_status_alone() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// A stand-in for Redpanda's admin API on a free port: answers each request in turn with one of
-/// `answers` (status line, body) and returns the requests (head, body) it got.
 /// A request the stand-in got: its head and body.
 type Request = (String, Vec<u8>);
 
-fn admin_api(answers: Vec<(&'static str, String)>) -> (String, std::thread::JoinHandle<Vec<Request>>) {
+/// A stand-in for Redpanda's admin API on a free port that, as a keep-alive server, never closes a
+/// connection itself: it answers each request in turn with the next of `answers` (whole HTTP answers:
+/// `answer`, `chunked`, `redirect`), one connection at a time, and returns the requests it got once the
+/// client has closed the connection of the last answer.
+fn admin_api(answers: Vec<String>) -> (String, std::thread::JoinHandle<Vec<Request>>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let server = std::thread::spawn(move || {
+        let mut answers = answers.into_iter();
         let mut requests = Vec::new();
-        for (status, answer) in answers {
-            let (stream, _) = listener.accept().unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut head = String::new();
+        while answers.len() > 0 {
+            let mut reader = BufReader::new(listener.accept().unwrap().0);
+            // Requests until the client closes the connection.
             loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line == "\r\n" || line.is_empty() {
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                if head.is_empty() {
                     break;
                 }
-                head.push_str(&line);
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("Content-Length: "))
+                    .map_or(0, |value| value.trim().parse().unwrap());
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let answer = answers.next().unwrap_or_else(|| panic!("no answer left for {head}"));
+                reader.get_mut().write_all(answer.as_bytes()).unwrap();
+                requests.push((head, body));
             }
-            let length: usize = head
-                .lines()
-                .find_map(|line| line.strip_prefix("Content-Length: "))
-                .map_or(0, |value| value.trim().parse().unwrap());
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let mut stream = reader.into_inner();
-            write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{answer}", answer.len()).unwrap();
-            requests.push((head, body));
         }
         requests
     });
     (address, server)
 }
 
+/// An answer whose body is framed by Content-Length.
+fn answer(status: &str, body: &str) -> String {
+    format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+}
+
+/// A 200 answer in two chunks, as the broker streams its listings.
+fn chunked(body: &str) -> String {
+    let (first, second) = body.split_at(body.len() / 2);
+    format!(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+        first.len(),
+        second.len()
+    )
+}
+
+/// The broker's answer where another broker leads the controller: 307 to the leader, and every other
+/// time with `Retry-After: 1` (`admin_server::redirect_to_leader`).
+fn redirect(location: &str, retry_after: bool) -> String {
+    let retry_after = if retry_after { "Retry-After: 1\r\n" } else { "" };
+    format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\n{retry_after}Content-Length: 0\r\n\r\n")
+}
+
+/// `GET /v1/partitions/kafka/clickstream`: the input topic with `count` partitions.
+fn partitions(count: u32) -> String {
+    let partitions: Vec<serde_json::Value> = (0..count)
+        .map(|id| serde_json::json!({"ns": "kafka", "topic": "clickstream", "partition_id": id, "leader_id": 1}))
+        .collect();
+    answer("200 OK", &serde_json::Value::from(partitions).to_string())
+}
+
+/// `GET /v1/transform`: the transform with these (partition, status).
+fn listing(statuses: &[(u32, &str)]) -> String {
+    let status: Vec<serde_json::Value> = statuses
+        .iter()
+        .map(
+            |(partition, status)| serde_json::json!({"partition": partition, "node_id": 1, "status": status, "lag": 0}),
+        )
+        .collect();
+    serde_json::json!([{"name": "clickstream-aggregation", "input_topic": "clickstream", "status": status}]).to_string()
+}
+
+/// `harness deploy --admin ADMIN --wasm MODULE` with `extra`; it fails the test after 20 s (a client
+/// that waits for the server to close hangs against a keep-alive server).
+fn deploy(admin: &str, extra: &[&str]) -> Output {
+    use std::time::{Duration, Instant};
+    let wasm = module();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["deploy", "--admin", admin, "--wasm", wasm.to_str().unwrap()])
+        .args(extra)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("deploy still runs after 20 s: {}", text(&child.wait_with_output().unwrap().stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// `harness deploy` against a stand-in for Redpanda's admin API: it posts the JSON metadata immediately
-/// followed by the module, then polls `GET /v1/transform` until every partition reports `running`; a
-/// refused deploy shows the broker's answer and exits 2.
+/// followed by the module, reads the input topic's partitions, then polls `GET /v1/transform` until every
+/// partition reports `running`; a refused deploy shows the broker's answer and exits 2.
+/// Regression (deploy_hung_on_keep_alive): the answers were read until the server closed the connection.
 #[test]
 fn deploy_posts_metadata_then_the_module_and_waits_until_every_partition_runs() {
-    let listing = |second: &str| {
-        format!(
-            r#"[{{"name":"clickstream-aggregation","status":[{{"partition":0,"status":"running"}},{{"partition":1,"status":"{second}"}}]}}]"#
-        )
-    };
-    let (admin, server) =
-        admin_api(vec![("200 OK", String::new()), ("200 OK", listing("inactive")), ("200 OK", listing("running"))]);
-    let wasm = module();
-    let out = harness(&[
-        "deploy",
-        "--admin",
-        &admin,
-        "--wasm",
-        wasm.to_str().unwrap(),
-        "--env",
-        "WINDOW_SIZE=1m",
-        "--from-offset",
-        "-5",
+    let (admin, server) = admin_api(vec![
+        answer("200 OK", ""),
+        partitions(2),
+        chunked(&listing(&[(0, "running"), (1, "inactive")])),
+        answer("200 OK", &listing(&[(0, "running"), (1, "running")])),
     ]);
+    let out = deploy(&admin, &["--env", "WINDOW_SIZE=1m", "--from-offset", "-5", "--compression", "zstd"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("running on 2 partitions"), "{}", text(&out.stderr));
     let requests = server.join().unwrap();
     assert!(requests[0].0.starts_with("POST /v1/transform/deploy HTTP/1.1"), "{}", requests[0].0);
     let body = &requests[0].1;
-    let module_bytes = std::fs::read(&wasm).unwrap();
+    let module_bytes = std::fs::read(module()).unwrap();
     assert!(body.ends_with(&module_bytes), "the module follows the metadata");
     let metadata: serde_json::Value = serde_json::from_slice(&body[..body.len() - module_bytes.len()]).unwrap();
     assert_eq!(metadata["name"], "clickstream-aggregation");
@@ -495,17 +597,86 @@ fn deploy_posts_metadata_then_the_module_and_waits_until_every_partition_runs() 
     let env = metadata["environment"].as_array().unwrap();
     assert!(env.contains(&serde_json::json!({"key": "WINDOW_SIZE", "value": "1m"})), "{env:?}");
     assert_eq!(metadata["offset"], serde_json::json!({"format": "from_end", "value": 5}));
-    assert!(requests[1].0.starts_with("GET /v1/transform HTTP/1.1") && requests[2].0.starts_with("GET /v1/transform "));
+    assert_eq!(metadata["compression"], "zstd");
+    assert!(requests[1].0.starts_with("GET /v1/partitions/kafka/clickstream HTTP/1.1"), "{}", requests[1].0);
+    assert!(requests[2].0.starts_with("GET /v1/transform HTTP/1.1") && requests[3].0.starts_with("GET /v1/transform "));
 
-    let refusal = r#"{"message":"invalid WebAssembly module","code":400}"#.to_string();
-    let (admin, server) = admin_api(vec![("400 Bad Request", refusal)]);
-    let out = harness(&["deploy", "--admin", &admin, "--wasm", wasm.to_str().unwrap()]);
+    let refusal = r#"{"message":"invalid WebAssembly module","code":400}"#;
+    let (admin, server) = admin_api(vec![answer("400 Bad Request", refusal)]);
+    let out = deploy(&admin, &[]);
     server.join().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("the broker refused the deploy (HTTP 400)") && stderr.contains("invalid WebAssembly module")
     );
+}
+
+/// Regression (deploy_counted_only_listed_partitions): a listing of 2 running partitions of a 3-partition
+/// topic was success. Every partition of the input topic must run; past `--wait`, those that do not are named.
+#[test]
+fn deploy_waits_for_every_partition_of_the_input_topic() {
+    let two_of_three = listing(&[(0, "running"), (1, "running")]);
+    let all = listing(&[(0, "running"), (1, "running"), (2, "running")]);
+    let (admin, server) =
+        admin_api(vec![answer("200 OK", ""), partitions(3), answer("200 OK", &two_of_three), answer("200 OK", &all)]);
+    let out = deploy(&admin, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("running on 3 partitions"), "{}", text(&out.stderr));
+    assert_eq!(server.join().unwrap().len(), 4, "listed until the third partition ran");
+
+    let some_inactive = listing(&[(0, "running"), (1, "inactive")]);
+    let (admin, server) = admin_api(vec![answer("200 OK", ""), partitions(3), answer("200 OK", &some_inactive)]);
+    let out = deploy(&admin, &["--wait", "0ms"]);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("1 of 3 partitions of clickstream run (partition 1: inactive, 2: not listed)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Regression (deploy_waited_out_errors): a partition reporting `errored` was waited on until `--wait`
+/// ran out. It fails the deploy at once; the listing gives no reason, so the message says where to look.
+#[test]
+fn deploy_fails_at_once_when_a_partition_errors() {
+    let errored = listing(&[(0, "running"), (1, "errored"), (2, "errored")]);
+    let (admin, server) = admin_api(vec![answer("200 OK", ""), partitions(3), chunked(&errored)]);
+    let out = deploy(&admin, &[]);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("clickstream-aggregation errored on partitions 1, 2 of clickstream"), "{stderr}");
+    assert!(stderr.contains("rpk transform logs clickstream-aggregation"), "{stderr}");
+}
+
+/// Regression (deploy_ignored_redirects): a broker that finds the controller leadership moved answers the
+/// deploy with a 307 to the new leader; the 307 was taken for a refusal. The same request goes to the
+/// Location, for at most 3 redirects, and waits as `Retry-After` says.
+#[test]
+fn deploy_follows_the_redirect_to_the_controller_leader() {
+    let (leader, leader_server) = admin_api(vec![answer("200 OK", "")]);
+    let (admin, server) = admin_api(vec![
+        redirect(&format!("{leader}/v1/transform/deploy?redirect=1"), false),
+        partitions(1),
+        answer("200 OK", &listing(&[(0, "running")])),
+    ]);
+    let out = deploy(&admin, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (requests, at_leader) = (server.join().unwrap(), leader_server.join().unwrap());
+    assert!(at_leader[0].0.starts_with("POST /v1/transform/deploy?redirect=1 HTTP/1.1"), "{}", at_leader[0].0);
+    assert!(at_leader[0].0.contains(&format!("Host: {}", leader.trim_start_matches("http://"))), "{}", at_leader[0].0);
+    assert_eq!(at_leader[0].1, requests[0].1, "the same body");
+
+    let (admin, server) =
+        admin_api((1..=4).map(|hop| redirect(&format!("/v1/transform/deploy?redirect={hop}"), hop % 2 == 0)).collect());
+    let started = std::time::Instant::now();
+    let out = deploy(&admin, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("redirected more than 3 times"), "{}", text(&out.stderr));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After: 1 was waited");
+    assert_eq!(server.join().unwrap().len(), 4);
 }
 
 /// With no broker at the address, the live commands say so and exit 2 (no hang, no backtrace).
@@ -515,4 +686,55 @@ fn live_commands_say_when_no_broker_answers() {
     let out = harness(&["produce", "--brokers", &closed, "--topic", "clickstream", "--events", "1"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("is a broker running there?"), "{}", text(&out.stderr));
+}
+
+/// The output compression comes from the transform.yaml's `compression:` (as rpk reads it), and
+/// `--compression` wins over it; an unknown name is refused with the names allowed.
+#[test]
+fn output_batches_are_compressed_as_the_transform_yaml_or_the_flag_says() {
+    let (dir, events) = generated("compression", 2_000);
+    let yaml = |name: &str, compression: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!("{}compression: {compression}\n", std::fs::read_to_string(root().join("transform.yaml")).unwrap()),
+        )
+        .unwrap();
+        path
+    };
+    let largest_batch = |yaml: &Path, extra: &[&str]| -> (u64, u64) {
+        let (wasm, input) = (module(), events.to_str().unwrap().to_string());
+        let args =
+            ["replay", "--wasm", wasm.to_str().unwrap(), "--input", &input, "--transform-yaml", yaml.to_str().unwrap()];
+        let out = harness(&[&args[..], &["--output", "/dev/null", "--close-windows"], extra].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        let line = stderr.lines().find(|line| line.contains("bytes as stored")).unwrap_or_else(|| panic!("{stderr}"));
+        let number_before = |marker: &str| -> u64 {
+            line[..line.find(marker).unwrap()].trim_end().rsplit([' ', '(']).next().unwrap().parse().unwrap()
+        };
+        (number_before(" bytes as stored"), number_before(" uncompressed"))
+    };
+    let zstd = yaml("zstd.yaml", "zstd");
+    let (stored, raw) = largest_batch(&zstd, &[]);
+    assert!(stored * 5 < raw, "zstd: {stored} of {raw} bytes");
+    let (stored, raw) = largest_batch(&zstd, &["--compression", "none"]);
+    assert_eq!(stored, raw, "the flag wins");
+    let bad = yaml("bad.yaml", "brotli");
+    let out = harness(&[
+        "replay",
+        "--wasm",
+        module().to_str().unwrap(),
+        "--input",
+        "/dev/null",
+        "--transform-yaml",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("compression \"brotli\": expected none, gzip, snappy, lz4 or zstd"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

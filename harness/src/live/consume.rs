@@ -1,7 +1,7 @@
 //! `harness consume`: the rows as they arrive, or a live table of the busiest groups of the latest closed
-//! window, refreshed in place on a terminal.
+//! window on stdout, refreshed in place on a terminal. A closed stdout (`| head`) ends it quietly.
 
-use std::io::{IsTerminal, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,8 @@ pub(crate) struct ConsumeArgs {
     #[arg(long, value_enum, default_value = "values")]
     format: OutputFormat,
     /// Keep a table of the N busiest groups of the latest closed window (ranked by the first aggregate),
-    /// refreshed in place on a terminal, instead of printing rows.
+    /// refreshed every second on stdout (in place on a terminal, else one whole table each time, a blank
+    /// line between), instead of printing rows.
     #[arg(long, value_name = "N")]
     top: Option<usize>,
     /// The transform's AGGREGATES, to tell group fields from aggregates in `--top`; default: the transform's
@@ -39,6 +40,8 @@ pub(crate) struct ConsumeArgs {
     /// Stop once nothing has arrived for this long; default: run until Ctrl-C.
     #[arg(long, value_parser = crate::duration)]
     idle_exit: Option<i64>,
+    #[command(flatten)]
+    outage: super::OutageArgs,
 }
 
 pub(crate) fn consume(args: ConsumeArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -63,31 +66,47 @@ pub(crate) fn consume(args: ConsumeArgs) -> anyhow::Result<std::process::ExitCod
         assignment.add_partition_offset(&args.topic, partition, start)?;
     }
     consumer.assign(&assignment)?;
+    let table = args.top.map(|n| LiveTable::new(TopGroups::new(aggregate_names), n));
+    match print_topic(&args, &consumer, table) {
+        // A reader that has seen enough (`| head`) ends consume, as it ends replay: quietly.
+        Err(error) if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == ErrorKind::BrokenPipe) => {
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        result => result.map(|()| std::process::ExitCode::SUCCESS),
+    }
+}
+
+/// Prints the rows, or keeps the table, until Ctrl-C or `--idle-exit`.
+fn print_topic(args: &ConsumeArgs, consumer: &BaseConsumer, mut table: Option<LiveTable>) -> anyhow::Result<()> {
     let stop = stop_requested();
+    let mut outage = super::Outage::new(args.outage.limit());
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut top = args.top.map(|_| TopGroups::new(aggregate_names));
-    let live_table = std::io::stderr().is_terminal();
-    let (mut last_message, mut last_table, mut rows) = (Instant::now(), Instant::now(), 0u64);
+    let (mut last_message, mut rows) = (Instant::now(), 0u64);
     while !stop.load(Ordering::SeqCst) {
         if args.idle_exit.is_some_and(|ms| last_message.elapsed() > Duration::from_millis(ms as u64)) {
             break;
+        }
+        if let Some(table) = &mut table {
+            table.refresh(&mut out, rows)?;
         }
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             out.flush()?;
             continue;
         };
-        let message = message.context("reading the topic")?;
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                outage.failed(error)?;
+                continue;
+            }
+        };
+        outage.ended();
         last_message = Instant::now();
         rows += 1;
-        match (&mut top, args.format) {
-            (Some(top), _) => {
+        match (&mut table, args.format) {
+            (Some(table), _) => {
                 if let Some(value) = message.payload() {
-                    top.add(value);
-                }
-                if live_table && last_table.elapsed() > Duration::from_secs(1) {
-                    last_table = Instant::now();
-                    // Clear the screen and draw the table at the top.
-                    stderr!("\x1b[H\x1b[2J{rows} rows read\n{}", top.table(args.top.unwrap_or(10)));
+                    table.top.add(value);
                 }
             }
             (None, OutputFormat::Values) => {
@@ -115,9 +134,55 @@ pub(crate) fn consume(args: ConsumeArgs) -> anyhow::Result<std::process::ExitCod
             }
         }
     }
-    out.flush()?;
-    if let (Some(top), Some(n)) = (&top, args.top) {
-        stderr!("{rows} rows read\n{}", top.table(n));
+    if let Some(table) = &mut table {
+        table.finish(&mut out, rows)?;
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(out.flush()?)
+}
+
+/// The `--top` table on stdout: redrawn in place on a terminal; elsewhere one whole table per refresh,
+/// a blank line between, so a pipe or a file gets every table.
+struct LiveTable {
+    top: TopGroups,
+    n: usize,
+    terminal: bool,
+    started: Instant,
+    /// When the table was last drawn, and with how many rows read.
+    drawn: Option<(Instant, u64)>,
+}
+
+impl LiveTable {
+    fn new(top: TopGroups, n: usize) -> LiveTable {
+        LiveTable { top, n, terminal: std::io::stdout().is_terminal(), started: Instant::now(), drawn: None }
+    }
+
+    /// Draws the table once a second while rows arrive.
+    fn refresh(&mut self, out: &mut impl Write, rows: u64) -> std::io::Result<()> {
+        let (since, drawn_rows) = self.drawn.unwrap_or((self.started, 0));
+        if rows != drawn_rows && since.elapsed() >= Duration::from_secs(1) {
+            self.draw(out, rows)?;
+        }
+        Ok(())
+    }
+
+    /// The table at the end, unless the last one drawn shows it already.
+    fn finish(&mut self, out: &mut impl Write, rows: u64) -> std::io::Result<()> {
+        if self.drawn.is_none_or(|(_, drawn_rows)| drawn_rows != rows) {
+            self.draw(out, rows)?;
+        }
+        Ok(())
+    }
+
+    fn draw(&mut self, out: &mut impl Write, rows: u64) -> std::io::Result<()> {
+        if self.terminal {
+            // Clear the screen and draw the table at the top.
+            write!(out, "\x1b[H\x1b[2J")?;
+        } else if self.drawn.is_some() {
+            writeln!(out)?;
+        }
+        write!(out, "{rows} rows read\n{}", self.top.table(self.n))?;
+        out.flush()?;
+        self.drawn = Some((Instant::now(), rows));
+        Ok(())
+    }
 }

@@ -93,11 +93,12 @@ impl Deliveries {
 }
 
 /// A producer that reports each delivery; `acks=all`, as the seed's producer and the broker's writes.
-pub(crate) fn producer(brokers: &str) -> anyhow::Result<BaseProducer<Deliveries>> {
+/// librdkafka retries a record until `delivery_timeout` runs out (through an outage, say).
+pub(crate) fn producer(brokers: &str, delivery_timeout: Duration) -> anyhow::Result<BaseProducer<Deliveries>> {
     client_config(brokers)
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
+        .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
         .create_with_context(Deliveries::default())
         .context("creating the Kafka producer")
 }
@@ -137,7 +138,57 @@ pub(crate) fn send(
     }
 }
 
-/// Waits until every record sent is acknowledged or has failed.
+/// Waits until every record sent is acknowledged or has failed (librdkafka fails a record once its
+/// delivery timeout, the producer's `--give-up-after`, runs out).
 pub(crate) fn flush(producer: &BaseProducer<Deliveries>) -> anyhow::Result<()> {
-    producer.flush(Duration::from_secs(60)).context("waiting for the broker to acknowledge the records sent")
+    producer.flush(rdkafka::util::Timeout::Never).context("waiting for the broker to acknowledge the records sent")
+}
+
+/// How long the live commands ride out a broker they cannot reach (a restart, a network cut).
+#[derive(clap::Args)]
+pub(crate) struct OutageArgs {
+    /// Give up once the broker has not answered for this long (records not yet acknowledged then fail).
+    #[arg(long, default_value = "5m", value_parser = crate::duration)]
+    pub(crate) give_up_after: i64,
+}
+
+impl OutageArgs {
+    pub(crate) fn limit(&self) -> Duration {
+        Duration::from_millis(self.give_up_after as u64)
+    }
+}
+
+/// A broker that cannot be reached, for the commands that ride it out: reported once when it begins and
+/// once when it ends (librdkafka reconnects meanwhile); past `give_up` the command stops with the reason.
+pub(crate) struct Outage {
+    since: Option<std::time::Instant>,
+    give_up: Duration,
+}
+
+impl Outage {
+    pub(crate) fn new(give_up: Duration) -> Outage {
+        Outage { since: None, give_up }
+    }
+
+    /// A call to the broker failed with `error`: an error once the outage has lasted `give_up`.
+    pub(crate) fn failed(&mut self, error: impl std::fmt::Display) -> anyhow::Result<()> {
+        let since = *self.since.get_or_insert_with(|| {
+            stderrln!(
+                "harness: the broker cannot be reached ({error}); reconnecting, for up to {} s (--give-up-after)",
+                self.give_up.as_secs()
+            );
+            std::time::Instant::now()
+        });
+        if since.elapsed() > self.give_up {
+            bail!("the broker could not be reached for {} s: {error}", self.give_up.as_secs());
+        }
+        Ok(())
+    }
+
+    /// A call to the broker succeeded.
+    pub(crate) fn ended(&mut self) {
+        if let Some(since) = self.since.take() {
+            stderrln!("harness: the broker answers again, after {:.1} s", since.elapsed().as_secs_f64());
+        }
+    }
 }

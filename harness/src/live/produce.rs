@@ -56,13 +56,15 @@ pub(crate) struct ProduceArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    outage: super::OutageArgs,
 }
 
 pub(crate) fn produce(args: ProduceArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.rate.is_some_and(|rate| rate.is_nan() || rate <= 0.0) {
         bail!("--rate: expected a positive number of records per second");
     }
-    let producer = producer(&args.brokers)?;
+    let producer = producer(&args.brokers, args.outage.limit())?;
     let partitions = match (partition_count(producer.client(), &args.topic)?, args.partitions) {
         (Some(existing), _) => existing,
         (None, Some(wanted)) => {

@@ -7,7 +7,7 @@
 //! from its last commit. A rebalance commits what is done and starts a fresh VM; Ctrl-C stops after a
 //! final commit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -16,15 +16,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use harness::broker::{Backoff, Restart, StartOffset};
-use harness::host::{BatchRecord, InputBatch, TransformMeta, TransformModule, Vm, VmFailure, VmServices};
+use harness::host::{
+    BatchOutput, BatchRecord, InputBatch, TransformMeta, TransformModule, Vm, VmFailure, VmServices, FUEL_PER_MS,
+};
+use harness::record_batch::{Compression, RecordBatch};
 use harness::wire::{encode_payload, Header, Payload};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{client_config, flush, partition_count, producer, send, stop_requested, Deliveries, TIMEOUT};
+use super::{client_config, flush, partition_count, producer, send, stop_requested, Deliveries, Outage, TIMEOUT};
 use crate::TransformArgs;
 
 #[derive(Args)]
@@ -51,6 +55,12 @@ pub(crate) struct RunArgs {
     /// Where the module's log lines go (`-` for stderr); default: counted.
     #[arg(long)]
     logs: Option<String>,
+    #[command(flatten)]
+    outage: super::OutageArgs,
+    /// The output topics' max.message.bytes, as in `replay`: the outputs of one input batch to one topic,
+    /// as a record batch compressed as deployed, must fit, or the processor fails as in the broker.
+    #[arg(long, default_value = "1MiB", value_parser = crate::size)]
+    batch_max_bytes: u64,
 }
 
 /// What the consumer's rebalance callbacks tell the loop.
@@ -89,17 +99,30 @@ impl ConsumerContext for RunContext {
     }
 }
 
-/// Which records of a partition with no committed offset are before the transform's start.
-#[derive(Debug, Clone, Copy)]
+/// Where a partition with no committed offset starts is found in its log itself, read from its first
+/// record: ListOffsets is not trusted (tansu answers the last batch's base offset + 1 for the end).
+#[derive(Debug)]
 enum Start {
-    /// Records below this offset.
-    Offset(i64),
-    /// Records below `end` (the log end when assigned) until the first with a timestamp at or after `ms`.
-    Timestamp {
-        ms: i64,
-        end: i64,
-    },
+    /// Reading the log up to the first record at or after the start, or to its end (a partition EOF),
+    /// keeping the records that may come after the start (`-N`, or `+N` past the end: the last record).
+    Finding { rule: Option<StartOffset>, log_start: i64, seen_end: i64, kept: VecDeque<BatchRecord> },
+    /// Found (or committed before): records before `next` are skipped.
     Reading,
+}
+
+/// Where a new transform starts reading a partition whose log holds `log_start..end` (`end` is the
+/// next offset), as the broker resolves it when it first starts a processor (`load_latest_committed`
+/// in `transform_processor.cc`), given the first offset whose record is at or after `@T`. The broker
+/// commits the offset before the start, from its last offset `end - 1`: so `-N` past the log's start
+/// begins after its first record, and `+N` past its end at its last record.
+fn first_offset(rule: Option<StartOffset>, log_start: i64, end: i64, first_at_time: Option<i64>) -> i64 {
+    let last = end - 1;
+    match rule {
+        None => end,
+        Some(StartOffset::Timestamp(_)) => first_at_time.unwrap_or(end),
+        Some(StartOffset::FromStart(n)) => (log_start + n).min(last).max(log_start),
+        Some(StartOffset::FromEnd(n)) => (last - n).max(log_start) + 1,
+    }
 }
 
 /// One input partition this process holds.
@@ -126,12 +149,14 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        // The end of a log is where a fetch reports it, not what ListOffsets answers (see `Start`).
+        .set("enable.partition.eof", "true")
         .set("session.timeout.ms", session_ms.to_string())
         .set("heartbeat.interval.ms", (session_ms / 3).to_string())
         .create_with_context(RunContext(assignments.clone()))
         .context("creating the Kafka consumer")?;
-    let producer = producer(&args.brokers)?;
-    let Some(_) = partition_count(consumer.client(), &meta.input_topic)? else {
+    let producer = producer(&args.brokers, args.outage.limit())?;
+    let Some(input_partitions) = partition_count(consumer.client(), &meta.input_topic)? else {
         bail!("the input topic {:?} does not exist", meta.input_topic)
     };
     let mut output_partitions = Vec::new();
@@ -154,8 +179,11 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         vm: None,
         held: BTreeMap::new(),
         output_partitions,
+        compression: transform.compression,
+        batch_max_bytes: args.batch_max_bytes as usize,
         commit_interval: Duration::from_millis(args.commit_interval as u64),
         started: Instant::now(),
+        outage: Outage::new(args.outage.limit()),
         records: 0,
         written: 0,
         restarts: 0,
@@ -164,13 +192,29 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
     stderrln!("harness: running {} on {} as group {group:?}; Ctrl-C stops", runner.meta.name, args.brokers);
     let stop = stop_requested();
     let mut last_commit = Instant::now();
+    let mut last_group_check = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        if last_group_check.elapsed() >= Duration::from_millis(session_ms as u64) {
+            last_group_check = Instant::now();
+            let unheld = unheld_partitions(&consumer, &group, &runner.meta.input_topic, input_partitions);
+            if !unheld.is_empty() {
+                // tansu, after a member's session expires, answers the survivor's SyncGroup with the old
+                // assignment: joining again as a new member makes it assign every partition.
+                stderrln!(
+                    "harness: partitions {unheld:?} of {} are held by no member of group {group:?}; joining the group again",
+                    runner.meta.input_topic
+                );
+                runner.commit(&consumer, &producer)?;
+                consumer.unsubscribe();
+                consumer.subscribe(&[&runner.meta.input_topic]).context("joining the consumer group again")?;
+            }
+        }
         if assignments.changed.swap(false, Ordering::SeqCst) {
             let assigned: Vec<i32> = std::mem::take(&mut *assignments.assigned.lock().expect("never poisoned"));
             runner.rebalanced(&consumer, &assigned, args.from_offset)?;
         }
         runner.restart_stopped_partitions(&consumer)?;
-        let batches = read_batches(&consumer, &mut runner)?;
+        let batches = read_batches(&consumer, &mut runner, &assignments)?;
         for batch in batches {
             runner.transform(&consumer, &producer, batch, &mut logs)?;
         }
@@ -179,14 +223,24 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
             last_commit = Instant::now();
         }
     }
+    // The last outputs acknowledged (or failed, once the delivery timeout runs out) before the last commit.
+    flush(&producer)?;
     runner.commit(&consumer, &producer)?;
     stderrln!(
-        "harness: stopped after {:.1} s: {} records read, {} written, {} restarts; offsets committed",
+        "harness: stopped after {:.1} s: {} records read, {} written, {} restarts",
         runner.started.elapsed().as_secs_f64(),
         runner.records,
         runner.written,
         runner.restarts
     );
+    for (partition, held) in &runner.held {
+        match held.committed {
+            Some(offset) => stderrln!("harness: partition {partition}: committed at offset {offset}, where the next start reads"),
+            None => stderrln!(
+                "harness: partition {partition}: nothing committed (its start was not found yet); the next start finds it again"
+            ),
+        }
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -197,14 +251,75 @@ struct Runner {
     vm: Option<Vm>,
     held: BTreeMap<i32, Held>,
     output_partitions: Vec<u32>,
+    compression: Compression,
+    batch_max_bytes: usize,
     commit_interval: Duration,
     started: Instant,
+    /// The broker unreachable since then, if it is.
+    outage: Outage,
     records: u64,
     written: u64,
     restarts: u64,
 }
 
+impl Held {
+    /// While the start is being found: `Some(record)` when this record is the first at or after it (`@T`,
+    /// or `+N` within the log); otherwise it is kept if it may follow the start found at the log's end.
+    fn starts_at(&mut self, record: BatchRecord) -> Option<BatchRecord> {
+        let Start::Finding { rule, log_start, seen_end, kept } = &mut self.start else { return Some(record) };
+        *seen_end = record.offset + 1;
+        let starts = match *rule {
+            Some(StartOffset::Timestamp(ms)) => record.timestamp_ms >= ms,
+            Some(StartOffset::FromStart(n)) => record.offset >= *log_start + n,
+            _ => false,
+        };
+        if starts {
+            return Some(record);
+        }
+        let keep = match *rule {
+            Some(StartOffset::FromEnd(n)) => n as usize,
+            Some(StartOffset::FromStart(_)) => 1,
+            _ => 0,
+        };
+        if keep > 0 {
+            kept.push_back(record);
+            if kept.len() > keep {
+                kept.pop_front();
+            }
+        }
+        None
+    }
+
+    /// The log's end, reached while the start is being found: the start, by the broker's rule.
+    fn log_end_reached(&self) -> Option<i64> {
+        let Start::Finding { rule, log_start, seen_end, .. } = &self.start else { return None };
+        Some(first_offset(*rule, *log_start, *seen_end, None))
+    }
+}
+
 impl Runner {
+    /// The start of a partition with no commit is found: the records kept from its log that follow it go to
+    /// the VM first, and it is committed at once, as the broker commits the offset before it.
+    fn start_found(
+        &mut self,
+        consumer: &BaseConsumer<RunContext>,
+        partition: i32,
+        start: i64,
+        batch: &mut Vec<BatchRecord>,
+    ) -> anyhow::Result<()> {
+        let held = self.held.get_mut(&partition).expect("held");
+        if let Start::Finding { kept, .. } = std::mem::replace(&mut held.start, Start::Reading) {
+            batch.extend(kept.into_iter().filter(|record| record.offset >= start));
+        }
+        held.next = Some(start);
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.meta.input_topic, partition, Offset::Offset(start))?;
+        consumer.commit(&list, CommitMode::Sync).context("committing the start offset")?;
+        held.committed = Some(start);
+        stderrln!("harness: partition {partition} starts at offset {start}");
+        Ok(())
+    }
+
     fn start_vm(&mut self) -> Result<(), VmFailure> {
         let (vm, _) = Vm::start_with(&self.module, &self.meta, self.services.clone())?;
         self.vm = Some(vm);
@@ -239,17 +354,16 @@ impl Runner {
                 _ => None,
             });
             let start = match committed {
-                Some(_) => Start::Reading,
+                Some(offset) => {
+                    stderrln!("harness: partition {partition} resumes at offset {offset}, its commit");
+                    Start::Reading
+                }
                 None => {
-                    let (low, high) = consumer.fetch_watermarks(&topic, partition, TIMEOUT)?;
-                    match from_offset {
-                        None => Start::Offset(high),
-                        Some(StartOffset::FromStart(n)) => Start::Offset((low + n).min(high - 1).max(low)),
-                        Some(StartOffset::FromEnd(n)) => Start::Offset((high - n).max(low)),
-                        Some(StartOffset::Timestamp(ms)) => Start::Timestamp { ms, end: high },
-                    }
+                    let (log_start, _) = consumer.fetch_watermarks(&topic, partition, TIMEOUT)?;
+                    Start::Finding { rule: from_offset, log_start, seen_end: log_start, kept: VecDeque::new() }
                 }
             };
+            read_from_the_log_start(consumer, &topic, partition)?;
             let held = Held {
                 start,
                 next: committed,
@@ -274,9 +388,8 @@ impl Runner {
             }
             held.stopped_until = None;
             held.backoff.last_start_ms = Some(now_ms);
-            let from = held.committed.unwrap_or(0);
-            held.next = Some(from);
-            consumer.seek(&topic, partition, Offset::Offset(from), TIMEOUT).context("seeking")?;
+            held.next = held.committed;
+            read_from_the_log_start(consumer, &topic, partition)?;
             let mut list = TopicPartitionList::new();
             list.add_partition(&topic, partition);
             consumer.resume(&list)?;
@@ -298,7 +411,8 @@ impl Runner {
         let first = batch.records[0].offset;
         self.records += batch.records.len() as u64;
         let vm = self.vm.as_mut().expect("started");
-        match vm.transform(Arc::new(batch)) {
+        let result = vm.transform(Arc::new(batch));
+        match result.and_then(|output| self.refused_write(&output, partition as u32, last).map_or(Ok(output), Err)) {
             Ok(output) => {
                 for line in &output.logs {
                     if let Some(out) = logs {
@@ -345,7 +459,29 @@ impl Runner {
         Ok(())
     }
 
-    /// Waits for every output to be acknowledged, then commits what they came from.
+    /// The broker's producer loops write what the VM queued for each output topic whenever it yields (every
+    /// 2,000,000 units of fuel) and at the batch's end; the first batch a topic refuses fails the processor.
+    /// (`replay` also joins what is written while a previous write is in flight: `--write-latency`.)
+    fn refused_write(&self, output: &BatchOutput, partition: u32, last: i64) -> Option<VmFailure> {
+        (0..self.meta.output_topics.len()).find_map(|topic| {
+            let mut batch = RecordBatch::new(self.compression);
+            let mut refusal = None;
+            let mut yield_interval = None;
+            for written in output.written.iter().filter(|written| written.topic == topic) {
+                let interval = written.fuel / FUEL_PER_MS;
+                if yield_interval.replace(interval).is_some_and(|previous| previous != interval) {
+                    refusal = refusal.or_else(|| batch.refusal(&self.meta.output_topics[topic], self.batch_max_bytes));
+                    batch.clear();
+                }
+                batch.push(output.payload(written));
+            }
+            let reason = refusal.or_else(|| batch.refusal(&self.meta.output_topics[topic], self.batch_max_bytes))?;
+            Some(VmFailure { reason, record: Some((partition, last)), logs: Vec::new(), at_start: false })
+        })
+    }
+
+    /// Once every output is acknowledged, commits what they came from. While the broker cannot be reached,
+    /// nothing is committed and the next call tries again.
     fn commit(
         &mut self,
         consumer: &BaseConsumer<RunContext>,
@@ -356,7 +492,9 @@ impl Runner {
         if pending.is_empty() {
             return Ok(());
         }
-        flush(producer)?;
+        if let Err(error) = producer.flush(Duration::from_secs(1)) {
+            return self.outage.failed(error);
+        }
         if let Some(error) = producer.context().failure() {
             bail!(
                 "an output record was not delivered ({error}); nothing more is committed, so a restart reads it again"
@@ -366,7 +504,10 @@ impl Runner {
         for &(partition, offset) in &pending {
             list.add_partition_offset(&self.meta.input_topic, partition, Offset::Offset(offset))?;
         }
-        consumer.commit(&list, CommitMode::Sync).context("committing offsets")?;
+        if let Err(error) = consumer.commit(&list, CommitMode::Sync) {
+            return self.outage.failed(error);
+        }
+        self.outage.ended();
         for (partition, offset) in pending {
             if let Some(held) = self.held.get_mut(&partition) {
                 held.committed = Some(offset);
@@ -377,25 +518,101 @@ impl Runner {
     }
 }
 
+/// Partitions of `topic` that no member of a stable `group` holds, as the broker describes the group
+/// (DescribeGroups); none while it rebalances, or cannot be described or told.
+fn unheld_partitions(consumer: &BaseConsumer<RunContext>, group: &str, topic: &str, partitions: u32) -> Vec<i32> {
+    let Ok(groups) = consumer.fetch_group_list(Some(group), TIMEOUT) else { return Vec::new() };
+    let Some(described) = groups.groups().iter().find(|described| described.name() == group) else {
+        return Vec::new();
+    };
+    if described.state() != "Stable" || described.members().is_empty() {
+        return Vec::new();
+    }
+    let assignments: Option<Vec<Vec<i32>>> = described
+        .members()
+        .iter()
+        .map(|member| member.assignment().and_then(|assignment| assigned_partitions(assignment, topic)))
+        .collect();
+    let held: BTreeSet<i32> = match assignments {
+        Some(assignments) => assignments.into_iter().flatten().collect(),
+        // tansu describes members without their assignments: alone in the group, this process's own
+        // assignment is the group's.
+        None if described.members().len() == 1 => consumer
+            .assignment()
+            .map(|list| list.elements().iter().map(|element| element.partition()).collect())
+            .unwrap_or_default(),
+        None => return Vec::new(),
+    };
+    (0..partitions as i32).filter(|partition| !held.contains(partition)).collect()
+}
+
+/// The partitions of `topic` in a consumer protocol assignment: a version (int16), then topics, each a
+/// name (int16 length, bytes) and partitions (int32 count, int32s), then user data.
+fn assigned_partitions(assignment: &[u8], topic: &str) -> Option<Vec<i32>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = bytes.split_at_checked(n)?;
+        *bytes = rest;
+        Some(taken)
+    }
+    let int = |bytes: &mut &[u8], n: usize| -> Option<i32> {
+        let taken = take(bytes, n)?;
+        Some(taken.iter().fold(0i32, |value, byte| (value << 8) | i32::from(*byte)))
+    };
+    let mut bytes = assignment;
+    let mut partitions = Vec::new();
+    int(&mut bytes, 2)?;
+    for _ in 0..int(&mut bytes, 4)? {
+        let name_len = int(&mut bytes, 2)?;
+        let name = take(&mut bytes, usize::try_from(name_len).ok()?)?;
+        for _ in 0..int(&mut bytes, 4)? {
+            let partition = int(&mut bytes, 4)?;
+            if name == topic.as_bytes() {
+                partitions.push(partition);
+            }
+        }
+    }
+    Some(partitions)
+}
+
+/// Positions a held partition at its log's first record: tansu answers a fetch from inside a batch with
+/// nothing, so positions (commits, starts) are reached by skipping the records before them.
+fn read_from_the_log_start(consumer: &BaseConsumer<RunContext>, topic: &str, partition: i32) -> anyhow::Result<()> {
+    consumer
+        .seek(topic, partition, Offset::Beginning, TIMEOUT)
+        .with_context(|| format!("seeking partition {partition}"))
+}
+
 /// Reads what has arrived (up to 100 ms or 1,000 records), as one batch per partition in offset order,
 /// leaving out what comes before a partition's start, after a failure, or before its read position.
-fn read_batches(consumer: &BaseConsumer<RunContext>, runner: &mut Runner) -> anyhow::Result<Vec<InputBatch>> {
+fn read_batches(
+    consumer: &BaseConsumer<RunContext>,
+    runner: &mut Runner,
+    assignments: &Assignments,
+) -> anyhow::Result<Vec<InputBatch>> {
     let mut batches: BTreeMap<i32, Vec<BatchRecord>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_millis(100);
     let mut count = 0;
-    while count < 1_000 {
-        let Some(message) = consumer.poll(deadline.saturating_duration_since(Instant::now())) else { break };
-        let message = message.context("reading the input topic")?;
+    // A rebalance (run by a poll) ends the read, so newly held partitions are set up before their records.
+    while count < 1_000 && !assignments.changed.load(Ordering::SeqCst) {
+        let message = match consumer.poll(deadline.saturating_duration_since(Instant::now())) {
+            None => break,
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                if let Some(start) = runner.held.get_mut(&partition).and_then(|held| held.log_end_reached()) {
+                    runner.start_found(consumer, partition, start, batches.entry(partition).or_default())?;
+                }
+                continue;
+            }
+            Some(Err(error)) => {
+                runner.outage.failed(error)?;
+                break;
+            }
+            Some(Ok(message)) => message,
+        };
+        runner.outage.ended();
         let partition = message.partition();
         let Some(held) = runner.held.get_mut(&partition) else { continue };
         if held.stopped_until.is_some() || held.next.is_some_and(|next| message.offset() < next) {
             continue;
-        }
-        let timestamp_ms = message.timestamp().to_millis().unwrap_or(0);
-        match held.start {
-            Start::Offset(first) if message.offset() < first => continue,
-            Start::Timestamp { ms, end } if message.offset() < end && timestamp_ms < ms => continue,
-            _ => held.start = Start::Reading,
         }
         let headers = message
             .headers()
@@ -411,15 +628,23 @@ fn read_batches(consumer: &BaseConsumer<RunContext>, runner: &mut Runner) -> any
             .unwrap_or_default();
         let payload =
             Payload { key: message.key().map(<[u8]>::to_vec), value: message.payload().map(<[u8]>::to_vec), headers };
-        batches.entry(partition).or_default().push(BatchRecord {
+        let record = BatchRecord {
             offset: message.offset(),
-            timestamp_ms,
+            timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
             payload: encode_payload(&payload),
-        });
+        };
+        let finding = matches!(held.start, Start::Finding { .. });
+        let Some(record) = held.starts_at(record) else { continue };
+        let batch = batches.entry(partition).or_default();
+        if finding {
+            runner.start_found(consumer, partition, record.offset, batch)?;
+        }
+        batch.push(record);
         count += 1;
         if Instant::now() >= deadline {
             break;
         }
     }
+    batches.retain(|_, records| !records.is_empty());
     Ok(batches.into_iter().map(|(partition, records)| InputBatch { partition: partition as u32, records }).collect())
 }

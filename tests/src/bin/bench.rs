@@ -10,9 +10,9 @@ use std::time::Instant;
 use clickstream_aggregation::aggregator::{Aggregator, Output, Reason};
 use clickstream_aggregation::config::Config;
 use harness::generate::{Generator, GeneratorConfig};
-use harness::host::{LogLine, TransformModule, FUEL_PER_MS};
+use harness::host::{EngineProfile, Limits, LogLine, TransformModule, FUEL_PER_MS};
 use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
-use integration_tests::replay::{clickstream_config, meta, module};
+use integration_tests::replay::{clickstream_config, meta, module, module_bytes};
 
 const RUNS: usize = 3;
 /// Record time for the native runs: far enough ahead that no event is refused as from the future.
@@ -190,24 +190,28 @@ fn main() {
     if !previous.is_empty() {
         println!("Previous (README):\n{}\n", previous.join("\n"));
     }
-    let clickstream = module(harness::host::Limits::default());
+    let clickstream = module(Limits::default());
+    let with_guard_pages = TransformModule::load_for(module_bytes(), Limits::default(), EngineProfile::GuardPages)
+        .expect("the module loads");
     println!("<!-- bench table -->");
-    println!("| Workload | Native events/s | Native rows/s | ns/row | Module events/s | Module rows/s | Module/native | Peak memory | Slowest record |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| Workload | Native events/s | Native rows/s | ns/row | Module events/s | Module rows/s | Module rows/s, guard pages | Module/native | Peak memory | Slowest record |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let only = std::env::args().nth(1).unwrap_or_default();
     let mut wide = Run::default();
     let workloads = workloads();
     for workload in workloads.iter().filter(|workload| workload.name.starts_with(&only)) {
         let native = native(workload);
         let module = in_harness(&clickstream, workload, 1, 1);
+        let unchecked = in_harness(&with_guard_pages, workload, 1, 1);
         println!(
-            "| {} | {} | {} | {:.0} | {} | {} | {:.0} % | {:.2} MiB | {:.1} ms |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.0} % | {:.2} MiB | {:.1} ms |",
             workload.name,
             millions(native.events_per_second()),
             millions(native.rows_per_second()),
             native.seconds * 1e9 / native.rows.max(1) as f64,
             millions(module.events_per_second()),
             millions(module.rows_per_second()),
+            millions(unchecked.rows_per_second()),
             100.0 * module.seconds.recip() / native.seconds.recip(),
             module.peak_memory_bytes as f64 / (1 << 20) as f64,
             module.worst_record_ms,
@@ -229,12 +233,12 @@ fn main() {
 
 /// The harness alone: a transform that echoes its input, on one shard and on two.
 fn identity_rows(seed: &Workload) {
-    let identity = TransformModule::load(IDENTITY_WAT.as_bytes(), harness::host::Limits::default())
-        .expect("the identity transform loads");
+    let identity =
+        TransformModule::load(IDENTITY_WAT.as_bytes(), Limits::default()).expect("the identity transform loads");
     let one = in_harness(&identity, seed, 2, 1);
     let two = in_harness(&identity, seed, 2, 2);
     println!(
-        "| identity transform, harness alone (2 partitions) | | | | {} (1 shard), {} (2 shards: {:.2}×) | | | | |",
+        "| identity transform, harness alone (2 partitions) | | | | {} (1 shard), {} (2 shards: {:.2}×) | | | | | |",
         millions(one.events_per_second()),
         millions(two.events_per_second()),
         two.events_per_second() / one.events_per_second(),
