@@ -81,18 +81,17 @@ impl std::str::FromStr for StartOffset {
 }
 
 impl StartOffset {
-    /// The first offset a processor without a commit reads in a log of `end` records
-    /// (`processor::load_latest_committed`): it commits the offset before it, so `+N` and `@T` start at
-    /// that record, while `-N` commits `max(end − 1 − N, 0)` and so never reads offset 0.
-    fn first_offset(self, log: &VecDeque<(u64, Arc<InputBatch>)>, end: i64) -> i64 {
+    /// The first offset a processor without a commit reads in a log holding `log_start..end`
+    /// (`processor::load_latest_committed`), given the first offset whose record is at or after `@T`: it
+    /// commits the offset before it from the last offset `end − 1`, so `+N` and `@T` start at that record
+    /// (`+N` past the end at the last one), while `-N` commits `max(end − 1 − N, log_start)` and so never
+    /// reads the log's first record.
+    pub fn first_offset(self, log_start: i64, end: i64, first_at_time: Option<i64>) -> i64 {
+        let last = end - 1;
         match self {
-            StartOffset::Timestamp(ms) => log
-                .iter()
-                .flat_map(|(_, batch)| &batch.records)
-                .find(|record| record.timestamp_ms >= ms)
-                .map_or(end, |record| record.offset),
-            StartOffset::FromStart(n) => n.min(end - 1).max(0),
-            StartOffset::FromEnd(n) => end.saturating_sub(n).max(1),
+            StartOffset::Timestamp(_) => first_at_time.unwrap_or(end),
+            StartOffset::FromStart(n) => (log_start + n).min(last).max(log_start),
+            StartOffset::FromEnd(n) => (last - n).max(log_start) + 1,
         }
     }
 }
@@ -464,7 +463,16 @@ impl Partition {
     /// when it has none.
     fn start_reading(&mut self) {
         if let Some(start) = self.start.take() {
-            let first = start.first_offset(&self.log, self.next_offset);
+            let first_at_time = match start {
+                StartOffset::Timestamp(ms) => self
+                    .log
+                    .iter()
+                    .flat_map(|(_, batch)| &batch.records)
+                    .find(|record| record.timestamp_ms >= ms)
+                    .map(|record| record.offset),
+                _ => None,
+            };
+            let first = start.first_offset(0, self.next_offset, first_at_time);
             self.committed.fill(first - 1);
         }
         self.state = ProcessorState::Running;

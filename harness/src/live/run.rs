@@ -110,21 +110,6 @@ enum Start {
     Reading,
 }
 
-/// Where a new transform starts reading a partition whose log holds `log_start..end` (`end` is the
-/// next offset), as the broker resolves it when it first starts a processor (`load_latest_committed`
-/// in `transform_processor.cc`), given the first offset whose record is at or after `@T`. The broker
-/// commits the offset before the start, from its last offset `end - 1`: so `-N` past the log's start
-/// begins after its first record, and `+N` past its end at its last record.
-fn first_offset(rule: Option<StartOffset>, log_start: i64, end: i64, first_at_time: Option<i64>) -> i64 {
-    let last = end - 1;
-    match rule {
-        None => end,
-        Some(StartOffset::Timestamp(_)) => first_at_time.unwrap_or(end),
-        Some(StartOffset::FromStart(n)) => (log_start + n).min(last).max(log_start),
-        Some(StartOffset::FromEnd(n)) => (last - n).max(log_start) + 1,
-    }
-}
-
 /// One input partition this process holds.
 struct Held {
     start: Start,
@@ -293,7 +278,8 @@ impl Held {
     /// The log's end, reached while the start is being found: the start, by the broker's rule.
     fn log_end_reached(&self) -> Option<i64> {
         let Start::Finding { rule, log_start, seen_end, .. } = &self.start else { return None };
-        Some(first_offset(*rule, *log_start, *seen_end, None))
+        // A new transform with no `--from-offset` starts at the end; `@T` past every record too.
+        Some(rule.map_or(*seen_end, |rule| rule.first_offset(*log_start, *seen_end, None)))
     }
 }
 
