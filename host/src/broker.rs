@@ -793,7 +793,9 @@ impl<'a> Broker<'a> {
         }
         self.stats.deliveries += handled.records.len() as u64;
         self.sink.delivered(shard as u32, &handled);
-        let result = self.vm(shard)?.transform(handled.clone());
+        let vm = self.vm(shard)?;
+        let result = vm.transform(handled.clone());
+        let unfinished = vm.take_unfinished_output();
         if !handled.records.is_empty() {
             self.vm_batches[shard] += 1;
         }
@@ -801,8 +803,13 @@ impl<'a> Broker<'a> {
             Ok(output) => Arc::new(output),
             Err(failure) => {
                 self.log(shard as u32, &failure.logs);
-                let offset = failure.record.map_or(batch.records[0].offset, |(_, offset)| offset);
                 let fresh = self.vm_is_fresh(shard);
+                // What the producer loops popped at the VM's yields before the failure stays written.
+                self.write_batches(shard, &handled, &Arc::new(unfinished), false)?;
+                if self.partitions[index].state != ProcessorState::Running {
+                    return Ok(()); // the output topic refused a batch first
+                }
+                let offset = failure.record.map_or(batch.records[0].offset, |(_, offset)| offset);
                 return self.fail(batch.partition, offset, failure, fresh);
             }
         };
@@ -815,7 +822,10 @@ impl<'a> Broker<'a> {
             None => {
                 let partition = &mut self.partitions[index];
                 partition.read_from = batch.records.last().expect("batches are not empty").offset + 1;
-                partition.failing = None;
+                // A record fails again whenever the replay reaches it until the processor passes it.
+                if partition.failing.is_some_and(|(offset, _)| offset < partition.read_from) {
+                    partition.failing = None;
+                }
                 Ok(())
             }
             Some((at, Interruption::Injected(kind))) => {

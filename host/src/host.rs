@@ -327,8 +327,8 @@ pub struct VmServices {
     pub schema_registry: SchemaRegistry,
 }
 
-/// `_start` running on its fiber; it ends with the guest's failure.
-type GuestRun = Pin<Box<dyn Future<Output = VmFailure> + Send>>;
+/// `_start` running on its fiber; it ends with the guest's failure and what it wrote for the failing batch.
+type GuestRun = Pin<Box<dyn Future<Output = (VmFailure, BatchOutput)> + Send>>;
 
 /// A running VM. Dropping it drops the suspended guest, as the broker does on shutdown.
 pub struct Vm {
@@ -336,6 +336,7 @@ pub struct Vm {
     mailbox: SharedMailbox,
     peak_memory: Arc<AtomicU64>,
     failed: Option<VmFailure>,
+    unfinished: BatchOutput,
 }
 
 impl Vm {
@@ -363,7 +364,7 @@ impl Vm {
             schema_registry: services.schema_registry,
         };
         let run = Box::pin(run_guest(module.engine.clone(), pre, module.limits, state));
-        let mut vm = Vm { run, mailbox, peak_memory, failed: None };
+        let mut vm = Vm { run, mailbox, peak_memory, failed: None, unfinished: BatchOutput::default() };
         match vm.resume() {
             Ok(GuestEvent::Ready(output)) => Ok((vm, output)),
             Ok(GuestEvent::BatchDone(_)) => unreachable!("the first event of a guest is Ready"),
@@ -392,10 +393,19 @@ impl Vm {
         }
     }
 
+    /// What the guest wrote for the batch it failed in, before it failed (empty after the first call): the
+    /// broker writes outputs at the VM's yields, so some of it may be in the output topic already.
+    pub fn take_unfinished_output(&mut self) -> BatchOutput {
+        std::mem::take(&mut self.unfinished)
+    }
+
     /// Runs the guest until it suspends in `read_batch_header` (its event) or ends (its failure).
     fn resume(&mut self) -> Result<GuestEvent, VmFailure> {
         match self.run.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(failure) => Err(failure),
+            Poll::Ready((failure, unfinished)) => {
+                self.unfinished = unfinished;
+                Err(failure)
+            }
             Poll::Pending => {
                 let event = self.mailbox.lock().expect("the mailbox is never poisoned").event.take();
                 Ok(event.expect("the guest suspends only in read_batch_header, which leaves an event"))
@@ -404,7 +414,12 @@ impl Vm {
     }
 }
 
-async fn run_guest(engine: Engine, pre: InstancePre<GuestState>, limits: Limits, state: GuestState) -> VmFailure {
+async fn run_guest(
+    engine: Engine,
+    pre: InstancePre<GuestState>,
+    limits: Limits,
+    state: GuestState,
+) -> (VmFailure, BatchOutput) {
     let fuel = limits.runtime_ms * FUEL_PER_MS;
     let mut store = Store::new(&engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -422,13 +437,15 @@ async fn run_guest(engine: Engine, pre: InstancePre<GuestState>, limits: Limits,
         Ok(()) => "vm has exited: _start returned".to_string(),
         Err(error) => describe_trap(&error, limits),
     };
+    let fuel_left = store.get_fuel().unwrap_or(0);
     let state = store.data_mut();
-    VmFailure {
+    let failure = VmFailure {
         reason,
         record: state.abi.current_record(),
         logs: state.wasi.take_logs().0,
         at_start: !state.abi.started(),
-    }
+    };
+    (failure, state.abi.take_unfinished_output(fuel_left))
 }
 
 fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {

@@ -73,6 +73,16 @@ impl AbiState {
         let (batch, next) = self.current.as_ref()?;
         Some((batch.partition, batch.records.get(next.saturating_sub(1))?.offset))
     }
+
+    /// What the guest wrote for the batch it failed in, with `fuel_left` of the failing record's fuel: the
+    /// broker's producer loops may have written part of it before the failure.
+    pub(crate) fn take_unfinished_output(&mut self, fuel_left: u64) -> BatchOutput {
+        let mut output = std::mem::take(&mut self.output);
+        if self.current.is_some() {
+            output.fuel = self.batch_fuel + self.fuel_per_record.saturating_sub(fuel_left);
+        }
+        output
+    }
 }
 
 /// Waits until the host leaves the next batch in the mailbox.

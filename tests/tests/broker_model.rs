@@ -129,14 +129,26 @@ fn run_spaced(
     records: &[(String, u32)],
     step_ms: i64,
 ) -> (Seen, Result<RunStats, VmFailure>) {
+    let times: Vec<i64> = (0..records.len() as i64).map(|index| index * step_ms).collect();
+    run_timed(module, config, records, &times)
+}
+
+/// Sends `records` (value, partition), each at its time (ms of record time after the first), and finishes
+/// the run.
+fn run_timed(
+    module: TransformModule,
+    config: PipelineConfig,
+    records: &[(String, u32)],
+    times_ms: &[i64],
+) -> (Seen, Result<RunStats, VmFailure>) {
     let mut seen = Seen::default();
     let result = (|| {
         let mut pipeline = Pipeline::new(module, meta(), config, &mut seen);
         pipeline.start()?;
-        for (index, (value, partition)) in records.iter().enumerate() {
+        for ((value, partition), time_ms) in records.iter().zip(times_ms) {
             pipeline.push(ProducerRecord {
                 value: Some(value.clone().into_bytes()),
-                timestamp_ms: Some(1_000_000 + index as i64 * step_ms),
+                timestamp_ms: Some(1_000_000 + time_ms),
                 partition: Some(*partition),
                 ..Default::default()
             })?;
@@ -393,6 +405,48 @@ fn outputs_written_before_a_trap_stay_written_and_the_replay_writes_them_again()
         assert_eq!(seen.outputs, expected, "write latency {latency_ms} ms");
         assert_eq!(stats.written_again, written_before as u64);
     }
+}
+
+/// The same for a real trap: the VM's outputs before it are written at its yields as an injected trap's.
+/// The first VM handles two records a second before the batch, so the trap on the sixth record of its life
+/// strikes the batch's fourth (offset 5); the fresh VM that replays the batch from the commit before it
+/// (offset 2) never reaches a sixth record.
+#[test]
+fn outputs_written_before_a_real_trap_stay_written_and_the_replay_writes_them_again() {
+    let records = stream(7);
+    let times = [0, 1, 1_000, 1_001, 1_002, 1_003, 1_004];
+    for (latency_ms, written_before) in [(0, 3), (5, 2)] {
+        let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
+        let config = PipelineConfig { writes, ..PipelineConfig::default() };
+        let (seen, result) = run_timed(guest(6, 1, 1_000_000), config, &records, &times);
+        let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
+        let [restart] = &seen.restarts[..] else { panic!("{:?}", seen.restarts) };
+        assert!(restart.reason.contains("unreachable"), "{restart}");
+        assert_eq!((restart.offset, restart.resume_from), (Some(5), 2), "{restart}");
+        let mut expected: Vec<(String, bool)> = (0..2 + written_before).map(|i| (value(i), false)).collect();
+        expected.extend((2..7).map(|i| (value(i), i < 2 + written_before)));
+        assert_eq!(seen.outputs, expected, "write latency {latency_ms} ms");
+        assert_eq!(stats.written_again, written_before as u64);
+    }
+}
+
+/// Regression (a_trap_after_a_good_batch_looped): a batch that succeeded before the failing record cleared
+/// its failure count, so a record that fails whenever the replay reaches it after an earlier batch (in a VM
+/// that is then not fresh) failed again and again and the run never ended. With 100 ms writes the commit of
+/// the first two records is not flushed by the trap, so every replay starts at offset 0, and the sixth record
+/// of each VM's life is offset 5 again.
+#[test]
+fn a_record_that_fails_on_every_replay_blocks_its_partition_even_after_good_batches() {
+    let records = stream(7);
+    let times = [0, 1, 1_000, 1_001, 1_002, 1_003, 1_004];
+    let writes = WriteConfig { latency_fuel: 100 * FUEL_PER_MS, ..WriteConfig::default() };
+    let config = PipelineConfig { writes, ..PipelineConfig::default() };
+    let (seen, result) = run_timed(guest(6, 1, 1_000_000), config, &records, &times);
+    let failure = result.expect_err("blocked");
+    assert_eq!(failure.record, Some((0, 5)));
+    assert!(failure.reason.contains("failed 100 times, the harness's limit"), "{}", failure.reason);
+    assert_eq!(seen.restarts.len(), 99);
+    assert!(seen.restarts.iter().all(|restart| restart.resume_from == 0), "{:?}", &seen.restarts[..2]);
 }
 
 /// Every processor start waits one commit interval for earlier commits to flush before it reads, the first

@@ -5,6 +5,7 @@ use harness::broker::WriteConfig;
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{Limits, FUEL_PER_MS};
 use harness::pipeline::{PipelineConfig, RunStats};
+use harness::record_batch::Compression;
 use integration_tests::replay::{clickstream_config, replay, Collected};
 
 fn reasons(collected: &Collected) -> std::collections::BTreeMap<String, usize> {
@@ -181,6 +182,29 @@ fn a_record_that_fires_90_000_rows_writes_them_over_the_following_records() {
         let user = |group| format!("user{group:05}");
         let fuel = one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes).max_record_fuel;
         assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+    }
+}
+
+/// Rows compress well, so `rpk transform deploy --compression` is the first remedy for heavy output: the
+/// largest batch of the 3,000-group burst, as stored with each codec, against its size uncompressed.
+#[test]
+fn the_rows_largest_batch_compresses_by_the_factors_the_readme_gives() {
+    let stored = |compression: Compression| {
+        let writes = WriteConfig { compression, ..WriteConfig::default() };
+        let user = |group| format!("user{group:05}");
+        one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes).largest_batch[0].1
+    };
+    let uncompressed = stored(Compression::None);
+    // The README's factors, rounded down.
+    for (compression, factor) in
+        [(Compression::Zstd, 18), (Compression::Gzip, 14), (Compression::Lz4, 5), (Compression::Snappy, 5)]
+    {
+        let compressed = stored(compression);
+        println!(
+            "{compression:?}: {compressed} bytes of {uncompressed}, {:.1}x",
+            uncompressed as f64 / compressed as f64
+        );
+        assert!(compressed * factor <= uncompressed, "{compression:?}: {compressed} of {uncompressed} bytes");
     }
 }
 
