@@ -5,6 +5,7 @@
 pub mod broker;
 mod deploy;
 mod guest_memory;
+pub mod guests;
 pub mod host;
 pub mod logs;
 pub mod meta;

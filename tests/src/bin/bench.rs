@@ -13,33 +13,13 @@ use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{EngineProfile, Limits, LogLine, TransformModule, FUEL_PER_MS};
 use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
 use integration_tests::replay::{clickstream_config, meta, module, module_bytes};
+use transform_host::guests::CopyingGuest;
 
 const RUNS: usize = 3;
 /// Record time for the native runs: far enough ahead that no event is refused as from the future.
 const RECORD_MS: i64 = 4_102_444_800_000;
 const FIVE_AGGREGATES: &str =
     "n=count,secs=sum(on_site_seconds),low=min(on_site_seconds),high=max(on_site_seconds),avg_viewed=avg(viewed_percent)";
-/// A transform that writes every record it reads, unchanged: the harness alone.
-const IDENTITY_WAT: &str = r#"(module
-  (import "redpanda_transform" "check_abi_version_2" (func $check))
-  (import "redpanda_transform" "read_batch_header" (func $read_batch_header (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
-  (import "redpanda_transform" "read_next_record" (func $read_next_record (param i32 i32 i32 i32 i32) (result i32)))
-  (import "redpanda_transform" "write_record" (func $write_record (param i32 i32) (result i32)))
-  (memory (export "memory") 2)
-  (func (export "_start")
-    (local $count i32) (local $length i32)
-    (call $check)
-    (loop $batches
-      (drop (call $read_batch_header (i32.const 0) (i32.const 8) (i32.const 12) (i32.const 16) (i32.const 20)
-                                     (i32.const 24) (i32.const 32) (i32.const 40) (i32.const 48) (i32.const 52)))
-      (local.set $count (i32.load (i32.const 8)))
-      (block $done (loop $records
-        (br_if $done (i32.eqz (local.get $count)))
-        (local.set $length (call $read_next_record (i32.const 64) (i32.const 72) (i32.const 80) (i32.const 1024) (i32.const 64512)))
-        (drop (call $write_record (i32.const 1024) (local.get $length)))
-        (local.set $count (i32.sub (local.get $count) (i32.const 1)))
-        (br $records)))
-      (br $batches))))"#;
 
 struct Workload {
     name: &'static str,
@@ -233,8 +213,8 @@ fn main() {
 
 /// The harness alone: a transform that echoes its input, on one shard and on two.
 fn identity_rows(seed: &Workload) {
-    let identity =
-        TransformModule::load(IDENTITY_WAT.as_bytes(), Limits::default()).expect("the identity transform loads");
+    let identity = TransformModule::load(CopyingGuest::default().wat().as_bytes(), Limits::default())
+        .expect("the identity transform loads");
     let one = in_harness(&identity, seed, 2, 1);
     let two = in_harness(&identity, seed, 2, 2);
     println!(

@@ -2,19 +2,17 @@
 //! `transform_processor.cc`, `commit_batcher.cc`, `wasm/cache.cc`), through small guests written in
 //! WebAssembly text. Each guest copies every record to its output; some trap on purpose.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use harness::broker::WriteConfig;
-use harness::host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure, FUEL_PER_MS};
-use harness::pipeline::{
+use transform_host::broker::WriteConfig;
+use transform_host::guests::CopyingGuest;
+use transform_host::host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure, FUEL_PER_MS};
+use transform_host::pipeline::{
     InjectedFailure, Move, OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord, Restart, RunStats,
     StartOffset,
 };
-use harness::record_batch::Compression;
-use integration_tests::replay::{self as clickstream, clickstream_config, Collected};
+use transform_host::record_batch::Compression;
 
-/// A guest that writes each record's payload back as it is, and traps (`unreachable`) on the `trap_after`th
-/// record of its life or on a record whose value starts with `P`.
+/// The copying guest, trapping on the `trap_after`th record of its life (0: never) and on values starting
+/// with `P`.
 fn copying_guest(trap_after: u32) -> TransformModule {
     guest(trap_after, 1, 0)
 }
@@ -27,45 +25,8 @@ fn amplifying_guest(trap_after: u32, copies: u32) -> TransformModule {
 /// The copying guest, writing each payload `copies` times, then spinning `spins` times (about four units
 /// of fuel each) before the next record.
 fn guest(trap_after: u32, copies: u32, spins: u32) -> TransformModule {
-    let wat = format!(
-        r#"(module
-  (import "redpanda_transform" "check_abi_version_2" (func $check))
-  (import "redpanda_transform" "read_batch_header" (func $read_batch_header (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
-  (import "redpanda_transform" "read_next_record" (func $read_next_record (param i32 i32 i32 i32 i32) (result i32)))
-  (import "redpanda_transform" "write_record" (func $write_record (param i32 i32) (result i32)))
-  (memory (export "memory") 2)
-  (global $life (mut i32) (i32.const 0))
-  (func (export "_start")
-    (local $count i32) (local $i i32) (local $len i32) (local $copy i32) (local $spin i32)
-    (call $check)
-    (loop $batches
-      (drop (call $read_batch_header (i32.const 0) (i32.const 8) (i32.const 12) (i32.const 16) (i32.const 20)
-                                     (i32.const 24) (i32.const 32) (i32.const 40) (i32.const 48) (i32.const 52)))
-      (local.set $count (i32.load (i32.const 8)))
-      (local.set $i (i32.const 0))
-      (block $done (loop $records
-        (br_if $done (i32.ge_s (local.get $i) (local.get $count)))
-        (local.set $len (call $read_next_record (i32.const 64) (i32.const 72) (i32.const 80) (i32.const 4096) (i32.const 60000)))
-        (global.set $life (i32.add (global.get $life) (i32.const 1)))
-        (if (i32.eq (global.get $life) (i32.const {trap_after})) (then unreachable))
-        ;; no key (0x01), a value shorter than 64 bytes: its first byte is at 4098
-        (if (i32.eq (i32.load8_u (i32.const 4098)) (i32.const 80)) (then unreachable))
-        (local.set $copy (i32.const 0))
-        (block $written (loop $copies
-          (br_if $written (i32.ge_s (local.get $copy) (i32.const {copies})))
-          (drop (call $write_record (i32.const 4096) (local.get $len)))
-          (local.set $copy (i32.add (local.get $copy) (i32.const 1)))
-          (br $copies)))
-        (local.set $spin (i32.const {spins}))
-        (block $spun (loop $spinning
-          (br_if $spun (i32.eqz (local.get $spin)))
-          (local.set $spin (i32.sub (local.get $spin) (i32.const 1)))
-          (br $spinning)))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br $records)))
-      (br $batches)))
-)"#
-    );
+    let trap_after = (trap_after > 0).then_some(trap_after);
+    let wat = CopyingGuest { copies, spins, trap_after, trap_on_p: true }.wat();
     TransformModule::load(wat.as_bytes(), Limits::default()).expect("the guest loads")
 }
 
@@ -520,133 +481,5 @@ fn a_moved_partition_reads_again_what_it_had_not_written_on_the_new_shards_vm() 
         let mut inputs: Vec<&str> = records.iter().map(|(value, _)| value.as_str()).collect();
         inputs.sort_unstable();
         assert_eq!(outputs, inputs);
-    }
-}
-
-/// A window's start and user.
-type Window = (i64, String);
-
-/// A row of the clickstream transform: its window, count and mark, and the shard whose VM wrote it.
-#[derive(Debug)]
-struct Row {
-    window: Window,
-    count: u64,
-    marked: bool,
-    shard: u32,
-}
-
-fn rows(collected: &Collected) -> Vec<Row> {
-    collected
-        .rows()
-        .map(|row| {
-            let key: Vec<String> = serde_json::from_slice(row.payload.key.as_deref().unwrap()).unwrap();
-            let start = clickstream_aggregation::time::parse_timestamp_ms(&key[0]).unwrap();
-            let value: serde_json::Value = serde_json::from_slice(row.payload.value.as_deref().unwrap()).unwrap();
-            Row {
-                window: (start, key[1].clone()),
-                count: value["event_count"].as_u64().unwrap(),
-                marked: row.header("window-incomplete").as_deref() == Some("true"),
-                shard: row.shard,
-            }
-        })
-        .collect()
-}
-
-/// What a move does to the rows of the moved partition's groups, with the clickstream transform. Users a, b
-/// and c send an event every 100 ms on partitions 0, 1 and 2; writes take 500 ms, so the records handled
-/// since the last one began are read again after the move. No row is marked `window-incomplete`: no VM
-/// restarted, so the transform cannot tell.
-/// - One shard: partition 0 comes back to the VM that counted those records, which counts them again:
-///   the windows holding them come out too high.
-/// - Two shards (partitions 0 and 2 on shard 0): shard 0's VM goes on for partition 2, keeping a's open
-///   windows, and fires them with the counts up to the move; shard 1's VM counts a's records from the
-///   commit on. A window open at the move gets two rows, each too low, which add up to the true count
-///   plus the records read again.
-#[test]
-fn a_moved_partitions_rows_are_counted_twice_on_one_vm_and_split_across_two() {
-    let start_ms = 1_605_553_200_000; // 2020-11-16 19:00:00
-    let users = ["a", "b", "c"];
-    let mut records = Vec::new();
-    for index in 0..1_800 {
-        let mut time = String::new();
-        clickstream_aggregation::time::format_timestamp_ms(start_ms + index * 100, &mut time);
-        for (partition, user) in users.iter().enumerate() {
-            let value = format!(r#"{{"timestamp":"{time}","event":"view","user_id":"{user}","url":"/"}}"#);
-            records.push((partition as u32, value.into_bytes(), start_ms + index * 100));
-        }
-    }
-    let writes = WriteConfig { latency_fuel: 500 * FUEL_PER_MS, ..WriteConfig::default() };
-    let run = |shards: u32, move_at: Vec<(u32, i64)>| -> Collected {
-        let mut collected = Collected::default();
-        let meta = clickstream::meta(&[("WINDOW_SIZE", "1m"), ("WATERMARK_DELAY", "10s")]);
-        let config = PipelineConfig { partitions: 3, shards, move_at, writes, ..clickstream_config() };
-        let mut pipeline = Pipeline::new(clickstream::module(Limits::default()), meta, config, &mut collected);
-        pipeline.start().unwrap();
-        for (partition, value, timestamp_ms) in &records {
-            let record = ProducerRecord {
-                value: Some(value.clone()),
-                timestamp_ms: Some(*timestamp_ms),
-                partition: Some(*partition),
-                ..Default::default()
-            };
-            pipeline.push(record).unwrap();
-        }
-        assert_eq!(pipeline.close_windows().unwrap(), 0);
-        pipeline.finish().unwrap_or_else(|failure| panic!("{failure}"));
-        collected
-    };
-    let truth: BTreeMap<Window, Row> =
-        rows(&run(1, Vec::new())).into_iter().map(|row| (row.window.clone(), row)).collect();
-    // Event times of a's records handed to a VM twice (to the same one, or to both), from what the VMs got.
-    let read_again = |collected: &Collected| -> Vec<i64> {
-        let mut seen = BTreeSet::new();
-        let mut again = Vec::new();
-        for (value, timestamp_ms) in collected.delivered.iter().flatten() {
-            let is_a = value.as_deref().is_some_and(|value| value.windows(13).any(|w| w == br#""user_id":"a""#));
-            if is_a && !seen.insert(*timestamp_ms) {
-                again.push(*timestamp_ms);
-            }
-        }
-        again
-    };
-    let in_window = |times: &[i64], start: i64| times.iter().filter(|&&t| start <= t && t < start + 60_000).count();
-    // Partition 0's offset 903 is a's event at 90.3 s, 300 ms into a write.
-    for shards in [1, 2] {
-        let collected = run(shards, vec![(0, 903)]);
-        let again = read_again(&collected);
-        // The write that began at 90 s holds a's records of 90.1 and 90.2 s: they are read again.
-        assert_eq!(again, [start_ms + 90_100, start_ms + 90_200], "{shards} shards");
-        let mut by_window: BTreeMap<Window, Vec<Row>> = BTreeMap::new();
-        for row in rows(&collected) {
-            by_window.entry(row.window.clone()).or_default().push(row);
-        }
-        by_window.values_mut().for_each(|found| found.sort_by_key(|row| row.shard));
-        assert_eq!(by_window.keys().collect::<Vec<_>>(), truth.keys().collect::<Vec<_>>(), "{shards} shards");
-        let mut off = 0;
-        for (window, found) in &by_window {
-            let true_count = truth[window].count;
-            let counts: Vec<u64> = found.iter().map(|row| row.count).collect();
-            if window.1 != "a" {
-                assert_eq!(counts, [true_count], "{shards} shards: {window:?}");
-                continue;
-            }
-            // Every record of a is counted once, and those read again once more.
-            let extra = in_window(&again, window.0) as u64;
-            assert_eq!(counts.iter().sum::<u64>(), true_count + extra, "{shards} shards: {found:?}");
-            if counts != [true_count] {
-                off += 1;
-                assert!(!truth[window].marked && found.iter().all(|row| !row.marked), "{found:?}");
-                if shards == 1 {
-                    assert!(counts[0] > true_count, "{found:?}");
-                } else {
-                    let shards: Vec<u32> = found.iter().map(|row| row.shard).collect();
-                    assert_eq!(shards, [0, 1], "{found:?}");
-                    assert!(counts.iter().all(|&count| count < true_count), "{found:?}");
-                }
-            }
-        }
-        // The six windows holding 90.1 and 90.2 s, which are also the six open at the move: on one shard
-        // 602 where 600 is right; on two, 503 and 99 for the window of 40 s, down to 3 and 599 for 90 s.
-        assert_eq!(off, 6, "{shards} shards");
     }
 }
