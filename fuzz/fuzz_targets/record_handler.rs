@@ -4,8 +4,9 @@
 //! get exactly one outcome, with the dead letters written matching the totals.
 #![no_main]
 
-use clickstream_aggregation::aggregator::{Aggregator, Outcome, Output, Reason};
+use clickstream_aggregation::aggregator::{Aggregator, Outcome, Output};
 use clickstream_aggregation::config::Config;
+use clickstream_aggregation::dead_letter::Reason;
 use libfuzzer_sys::fuzz_target;
 
 struct Counting {

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use clickstream_aggregation::aggregator::REASON_HEADER;
-use clickstream_aggregation::config::RECORD_TIMESTAMP;
+use clickstream_aggregation::config::{RECORD_TIMESTAMP, VARIABLES};
+use clickstream_aggregation::dead_letter::REASON_HEADER;
+use clickstream_aggregation::duration::parse_duration_ms;
 use clickstream_aggregation::time::{format_timestamp_ms, TimestampFormat, MAX_TIMESTAMP_MS};
-use transform_host::pipeline::{PipelineConfig, WindowReport, WindowState};
+use transform_host::pipeline::{BrokerConfig, PipelineConfig, ProducerConfig, WindowReport, WindowState};
 use transform_host::producer::{EventTime, TimeField};
 
 /// Event time as the transform reads it under its `TIMESTAMP_FORMAT`.
@@ -79,19 +80,31 @@ impl WindowReport for SummaryLine {
 /// tallied by reason.
 pub fn pipeline_config(time_format: TimestampFormat) -> PipelineConfig {
     PipelineConfig {
-        key_field: Some("user_id".into()),
-        event_time: Arc::new(TransformTime(time_format)),
+        producer: ProducerConfig {
+            key_field: Some("user_id".into()),
+            event_time: Arc::new(TransformTime(time_format)),
+            plausible_ahead_ms: default_max_event_ahead_ms(),
+            ..ProducerConfig::default()
+        },
+        broker: BrokerConfig { tally_header: Some(REASON_HEADER.into()), ..BrokerConfig::default() },
         window_report: Some(Arc::new(SummaryLine)),
-        tally_header: Some(REASON_HEADER.into()),
         ..PipelineConfig::default()
     }
+}
+
+/// The transform's default MAX_EVENT_AHEAD: event times further ahead of the producer's clock are refused
+/// by it, so the producer does not believe them either.
+fn default_max_event_ahead_ms() -> i64 {
+    let (_, default) = VARIABLES.iter().find(|(name, _)| *name == "MAX_EVENT_AHEAD").expect("a setting");
+    default.and_then(parse_duration_ms).expect("a duration") as i64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clickstream_aggregation::aggregator::{Aggregator, Output, Reason};
+    use clickstream_aggregation::aggregator::{Aggregator, Output};
     use clickstream_aggregation::config::Config;
+    use clickstream_aggregation::dead_letter::Reason;
     use transform_host::producer::{Producer, ProducerConfig, ProducerRecord, RecordTime};
 
     const AT_MS: i64 = 1_606_780_803_000; // 2020-12-01 00:00:03
@@ -122,12 +135,10 @@ mod tests {
 
         // Under auto, times the transform cannot read (text that is no time, null, none) leave the form alone.
         let config = ProducerConfig {
-            batch_bytes: 16_384,
-            linger_ms: 5,
             key_field: None,
             time_field: "t".into(),
-            event_time: Arc::new(TransformTime(TimestampFormat::Auto)),
             record_time: RecordTime::Event,
+            ..pipeline_config(TimestampFormat::Auto).producer
         };
         let mut producer = Producer::new(config, 1);
         for value in [r#"{"t":1606780800000}"#, r#"{"t":"soon"}"#, r#"{"t":null}"#, r#"{"x":1}"#] {

@@ -38,7 +38,7 @@ use harness::broker::{InjectedFailure, StartOffset, WriteConfig, MAX_PARTITIONS_
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{Limits, TransformMeta, TransformModule, VmFailure, FUEL_PER_MS};
 use harness::input::{InputFormat, RecordReader};
-use harness::pipeline::{Pipeline, PipelineConfig, RunStats};
+use harness::pipeline::{BrokerConfig, Pipeline, PipelineConfig, ProducerConfig, RunStats};
 use harness::producer::RecordTime;
 use harness::record_batch::Compression;
 use harness::report::TopGroups;
@@ -454,28 +454,35 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let clickstream = harness::clickstream::pipeline_config(time_format);
     let config = PipelineConfig {
         partitions: args.partitions,
-        output_partitions: args.output_partitions,
-        shards: args.shards,
-        batch_bytes: args.batch_bytes as usize,
-        linger_ms: args.linger,
-        key_field: Some(args.key_field.clone()).filter(|field| field != "none"),
-        time_field: harness::clickstream::time_field(args.time_field.as_deref().unwrap_or(&time_field)),
-        record_time: args.record_time,
-        commit_interval_ms: args.commit_interval,
-        restart_every: args.restart_every,
-        restart_at: args.restart_at.clone(),
-        injected: args.injected_failure,
-        move_at: args.move_at.clone(),
-        from_offset: args.from_offset,
-        schema_registry: !args.no_schema_registry,
-        writes: WriteConfig {
-            latency_fuel: args.write_latency as u64 * FUEL_PER_MS,
-            batch_max_bytes: args.batch_max_bytes as usize,
-            compression,
+        producer: ProducerConfig {
+            batch_bytes: args.batch_bytes as usize,
+            linger_ms: args.linger,
+            key_field: Some(args.key_field.clone()).filter(|field| field != "none"),
+            time_field: harness::clickstream::time_field(args.time_field.as_deref().unwrap_or(&time_field)),
+            record_time: args.record_time,
+            ..clickstream.producer
         },
-        ..harness::clickstream::pipeline_config(time_format)
+        broker: BrokerConfig {
+            output_partitions: args.output_partitions,
+            shards: args.shards,
+            commit_interval_ms: args.commit_interval,
+            restart_every: args.restart_every,
+            restart_at: args.restart_at.clone(),
+            injected: args.injected_failure,
+            move_at: args.move_at.clone(),
+            from_offset: args.from_offset,
+            schema_registry: !args.no_schema_registry,
+            writes: WriteConfig {
+                latency_fuel: args.write_latency as u64 * FUEL_PER_MS,
+                batch_max_bytes: args.batch_max_bytes as usize,
+                compression,
+            },
+            ..clickstream.broker
+        },
+        window_report: clickstream.window_report,
     };
 
     let (input, input_len): (Box<dyn Read>, Option<u64>) = if args.input == "-" {
@@ -528,9 +535,9 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                     input_len.filter(|len| *len > 0).map(|len| format!(" ({}%)", reader.bytes_read() * 100 / len));
                 stderr!(
                     "\r{} records read{}, {} written   ",
-                    stats.records_in,
+                    stats.producer.records_in,
                     share.unwrap_or_default(),
-                    stats.written.iter().sum::<u64>()
+                    stats.broker.written.iter().sum::<u64>()
                 );
             }
         }

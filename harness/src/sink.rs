@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use clickstream_aggregation::aggregator::{DETAIL_HEADER, REASON_HEADER};
+use clickstream_aggregation::dead_letter::{DETAIL_HEADER, REASON_HEADER};
 use harness::broker::{Move, OutputRecord, OutputSink, Restart};
 use harness::logs::LogLine;
 use harness::pipeline::RunStats;
@@ -143,43 +143,43 @@ pub fn print_summary(
     let seconds = elapsed.as_secs_f64().max(1e-9);
     stderrln!(
         "replayed {} records (partitions: {}, shards: {}) in {:.2} s: {:.0} records/s",
-        stats.records_in,
+        stats.producer.records_in,
         partitions,
         shards,
         seconds,
-        stats.records_in as f64 / seconds
+        stats.producer.records_in as f64 / seconds
     );
     for (index, topic) in topics.iter().enumerate() {
-        let mut line = format!("  {topic}: {} records", stats.written[index]);
-        if index > 0 && !stats.tallies.is_empty() {
-            let reasons: Vec<String> = stats.tallies.iter().map(|(reason, n)| format!("{reason}={n}")).collect();
+        let mut line = format!("  {topic}: {} records", stats.broker.written[index]);
+        if index > 0 && !stats.broker.tallies.is_empty() {
+            let reasons: Vec<String> = stats.broker.tallies.iter().map(|(reason, n)| format!("{reason}={n}")).collect();
             line.push_str(&format!(" ({})", reasons.join(" ")));
         }
-        let (raw, stored) = stats.largest_batch[index];
+        let (raw, stored) = stats.broker.largest_batch[index];
         line.push_str(&format!(
             " in {} batches, the largest {stored} bytes as stored ({raw} uncompressed) of {batch_max_bytes}",
-            stats.output_batches[index]
+            stats.broker.output_batches[index]
         ));
         stderrln!("{line}");
     }
     let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
     stderrln!(
         "  peak linear memory {:.2} MiB of {:.2} MiB; most CPU for one record {:.3} ms of {} ms; module log lines {}",
-        mib(stats.peak_memory_bytes),
+        mib(stats.broker.peak_memory_bytes),
         mib(limits.memory_bytes),
-        stats.max_record_fuel as f64 / harness::host::FUEL_PER_MS as f64,
+        stats.broker.max_record_fuel as f64 / harness::host::FUEL_PER_MS as f64,
         limits.runtime_ms,
-        stats.log_lines
+        stats.broker.log_lines
     );
-    let moves = if stats.moves > 0 { format!(", moves {}", stats.moves) } else { String::new() };
+    let moves = if stats.broker.moves > 0 { format!(", moves {}", stats.broker.moves) } else { String::new() };
     stderrln!(
         "  batches {}, commits {}, restarts {}{moves}, records written again {}",
-        stats.batches,
-        stats.commits,
-        stats.restarts,
-        stats.written_again
+        stats.producer.batches,
+        stats.broker.commits,
+        stats.broker.restarts,
+        stats.broker.written_again
     );
-    let (invalid, full) = stats.dropped_log_lines;
+    let (invalid, full) = stats.broker.dropped_log_lines;
     if invalid + full > 0 {
         stderrln!(
             "  log lines the broker would drop: {invalid} with invalid UTF-8 or control characters (after the 1 KiB cut), \

@@ -4,78 +4,32 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::broker::{Broker, BrokerConfig, Watched, WriteConfig};
-pub use crate::broker::{InjectedFailure, Move, OutputRecord, OutputSink, Restart, StartOffset};
+use crate::broker::{Broker, BrokerStats, Watched};
+pub use crate::broker::{
+    BrokerConfig, InjectedFailure, Move, OutputRecord, OutputSink, Restart, StartOffset, WriteConfig,
+};
 use crate::host::{TransformMeta, TransformModule, VmFailure};
-use crate::producer::{EpochMillis, EventTime, Producer, ProducerConfig, SentBatch};
-pub use crate::producer::{ProducerRecord, RecordTime, TimeField};
+use crate::producer::{Producer, ProducerStats, SentBatch};
+pub use crate::producer::{ProducerConfig, ProducerRecord, RecordTime, TimeField};
 
 /// How the producer and the broker are set up.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     /// Input partitions; records naming a higher partition add partitions.
     pub partitions: u32,
-    /// Output partitions; default: as many as the input.
-    pub output_partitions: Option<u32>,
-    /// Cores: partition `p` is led on shard `p mod shards`, whose single VM it shares.
-    pub shards: u32,
-    /// Producer `batch.size`.
-    pub batch_bytes: usize,
-    /// Producer `linger.ms`, on record time.
-    pub linger_ms: i64,
-    /// The value field whose text is the record key.
-    pub key_field: Option<String>,
-    /// Where event time is (for record timestamps and heartbeats).
-    pub time_field: TimeField,
-    /// How event times are read and heartbeats written: the transform's rules.
-    pub event_time: Arc<dyn EventTime>,
+    pub producer: ProducerConfig,
+    pub broker: BrokerConfig,
     /// How the transform reports its windows in its log, if it does (read by the closing heartbeats).
     pub window_report: Option<Arc<dyn WindowReport>>,
-    pub record_time: RecordTime,
-    /// `data_transforms_commit_interval_ms`, on the broker clock (record time).
-    pub commit_interval_ms: i64,
-    /// Inject a failure after every N records delivered for the first time.
-    pub restart_every: Option<u64>,
-    /// Inject a failure once when the record at (partition, offset) is handled; no partition: any.
-    pub restart_at: Vec<(Option<u32>, i64)>,
-    /// What an injected failure stands for.
-    pub injected: InjectedFailure,
-    /// Move the partition's leadership to the next shard once, as its processor reaches this offset.
-    pub move_at: Vec<(u32, i64)>,
-    /// Deploy after the input is written, starting here (`rpk transform deploy --from-offset`); `None`:
-    /// deployed before the first record, so every record is read.
-    pub from_offset: Option<StartOffset>,
-    /// Output records are counted by the value of this header.
-    pub tally_header: Option<String>,
-    /// Whether the cluster has a schema registry (without one, its host functions answer −1).
-    pub schema_registry: bool,
-    /// How outputs are written: write latency, batch limit, compression.
-    pub writes: WriteConfig,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        let broker = BrokerConfig::default();
         PipelineConfig {
             partitions: 1,
-            output_partitions: broker.output_partitions,
-            shards: broker.shards,
-            batch_bytes: 16_384,
-            linger_ms: 5,
-            key_field: None,
-            time_field: "timestamp".into(),
-            event_time: Arc::new(EpochMillis),
+            producer: ProducerConfig::default(),
+            broker: BrokerConfig::default(),
             window_report: None,
-            record_time: RecordTime::Live,
-            commit_interval_ms: broker.commit_interval_ms,
-            restart_every: broker.restart_every,
-            restart_at: broker.restart_at,
-            injected: broker.injected,
-            move_at: broker.move_at,
-            from_offset: broker.from_offset,
-            tally_header: broker.tally_header,
-            schema_registry: broker.schema_registry,
-            writes: broker.writes,
         }
     }
 }
@@ -94,62 +48,11 @@ pub struct WindowState {
     pub open: u64,
 }
 
-impl PipelineConfig {
-    fn split(self) -> (ProducerConfig, BrokerConfig) {
-        let producer = ProducerConfig {
-            batch_bytes: self.batch_bytes,
-            linger_ms: self.linger_ms,
-            key_field: self.key_field,
-            time_field: self.time_field,
-            event_time: self.event_time,
-            record_time: self.record_time,
-        };
-        let broker = BrokerConfig {
-            output_partitions: self.output_partitions,
-            shards: self.shards,
-            commit_interval_ms: self.commit_interval_ms,
-            restart_every: self.restart_every,
-            restart_at: self.restart_at,
-            injected: self.injected,
-            move_at: self.move_at,
-            from_offset: self.from_offset,
-            tally_header: self.tally_header,
-            schema_registry: self.schema_registry,
-            writes: self.writes,
-        };
-        (producer, broker)
-    }
-}
-
 /// Totals of a run.
 #[derive(Debug, Clone, Default)]
 pub struct RunStats {
-    pub records_in: u64,
-    pub batches: u64,
-    /// Records delivered to VMs, re-deliveries after restarts included.
-    pub deliveries: u64,
-    /// Output records per topic index.
-    pub written: Vec<u64>,
-    /// Output records by the value of the tally header.
-    pub tallies: BTreeMap<String, u64>,
-    pub log_lines: u64,
-    /// Log lines the broker would drop: invalid text (after the 1 KiB cut), and a full log buffer.
-    pub dropped_log_lines: (u64, u64),
-    pub peak_memory_bytes: u64,
-    pub max_record_fuel: u64,
-    /// Processor restarts after failures, and broker crashes.
-    pub restarts: u64,
-    pub moves: u64,
-    /// Output records written again by a processor that read again from its last commit.
-    pub written_again: u64,
-    pub commits: u64,
-    /// Per output topic: the largest batch written, raw and as stored, and the batches written.
-    pub largest_batch: Vec<(usize, usize)>,
-    pub output_batches: Vec<u64>,
-    /// The latest believable event time read from an input value.
-    pub max_event_ms: Option<i64>,
-    /// The latest record timestamp produced.
-    pub max_record_ms: Option<i64>,
+    pub producer: ProducerStats,
+    pub broker: BrokerStats,
 }
 
 pub struct Pipeline<'a> {
@@ -171,12 +74,10 @@ impl<'a> Pipeline<'a> {
         sink: &'a mut dyn OutputSink,
     ) -> Pipeline<'a> {
         let partitions = config.partitions.max(1);
-        let window_report = config.window_report.clone();
-        let (producer, broker) = config.split();
         Pipeline {
-            producer: Producer::new(producer, partitions),
-            window_report,
-            broker: Broker::new(module, meta, broker, partitions, sink),
+            producer: Producer::new(config.producer, partitions),
+            window_report: config.window_report,
+            broker: Broker::new(module, meta, config.broker, partitions, sink),
             sent: Vec::new(),
             started: Instant::now(),
         }
@@ -288,25 +189,6 @@ impl<'a> Pipeline<'a> {
     }
 
     pub fn stats(&self) -> RunStats {
-        let (producer, broker) = (&self.producer.stats, &self.broker.stats);
-        RunStats {
-            records_in: producer.records_in,
-            batches: producer.batches,
-            deliveries: broker.deliveries,
-            written: broker.written.clone(),
-            tallies: broker.tallies.clone(),
-            log_lines: broker.log_lines,
-            dropped_log_lines: broker.dropped_log_lines,
-            peak_memory_bytes: broker.peak_memory_bytes,
-            max_record_fuel: broker.max_record_fuel,
-            restarts: broker.restarts,
-            moves: broker.moves,
-            written_again: broker.written_again,
-            commits: broker.commits,
-            largest_batch: broker.largest_batch.clone(),
-            output_batches: broker.output_batches.clone(),
-            max_event_ms: producer.max_event_ms,
-            max_record_ms: producer.max_record_ms,
-        }
+        RunStats { producer: self.producer.stats.clone(), broker: self.broker.stats.clone() }
     }
 }

@@ -97,11 +97,24 @@ pub struct ProducerConfig {
     pub time_field: TimeField,
     pub event_time: Arc<dyn EventTime>,
     pub record_time: RecordTime,
+    /// How far ahead of the producer's clock an event time is believed (a transform that refuses events
+    /// further ahead than its own limit passes that).
+    pub plausible_ahead_ms: i64,
 }
 
-/// How far ahead of its producer's clock an event time is believed (the clickstream transform's default
-/// MAX_EVENT_AHEAD).
-const PLAUSIBLE_AHEAD_MS: i64 = 3_600_000;
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            batch_bytes: 16_384,
+            linger_ms: 5,
+            key_field: None,
+            time_field: "timestamp".into(),
+            event_time: Arc::new(EpochMillis),
+            record_time: RecordTime::Live,
+            plausible_ahead_ms: 3_600_000,
+        }
+    }
+}
 
 /// Totals of the producer.
 #[derive(Debug, Clone, Default)]
@@ -175,7 +188,8 @@ impl Producer {
             TimeField::RecordTimestamp => fields.as_ref().map(|_| timestamp_ms),
         };
         // Only events a transform would believe (at most an hour ahead of their record) count here.
-        if let Some(event_ms) = event_ms.filter(|event_ms| *event_ms <= timestamp_ms.saturating_add(PLAUSIBLE_AHEAD_MS))
+        if let Some(event_ms) =
+            event_ms.filter(|event_ms| *event_ms <= timestamp_ms.saturating_add(self.config.plausible_ahead_ms))
         {
             self.stats.max_event_ms = Some(self.stats.max_event_ms.map_or(event_ms, |max| max.max(event_ms)));
         }
@@ -227,7 +241,11 @@ impl Producer {
         let clock = match (self.config.record_time, event_ms, self.clock_ms) {
             (RecordTime::Wall, _, _) => wall(),
             (RecordTime::Event, Some(event), _) => event,
-            (RecordTime::Live, Some(event), Some(clock)) if event <= clock + PLAUSIBLE_AHEAD_MS => clock.max(event),
+            (RecordTime::Live, Some(event), Some(clock))
+                if event <= clock.saturating_add(self.config.plausible_ahead_ms) =>
+            {
+                clock.max(event)
+            }
             (RecordTime::Live, Some(event), None) => event,
             (_, _, Some(clock)) => clock,
             (_, _, None) => wall(),
@@ -444,14 +462,7 @@ mod tests {
     }
 
     fn producer(time_field: TimeField, partitions: u32) -> Producer {
-        let config = ProducerConfig {
-            batch_bytes: 16_384,
-            linger_ms: 5,
-            key_field: None,
-            time_field,
-            event_time: Arc::new(EpochMillis),
-            record_time: RecordTime::Event,
-        };
+        let config = ProducerConfig { time_field, record_time: RecordTime::Event, ..ProducerConfig::default() };
         Producer::new(config, partitions)
     }
 

@@ -2,7 +2,7 @@
 //! `transform_processor.cc`, `commit_batcher.cc`, `wasm/cache.cc`), through small guests written in
 //! WebAssembly text. Each guest copies every record to its output; some trap on purpose.
 
-use transform_host::broker::WriteConfig;
+use transform_host::broker::{BrokerConfig, WriteConfig};
 use transform_host::guests::CopyingGuest;
 use transform_host::host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure, FUEL_PER_MS};
 use transform_host::pipeline::{
@@ -28,6 +28,11 @@ fn guest(trap_after: u32, copies: u32, spins: u32) -> TransformModule {
     let trap_after = (trap_after > 0).then_some(trap_after);
     let wat = CopyingGuest { copies, spins, trap_after, trap_on_p: true }.wat();
     TransformModule::load(wat.as_bytes(), Limits::default()).expect("the guest loads")
+}
+
+/// One partition, the broker as `config` says.
+fn broker(config: BrokerConfig) -> PipelineConfig {
+    PipelineConfig { broker: config, ..PipelineConfig::default() }
 }
 
 fn meta() -> TransformMeta {
@@ -140,8 +145,11 @@ fn a_trap_on_the_nth_record_of_a_vms_life_completes_the_run() {
     let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
     each_once(&seen, &records);
     assert!(seen.restarts.len() >= 7, "{}", seen.restarts.len());
-    assert_eq!(stats.restarts as usize, seen.restarts.len());
-    assert_eq!(stats.written_again, 0, "nothing of a failed batch of one record was written, so none is written twice");
+    assert_eq!(stats.broker.restarts as usize, seen.restarts.len());
+    assert_eq!(
+        stats.broker.written_again, 0,
+        "nothing of a failed batch of one record was written, so none is written twice"
+    );
     let backoffs: Vec<i64> = seen.restarts.iter().map(|restart| restart.backoff_ms).collect();
     assert_eq!(backoffs[..7], [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
     for restart in &seen.restarts {
@@ -197,7 +205,11 @@ fn a_poisoned_record_stops_the_run_when_it_fails_again_in_a_fresh_vm() {
 #[test]
 fn other_partitions_go_on_while_the_failed_one_backs_off() {
     let records: Vec<(String, u32)> = (0..20).map(|i| (value(i), (i % 2) as u32)).collect();
-    let config = PipelineConfig { partitions: 2, restart_at: vec![(Some(0), 3)], ..PipelineConfig::default() };
+    let config = PipelineConfig {
+        partitions: 2,
+        broker: BrokerConfig { restart_at: vec![(Some(0), 3)], ..BrokerConfig::default() },
+        ..PipelineConfig::default()
+    };
     let (seen, result) = run(copying_guest(0), config, &records);
     result.unwrap_or_else(|failure| panic!("{failure}"));
     let mut outputs: Vec<&str> = seen.outputs.iter().map(|(value, _)| value.as_str()).collect();
@@ -219,7 +231,7 @@ fn other_partitions_go_on_while_the_failed_one_backs_off() {
 fn a_crash_replays_from_the_last_flushed_commit_and_a_trap_only_the_failed_batch() {
     let records = stream(30);
     for (kind, duplicates) in [(InjectedFailure::Trap, false), (InjectedFailure::Crash, true)] {
-        let config = PipelineConfig { restart_at: vec![(None, 14)], injected: kind, ..PipelineConfig::default() };
+        let config = broker(BrokerConfig { restart_at: vec![(None, 14)], injected: kind, ..BrokerConfig::default() });
         let (seen, result) = run(copying_guest(0), config, &records);
         let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
         let firsts: Vec<&str> =
@@ -228,7 +240,7 @@ fn a_crash_replays_from_the_last_flushed_commit_and_a_trap_only_the_failed_batch
         let again: Vec<&str> = seen.outputs.iter().filter(|(_, replayed)| *replayed).map(|(v, _)| v.as_str()).collect();
         assert_eq!(!again.is_empty(), duplicates, "{kind:?}: {again:?}");
         assert!(again.iter().all(|value| firsts.contains(value)), "a duplicate is a copy");
-        assert_eq!(stats.written_again as usize, again.len());
+        assert_eq!(stats.broker.written_again as usize, again.len());
         // Commits flush every 3 s of record time, so a crash replays at most the 3 s before it.
         assert!(again.len() <= 3, "{kind:?}: {again:?}");
     }
@@ -240,7 +252,7 @@ fn a_crash_replays_from_the_last_flushed_commit_and_a_trap_only_the_failed_batch
 fn injected_failures_strike_every_n_new_records_and_end() {
     let records = stream(12);
     for every in [1, 3] {
-        let config = PipelineConfig { restart_every: Some(every), ..PipelineConfig::default() };
+        let config = broker(BrokerConfig { restart_every: Some(every), ..BrokerConfig::default() });
         let (seen, result) = run(copying_guest(0), config, &records);
         result.unwrap_or_else(|failure| panic!("{failure}"));
         each_once(&seen, &records);
@@ -254,7 +266,7 @@ fn injected_failures_strike_every_n_new_records_and_end() {
 #[test]
 fn a_start_offset_inside_a_batch_reads_from_that_record() {
     let mut seen = Seen::default();
-    let config = PipelineConfig { from_offset: Some(StartOffset::FromStart(2)), ..PipelineConfig::default() };
+    let config = broker(BrokerConfig { from_offset: Some(StartOffset::FromStart(2)), ..BrokerConfig::default() });
     let mut pipeline = Pipeline::new(copying_guest(0), meta(), config, &mut seen);
     for i in 0..5 {
         // 1 ms apart: one producer batch (linger 5 ms).
@@ -263,7 +275,7 @@ fn a_start_offset_inside_a_batch_reads_from_that_record() {
         pipeline.push(record).unwrap();
     }
     let stats = pipeline.finish().unwrap_or_else(|failure| panic!("{failure}"));
-    assert_eq!(stats.batches, 1);
+    assert_eq!(stats.producer.batches, 1);
     assert_eq!(seen.delivered, [(0, 2), (0, 3), (0, 4)]);
     let outputs: Vec<&str> = seen.outputs.iter().map(|(value, _)| value.as_str()).collect();
     assert_eq!(outputs, [value(2), value(3), value(4)]);
@@ -286,7 +298,7 @@ fn a_start_offset_picks_where_reading_starts() {
         (StartOffset::Timestamp(2_000_000), 10..10),
     ];
     for (start, expected) in cases {
-        let config = PipelineConfig { from_offset: Some(start), ..PipelineConfig::default() };
+        let config = broker(BrokerConfig { from_offset: Some(start), ..BrokerConfig::default() });
         let (seen, result) = run(copying_guest(0), config, &records);
         result.unwrap_or_else(|failure| panic!("{failure}"));
         let offsets: Vec<i64> = seen.delivered.iter().map(|&(_, offset)| offset).collect();
@@ -318,10 +330,10 @@ fn a_record_whose_outputs_exceed_the_batch_limit_blocks_its_partition() {
 
         let writes = WriteConfig { compression: Compression::Zstd, ..WriteConfig::default() };
         let (seen, result) =
-            run(amplifying_guest(0, copies), PipelineConfig { writes, ..Default::default() }, &records);
+            run(amplifying_guest(0, copies), broker(BrokerConfig { writes, ..BrokerConfig::default() }), &records);
         let stats = result.expect("compressed, the batches fit");
         assert_eq!(seen.outputs.len(), 3 * copies as usize);
-        let (raw, stored) = stats.largest_batch[0];
+        let (raw, stored) = stats.broker.largest_batch[0];
         assert!(raw > 1 << 20 && stored < 64 << 10, "{raw} bytes raw, {stored} stored");
     }
 }
@@ -333,9 +345,9 @@ fn outputs_written_during_a_write_join_the_next_batch() {
     let records: Vec<(String, u32)> = (0..40).map(|i| (format!("{i:02}{}", "b".repeat(998)), 0)).collect();
     let batch_of = |latency_ms: u64| {
         let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
-        let (_, result) = run(copying_guest(0), PipelineConfig { writes, ..Default::default() }, &records);
+        let (_, result) = run(copying_guest(0), broker(BrokerConfig { writes, ..BrokerConfig::default() }), &records);
         let stats = result.expect("fits");
-        (stats.output_batches[0], stats.largest_batch[0].0)
+        (stats.broker.output_batches[0], stats.broker.largest_batch[0].0)
     };
     let (batches, _) = batch_of(0);
     assert_eq!(batches, 40);
@@ -355,16 +367,16 @@ fn outputs_written_before_a_trap_stay_written_and_the_replay_writes_them_again()
     let records = stream(5);
     for (latency_ms, written_before) in [(0, 3), (100, 1)] {
         let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
-        let config = PipelineConfig { restart_at: vec![(Some(0), 3)], writes, ..PipelineConfig::default() };
+        let config = broker(BrokerConfig { restart_at: vec![(Some(0), 3)], writes, ..BrokerConfig::default() });
         let (seen, result) = run_spaced(guest(0, 1, 1_000_000), config, &records, 1);
         let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
-        assert_eq!(stats.batches, 1);
+        assert_eq!(stats.producer.batches, 1);
         assert_eq!(seen.restarts.len(), 1);
         assert_eq!(seen.restarts[0].resume_from, 0, "nothing of the batch was committed");
         let mut expected: Vec<(String, bool)> = (0..written_before).map(|i| (value(i), false)).collect();
         expected.extend((0..5).map(|i| (value(i), i < written_before)));
         assert_eq!(seen.outputs, expected, "write latency {latency_ms} ms");
-        assert_eq!(stats.written_again, written_before as u64);
+        assert_eq!(stats.broker.written_again, written_before as u64);
     }
 }
 
@@ -378,7 +390,7 @@ fn outputs_written_before_a_real_trap_stay_written_and_the_replay_writes_them_ag
     let times = [0, 1, 1_000, 1_001, 1_002, 1_003, 1_004];
     for (latency_ms, written_before) in [(0, 3), (5, 2)] {
         let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
-        let config = PipelineConfig { writes, ..PipelineConfig::default() };
+        let config = broker(BrokerConfig { writes, ..BrokerConfig::default() });
         let (seen, result) = run_timed(guest(6, 1, 1_000_000), config, &records, &times);
         let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
         let [restart] = &seen.restarts[..] else { panic!("{:?}", seen.restarts) };
@@ -387,7 +399,7 @@ fn outputs_written_before_a_real_trap_stay_written_and_the_replay_writes_them_ag
         let mut expected: Vec<(String, bool)> = (0..2 + written_before).map(|i| (value(i), false)).collect();
         expected.extend((2..7).map(|i| (value(i), i < 2 + written_before)));
         assert_eq!(seen.outputs, expected, "write latency {latency_ms} ms");
-        assert_eq!(stats.written_again, written_before as u64);
+        assert_eq!(stats.broker.written_again, written_before as u64);
     }
 }
 
@@ -401,7 +413,7 @@ fn a_record_that_fails_on_every_replay_blocks_its_partition_even_after_good_batc
     let records = stream(7);
     let times = [0, 1, 1_000, 1_001, 1_002, 1_003, 1_004];
     let writes = WriteConfig { latency_fuel: 100 * FUEL_PER_MS, ..WriteConfig::default() };
-    let config = PipelineConfig { writes, ..PipelineConfig::default() };
+    let config = broker(BrokerConfig { writes, ..BrokerConfig::default() });
     let (seen, result) = run_timed(guest(6, 1, 1_000_000), config, &records, &times);
     let failure = result.expect_err("blocked");
     assert_eq!(failure.record, Some((0, 5)));
@@ -426,7 +438,7 @@ fn the_first_start_waits_a_commit_interval_before_reading() {
             ..Default::default()
         };
         pipeline.push(record).unwrap();
-        deliveries.push(pipeline.stats().deliveries);
+        deliveries.push(pipeline.stats().broker.deliveries);
     }
     // A batch reaches the broker when the next record ends its linger: the one of t = 3 s when the record
     // of t = 4 s is sent, and the processor then reads the four records that wait.
@@ -450,11 +462,14 @@ fn a_moved_partition_reads_again_what_it_had_not_written_on_the_new_shards_vm() 
     let records: Vec<(String, u32)> = (0..24).map(|i| (value(i), (i % 2) as u32)).collect();
     let writes = WriteConfig { latency_fuel: 4_500 * FUEL_PER_MS, ..WriteConfig::default() };
     for shards in [2, 1] {
-        let config =
-            PipelineConfig { partitions: 2, shards, move_at: vec![(0, 5)], writes, ..PipelineConfig::default() };
+        let config = PipelineConfig {
+            partitions: 2,
+            broker: BrokerConfig { shards, move_at: vec![(0, 5)], writes, ..BrokerConfig::default() },
+            ..PipelineConfig::default()
+        };
         let (seen, result) = run(copying_guest(0), config, &records);
         let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
-        assert_eq!((stats.moves, stats.restarts), (1, 0));
+        assert_eq!((stats.broker.moves, stats.broker.restarts), (1, 0));
         let [moved] = &seen.moves[..] else { panic!("{:?}", seen.moves) };
         assert_eq!((moved.from_shard, moved.to_shard), (0, shards - 1));
         assert!(moved.new_vm_shared, "{moved}");
@@ -475,7 +490,7 @@ fn a_moved_partition_reads_again_what_it_had_not_written_on_the_new_shards_vm() 
             assert_eq!(on_shard(0), (0..5).chain(4..12).collect::<Vec<_>>());
         }
         // Nothing of offset 4 had been written: every copy is written once.
-        assert_eq!(stats.written_again, 0);
+        assert_eq!(stats.broker.written_again, 0);
         let mut outputs: Vec<&str> = seen.outputs.iter().map(|(value, _)| value.as_str()).collect();
         outputs.sort_unstable();
         let mut inputs: Vec<&str> = records.iter().map(|(value, _)| value.as_str()).collect();

@@ -132,8 +132,8 @@ impl OutputSink for Collected {
 /// Sends each partition one more heartbeat, a minute of record time apart, so every VM logs a summary
 /// (the module logs one per minute of record time) that covers every record it was given.
 fn log_final_summaries(pipeline: &mut Pipeline<'_>) -> Result<(), VmFailure> {
-    let heartbeat = pipeline.heartbeat(pipeline.stats().max_event_ms.unwrap_or(0));
-    let record_ms = pipeline.stats().max_record_ms.unwrap_or(0);
+    let heartbeat = pipeline.heartbeat(pipeline.stats().producer.max_event_ms.unwrap_or(0));
+    let record_ms = pipeline.stats().producer.max_record_ms.unwrap_or(0);
     for partition in 0..pipeline.partition_count() {
         pipeline.push(ProducerRecord {
             value: Some(heartbeat.clone()),

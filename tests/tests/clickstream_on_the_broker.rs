@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use harness::broker::WriteConfig;
+use harness::broker::{BrokerConfig, WriteConfig};
 use harness::host::{Limits, LogLine, TransformModule, FUEL_PER_MS};
 use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
 use integration_tests::replay::{self as clickstream, clickstream_config, Collected};
@@ -32,7 +32,7 @@ fn closing_windows_ends_for_a_transform_that_copies_each_record_twice() {
     }
     pipeline.close_windows().unwrap();
     let stats = pipeline.finish().unwrap();
-    assert_eq!(stats.records_in, 5, "three records, then two closing heartbeats (the second wrote the same)");
+    assert_eq!(stats.producer.records_in, 5, "three records, then two closing heartbeats (the second wrote the same)");
     assert_eq!(sink.0, 10, "two records for each of the five");
 }
 
@@ -92,7 +92,8 @@ fn a_moved_partitions_rows_are_counted_twice_on_one_vm_and_split_across_two() {
     let run = |shards: u32, move_at: Vec<(u32, i64)>| -> Collected {
         let mut collected = Collected::default();
         let meta = clickstream::meta(&[("WINDOW_SIZE", "1m"), ("WATERMARK_DELAY", "10s")]);
-        let config = PipelineConfig { partitions: 3, shards, move_at, writes, ..clickstream_config() };
+        let mut config = PipelineConfig { partitions: 3, ..clickstream_config() };
+        config.broker = BrokerConfig { shards, move_at, writes, ..config.broker };
         let mut pipeline = Pipeline::new(clickstream::module(Limits::default()), meta, config, &mut collected);
         pipeline.start().unwrap();
         for (partition, value, timestamp_ms) in &records {

@@ -1,7 +1,8 @@
 //! The native aggregator against the brute-force reference, on random streams.
 
-use clickstream_aggregation::aggregator::{Aggregator, Output, Reason};
+use clickstream_aggregation::aggregator::{Aggregator, Output};
 use clickstream_aggregation::config::Config;
+use clickstream_aggregation::dead_letter::Reason;
 use integration_tests::reference::{row_from_json, RefRow, Reference, ReferenceConfig};
 use integration_tests::streams::{streams, Disorder, Stream};
 use proptest::prelude::*;

@@ -4,7 +4,7 @@
 use harness::broker::WriteConfig;
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{Limits, FUEL_PER_MS};
-use harness::pipeline::{PipelineConfig, RunStats};
+use harness::pipeline::RunStats;
 use harness::record_batch::Compression;
 use integration_tests::replay::{clickstream_config, replay, Collected};
 
@@ -28,7 +28,7 @@ fn more_open_groups_than_fit_in_2_mib_are_refused_not_fatal() {
     let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     let over = reasons(&collected).get("over_capacity").copied().unwrap_or(0);
     assert!(over > 30_000, "the budget refused {over} events");
-    assert!(stats.peak_memory_bytes <= 1 << 20, "peak {} bytes", stats.peak_memory_bytes);
+    assert!(stats.broker.peak_memory_bytes <= 1 << 20, "peak {} bytes", stats.broker.peak_memory_bytes);
     // Refused events are dead-lettered unchanged, so nothing is lost silently.
     let refused =
         collected.dead_letters().find(|d| d.header("dead-letter-reason").as_deref() == Some("over_capacity")).unwrap();
@@ -105,8 +105,8 @@ fn the_record_that_fires_every_window_of_a_full_state_stays_inside_the_cpu_budge
     assert_eq!(reasons(&collected).get("over_capacity"), None, "all {filled} events were counted");
     let rows = collected.rows().count();
     assert!(rows >= 29 * 600, "the stream fired {rows} rows");
-    let worst_ms = stats.max_record_fuel / FUEL_PER_MS;
-    eprintln!("worst record: {} fuel = {worst_ms} ms of 3000 ms, {rows} rows", stats.max_record_fuel);
+    let worst_ms = stats.broker.max_record_fuel / FUEL_PER_MS;
+    eprintln!("worst record: {} fuel = {worst_ms} ms of 3000 ms, {rows} rows", stats.broker.max_record_fuel);
     assert!(worst_ms < 1_500, "the worst record used {worst_ms} ms of the 3000 ms budget");
 }
 
@@ -122,8 +122,8 @@ fn five_aggregates_on_more_groups_than_fit_stay_inside_the_sizing_rule() {
     assert!(over > 30_000, "the budget refused {over} events");
     // 128 KiB + 1.2 × STATE_BUDGET, the README's rule without records to hold.
     let rule = (128 << 10) + 768 * 1024 * 12 / 10;
-    assert!(stats.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.peak_memory_bytes);
-    println!("five aggregates: peak linear memory {} bytes", stats.peak_memory_bytes);
+    assert!(stats.broker.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.broker.peak_memory_bytes);
+    println!("five aggregates: peak linear memory {} bytes", stats.broker.peak_memory_bytes);
 }
 
 /// `groups` groups seen in the first pane, then one event ten minutes later that fires every window they
@@ -144,11 +144,12 @@ fn one_record_fires_every_window(
         .map(|group| event(&format!("2020-11-16 19:00:00.{:03}", group % 1_000), &value_of(group)))
         .collect();
     values.push(event("2020-11-16 19:10:00", "jump"));
-    let config = PipelineConfig { writes, ..clickstream_config() };
+    let mut config = clickstream_config();
+    config.broker.writes = writes;
     let (collected, result) = replay(values, env, config, limits, true);
     let stats = result.unwrap_or_else(|failure| panic!("failed: {failure}"));
-    assert_eq!(stats.restarts, 0, "no processor failed");
-    let (raw, stored) = stats.largest_batch[0];
+    assert_eq!(stats.broker.restarts, 0, "no processor failed");
+    let (raw, stored) = stats.broker.largest_batch[0];
     assert!(stored <= writes.batch_max_bytes, "largest batch {stored} bytes");
     eprintln!(
         "{groups} groups, write latency {} ms: largest output batch {stored} bytes as stored ({raw} raw, {:?})",
@@ -162,10 +163,10 @@ fn one_record_fires_every_window(
     keys.sort_unstable();
     keys.dedup();
     assert_eq!(keys.len(), rows, "no row written twice");
-    let worst_ms = stats.max_record_fuel as f64 / FUEL_PER_MS as f64;
+    let worst_ms = stats.broker.max_record_fuel as f64 / FUEL_PER_MS as f64;
     eprintln!(
         "{groups} groups, {rows} rows: worst record {} fuel = {worst_ms:.1} ms of 3000 ms",
-        stats.max_record_fuel
+        stats.broker.max_record_fuel
     );
     stats
 }
@@ -180,7 +181,8 @@ fn a_record_that_fires_90_000_rows_writes_them_over_the_following_records() {
     for latency_ms in WRITE_LATENCIES_MS {
         let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
         let user = |group| format!("user{group:05}");
-        let fuel = one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes).max_record_fuel;
+        let fuel =
+            one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes).broker.max_record_fuel;
         assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
     }
 }
@@ -192,7 +194,7 @@ fn the_rows_largest_batch_compresses_by_the_factors_the_readme_gives() {
     let stored = |compression: Compression| {
         let writes = WriteConfig { compression, ..WriteConfig::default() };
         let user = |group| format!("user{group:05}");
-        one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes).largest_batch[0].1
+        one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes).broker.largest_batch[0].1
     };
     let uncompressed = stored(Compression::None);
     // The README's factors, rounded down.
@@ -218,6 +220,7 @@ const WRITE_LATENCIES_MS: [u64; 3] = [0, 5, 100];
 fn rows_of_escaped_control_characters_cannot_exhaust_the_fuel() {
     let value_of = |group: usize| format!("{group:04}{}", "\u{1}".repeat(1_020));
     let fuel = one_record_fires_every_window(230, value_of, &[], Limits::default(), 30, WriteConfig::default())
+        .broker
         .max_record_fuel;
     assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
 }
@@ -233,6 +236,7 @@ fn a_one_second_slide_with_2_000_groups_stays_inside_the_cpu_budget() {
         300,
         WriteConfig::default(),
     )
+    .broker
     .max_record_fuel;
     assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
 }
@@ -246,6 +250,7 @@ fn the_5_mib_sizing_with_12_000_groups_stays_inside_the_cpu_budget() {
         let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
         let user = |group| format!("user{group:05}");
         let fuel = one_record_fires_every_window(12_000, user, &[("STATE_BUDGET", "4MiB")], limits, 30, writes)
+            .broker
             .max_record_fuel;
         assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
     }
@@ -263,8 +268,8 @@ fn a_larger_share_fits_an_output_topic_with_a_larger_batch_limit() {
         let writes =
             WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, batch_max_bytes: 4 << 20, ..WriteConfig::default() };
         let stats = one_record_fires_every_window(2_000, value_of, &env, limits, 30, writes);
-        largest = largest.max(stats.largest_batch[0].1);
-        assert!(stats.max_record_fuel < WORST_RECORD_MS * FUEL_PER_MS, "{} fuel", stats.max_record_fuel);
+        largest = largest.max(stats.broker.largest_batch[0].1);
+        assert!(stats.broker.max_record_fuel < WORST_RECORD_MS * FUEL_PER_MS, "{} fuel", stats.broker.max_record_fuel);
     }
     assert!(largest > 1 << 20, "the largest batch, {largest} bytes, would fit the default limit");
 }
@@ -278,7 +283,7 @@ fn the_largest_budget_the_sizing_rule_allows_in_2_mib_fills_without_a_trap() {
     let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
     assert!(reasons(&collected).get("over_capacity").copied().unwrap_or(0) > 10_000, "the budget filled up");
     let rule = (128 << 10) + 1536 * 1024 * 12 / 10;
-    assert!(stats.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.peak_memory_bytes);
+    assert!(stats.broker.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.broker.peak_memory_bytes);
 }
 
 /// Regression (allocator_trap_named_no_record): a record too large for the VM's memory traps while the SDK

@@ -2,7 +2,6 @@
 //! from the README's marked blocks, so the README cannot drift from what the module does.
 
 use harness::host::Limits;
-use harness::pipeline::PipelineConfig;
 use integration_tests::replay::{clickstream_config, replay};
 
 const README: &str = include_str!("../../README.md");
@@ -29,7 +28,8 @@ fn the_orders_example_gives_the_rows_the_readme_shows() {
     assert_eq!(settings.len(), 6, "{command}");
     assert!(command.contains("--close-windows") && command.contains("--key-field none"));
     let input: Vec<Vec<u8>> = block("orders input").iter().map(|line| line.as_bytes().to_vec()).collect();
-    let pipeline = PipelineConfig { key_field: None, time_field: "created_at".into(), ..clickstream_config() };
+    let mut pipeline = clickstream_config();
+    (pipeline.producer.key_field, pipeline.producer.time_field) = (None, "created_at".into());
     let (collected, result) = replay(input, &settings, pipeline, Limits::default(), true);
     result.unwrap_or_else(|failure| panic!("{failure}"));
     let rows: Vec<String> = collected.rows().map(|row| row.value_text()).collect();

@@ -69,19 +69,18 @@ fn kind(crash: bool) -> InjectedFailure {
 
 /// Replays on `partitions` partitions sharing one VM, with extra settings.
 fn run_on(values: &[Vec<u8>], restarts: Restarts, partitions: u32, extra_env: &[(&str, &str)]) -> Collected {
-    let config = PipelineConfig {
-        record_time: RecordTime::Event,
-        restart_at: restarts.at,
-        restart_every: restarts.every,
-        injected: restarts.kind,
-        partitions,
-        ..clickstream_config()
-    };
+    let mut config = PipelineConfig { partitions, ..clickstream_config() };
+    config.producer.record_time = RecordTime::Event;
+    let broker = &mut config.broker;
+    (broker.restart_at, broker.restart_every, broker.injected) = (restarts.at, restarts.every, restarts.kind);
     let mut env = vec![("WATERMARK_DELAY", "5s"), ("WINDOW_SIZE", "1m")];
     env.extend_from_slice(extra_env);
     let (collected, result) = replay(values.to_vec(), &env, config, Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
-    assert_eq!(stats.restarts as usize, collected.logs.iter().filter(|(_, l)| l.text.contains("started:")).count() - 1);
+    assert_eq!(
+        stats.broker.restarts as usize,
+        collected.logs.iter().filter(|(_, l)| l.text.contains("started:")).count() - 1
+    );
     collected
 }
 
@@ -198,7 +197,8 @@ fn the_books_balance_on_skewed_partitions_sharing_vms() {
         event.to_string().into_bytes()
     };
     let values: Vec<Vec<u8>> = Generator::new(generator).map(lag_partition_zero).collect();
-    let config = PipelineConfig { partitions: 4, shards: 2, ..clickstream_config() };
+    let mut config = PipelineConfig { partitions: 4, ..clickstream_config() };
+    config.broker.shards = 2;
     let (collected, result) = replay(values, &[], config, Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("{failure}"));
 
@@ -215,7 +215,10 @@ fn the_books_balance_on_skewed_partitions_sharing_vms() {
         assert_eq!(summary["open_groups"], 0, "shard {shard}: closing every window frees every group");
         records += delivered;
     }
-    assert_eq!(records as u64, stats.records_in, "each input record, and the closing heartbeat of each partition");
+    assert_eq!(
+        records as u64, stats.producer.records_in,
+        "each input record, and the closing heartbeat of each partition"
+    );
     // The lagging partition made events late on shard 0 only; the generator's late events are late everywhere.
     let late = |shard: u32| {
         collected

@@ -1,8 +1,9 @@
 //! The compiled module in the harness against the native aggregator and the reference model, row for
 //! row, on generated streams: in order, out of order, late, malformed, several partitions and shards.
 
-use clickstream_aggregation::aggregator::{Aggregator, Output, Reason};
+use clickstream_aggregation::aggregator::{Aggregator, Output};
 use clickstream_aggregation::config::Config;
+use clickstream_aggregation::dead_letter::Reason;
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::Limits;
 use harness::pipeline::PipelineConfig;
@@ -42,15 +43,16 @@ fn check(generator: GeneratorConfig, env: &[(&str, &str)], partitions: u32, shar
 }
 
 fn check_values(values: Vec<Vec<u8>>, env: &[(&str, &str)], partitions: u32, shards: u32) -> Collected {
-    let pipeline = PipelineConfig { partitions, shards, ..clickstream_config() };
+    let mut pipeline = PipelineConfig { partitions, ..clickstream_config() };
+    pipeline.broker.shards = shards;
     let records = values.len();
     let (collected, result) = replay(values, env, pipeline, Limits::default(), true);
     let stats = result.unwrap_or_else(|failure| panic!("the module failed: {failure}"));
     // Closing heartbeats repeat while they write rows: at least one per partition, then the summary one.
     assert!(
-        stats.records_in as usize >= records + 2 * partitions as usize,
+        stats.producer.records_in as usize >= records + 2 * partitions as usize,
         "input, then at least two heartbeats per partition: {} records for {records}",
-        stats.records_in
+        stats.producer.records_in
     );
 
     let meta = meta(env);

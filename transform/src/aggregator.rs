@@ -1,61 +1,16 @@
 //! The record handler: one input record in, rows and dead letters out, never a panic.
 
-use crate::aggregate::{Function, Number};
-use crate::config::{Config, EventTime, IncompletePolicy, MAX_GROUP_FIELDS};
-use crate::engine::{Admission, Engine, GroupValue, Row, RowSink};
-use crate::json::{JsonError, JsonKind, Member, MemberReader};
-use crate::time::{format_log_time, format_timestamp_ms, is_integer_token, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
+use crate::config::{Config, EventTime, IncompletePolicy};
+use crate::dead_letter::Reason;
+use crate::engine::{Admission, Engine, Row, RowSink};
+use crate::event::{Event, EventReader};
+use crate::log_limiter::LogLimiter;
+use crate::row_format::{RowFormatter, INCOMPLETE_HEADER};
+use crate::time::format_log_time;
 
-/// Values longer than this (decoded strings, number tokens) are refused: they would bloat state and keys.
-pub const MAX_FIELD_BYTES: usize = 1_024;
-/// At most this many warning lines per minute of record time; the rest are counted in the summary.
-pub const WARNINGS_PER_MINUTE: u32 = 5;
-/// Record time between two summary lines.
-pub const SUMMARY_INTERVAL_MS: i64 = 60_000;
 /// The most a record's framing in a batch can take beyond its key and value: its length, attributes,
 /// timestamp and offset deltas, key and value lengths (varints) and header count.
 const RECORD_FRAMING_BYTES: usize = 15;
-
-/// Header on rows of windows that may be missing events (see [`Row::complete`]).
-pub const INCOMPLETE_HEADER: &str = "window-incomplete";
-/// Headers added to a dead-lettered record.
-pub const REASON_HEADER: &str = "dead-letter-reason";
-pub const DETAIL_HEADER: &str = "dead-letter-detail";
-/// On a dead letter written without its value: the value's size in bytes.
-pub const OMITTED_VALUE_HEADER: &str = "dead-letter-omitted-value-bytes";
-
-macro_rules! reasons {
-    ($($variant:ident => $name:literal,)*) => {
-        /// Why a record went to the dead-letter topic; `name()` is the value of the reason header.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Reason { $($variant,)* }
-
-        impl Reason {
-            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
-
-            pub fn name(self) -> &'static str {
-                match self { $(Reason::$variant => $name,)* }
-            }
-
-        }
-    };
-}
-
-reasons! {
-    NoValue => "no_value",
-    InvalidUtf8 => "invalid_utf8",
-    NotJson => "not_json",
-    NotObject => "not_object",
-    TooDeep => "too_deep",
-    MissingField => "missing_field",
-    WrongType => "wrong_type",
-    FieldTooLong => "field_too_long",
-    BadTimestamp => "bad_timestamp",
-    Future => "future",
-    Late => "late",
-    OverCapacity => "over_capacity",
-    OutOfRange => "out_of_range",
-}
 
 /// Where the handler's results go. The module implements it with the SDK's writer; tests collect.
 pub trait Output {
@@ -100,47 +55,21 @@ pub struct Totals {
 pub struct Aggregator {
     config: Config,
     engine: Engine,
-    reader: MemberReader,
-    fields: FieldIndices,
-    inputs: Vec<Option<Number>>,
+    events: EventReader,
     rows: RowFormatter,
     row_bytes_per_record: usize,
     totals: Totals,
     log: LogLimiter,
 }
 
-/// Where each field the configuration reads sits among the reader's wanted names (each name once).
-struct FieldIndices {
-    time: Option<usize>,
-    group: Vec<usize>,
-    /// Per aggregate; `None` for `count`.
-    inputs: Vec<Option<usize>>,
-}
-
 impl Aggregator {
     pub fn new(config: Config) -> Aggregator {
-        let mut names: Vec<String> = Vec::new();
-        let mut index_of = |name: &str| match names.iter().position(|known| known == name) {
-            Some(index) => index,
-            None => {
-                names.push(name.to_string());
-                names.len() - 1
-            }
-        };
-        let time = match &config.event_time {
-            EventTime::Field { name, .. } => Some(index_of(name)),
-            EventTime::RecordTimestamp => None,
-        };
-        let group = config.group_by.iter().map(|name| index_of(name)).collect();
-        let inputs = config.aggregates.iter().map(|aggregate| aggregate.field.as_deref().map(&mut index_of)).collect();
         let functions = config.functions();
         Aggregator {
             engine: Engine::new(config.window, config.state_budget_bytes)
                 .with_aggregates(&functions)
                 .with_restart_margin(config.restart_margin_ms),
-            reader: MemberReader::new(names, MAX_FIELD_BYTES),
-            fields: FieldIndices { time, group, inputs },
-            inputs: Vec::with_capacity(functions.len()),
+            events: EventReader::new(&config),
             rows: RowFormatter::new(&config),
             row_bytes_per_record: config.row_bytes_per_record,
             totals: Totals { dead_letters: vec![0; Reason::ALL.len()], ..Totals::default() },
@@ -259,41 +188,14 @@ impl Aggregator {
     }
 
     fn read_and_count(&mut self, value: Option<&[u8]>, record_ms: i64) -> Result<Outcome, (Reason, String)> {
-        let value = value.ok_or((Reason::NoValue, "the record value is null".to_string()))?;
-        let text = std::str::from_utf8(value)
-            .map_err(|e| (Reason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-        self.reader.read(text).map_err(|error| match error {
-            JsonError::Syntax(at) => (Reason::NotJson, format!("invalid JSON at byte {at}")),
-            JsonError::NotObject => (Reason::NotObject, "the value is not a JSON object".to_string()),
-            JsonError::TooDeep => (Reason::TooDeep, "the value nests deeper than 64 levels".to_string()),
-        })?;
-
-        let event_ms = self.event_time(record_ms)?;
-        // A value holding the timestamp field alone (perhaps repeated) is a heartbeat: it moves the
-        // watermark and counts nowhere. With @record, that is an empty object.
-        let heartbeat = match self.fields.time {
-            Some(index) => self.reader.holds_only(index),
-            None => self.reader.member_count() == 0,
+        let (event_ms, group, inputs) = match self.events.read(value, record_ms)? {
+            Event::Heartbeat { time_ms } => {
+                self.engine.advance(time_ms);
+                return Ok(Outcome::Heartbeat);
+            }
+            Event::Count { time_ms, group, inputs } => (time_ms, group, inputs),
         };
-        if heartbeat {
-            self.engine.advance(event_ms);
-            return Ok(Outcome::Heartbeat);
-        }
-
-        let mut group = [GroupValue::Int(0); MAX_GROUP_FIELDS];
-        for (slot, (&index, name)) in group.iter_mut().zip(self.fields.group.iter().zip(&self.config.group_by)) {
-            *slot = group_value(self.reader.member(index), name)?;
-        }
-        self.inputs.clear();
-        for (index, aggregate) in self.fields.inputs.iter().zip(&self.config.aggregates) {
-            let input = match (index, &aggregate.field) {
-                (Some(index), Some(name)) => aggregate_input(self.reader.member(*index), name, aggregate.function)?,
-                _ => None,
-            };
-            self.inputs.push(input);
-        }
-        let group = &group[..self.config.group_by.len()];
-        match self.engine.observe(event_ms, group, &self.inputs) {
+        match self.engine.observe(event_ms, group.values(), inputs) {
             Admission::Counted { missed_windows } => {
                 if missed_windows > 0 {
                     self.totals.partly_late += 1;
@@ -324,68 +226,6 @@ impl Aggregator {
         }
     }
 
-    /// The event's time in epoch milliseconds, from its field or its record.
-    fn event_time(&self, record_ms: i64) -> Result<i64, (Reason, String)> {
-        let (Some(index), EventTime::Field { name, format }) = (self.fields.time, &self.config.event_time) else {
-            if !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&record_ms) {
-                return Err((
-                    Reason::BadTimestamp,
-                    format!("the record timestamp {record_ms} is outside years 0000 to 9999"),
-                ));
-            }
-            return Ok(record_ms);
-        };
-        let expected = match (format.takes_text(), format.takes_number()) {
-            (true, true) => "a date-time string or an integer of epoch milliseconds",
-            (true, false) => "a date-time string",
-            _ => "a number",
-        };
-        let wrong_type = |kind: JsonKind| {
-            (
-                Reason::WrongType,
-                format!("field {name:?} is {}, expected {expected} (TIMESTAMP_FORMAT={})", kind.name(), format.name()),
-            )
-        };
-        let not_a_time = |text: &str| {
-            (
-                Reason::BadTimestamp,
-                format!(
-                    "field {name:?} is not a date-time in years 0000 to 9999 (TIMESTAMP_FORMAT={}): {:?}",
-                    format.name(),
-                    clip(text)
-                ),
-            )
-        };
-        let takes = |kind: JsonKind| if kind == JsonKind::String { format.takes_text() } else { format.takes_number() };
-        let event_ms = match self.reader.member(index) {
-            Member::Missing => return Err((Reason::MissingField, format!("field {name:?} is missing"))),
-            Member::Text(text) if format.takes_text() => format.parse_text(text).ok_or_else(|| not_a_time(text))?,
-            Member::Number(token) if format.takes_number() => format.parse_number(token).map_err(|bad| {
-                (
-                    Reason::BadTimestamp,
-                    format!("field {name:?} {} (TIMESTAMP_FORMAT={}): {}", bad.explain(), format.name(), clip(token)),
-                )
-            })?,
-            Member::TooLong(kind) if takes(kind) => {
-                return Err((Reason::BadTimestamp, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long")))
-            }
-            Member::Text(_) => return Err(wrong_type(JsonKind::String)),
-            Member::Number(_) => return Err(wrong_type(JsonKind::Number)),
-            Member::TooLong(kind) | Member::Other(kind) => return Err(wrong_type(kind)),
-        };
-        if event_ms > record_ms.saturating_add(self.config.max_event_ahead_ms) {
-            return Err((
-                Reason::Future,
-                format!(
-                    "event time {:?} is more than {}ms after the record timestamp {record_ms}",
-                    format_log_time(event_ms),
-                    self.config.max_event_ahead_ms
-                ),
-            ));
-        }
-        Ok(event_ms)
-    }
-
     fn dead_letter(&mut self, reason: Reason, detail: &str, keep_value: bool, record_ms: i64, out: &mut impl Output) {
         self.totals.dead_letters[reason as usize] += 1; // ALL lists the reasons in declaration order
         match &self.config.dead_letter_topic {
@@ -398,159 +238,6 @@ impl Aggregator {
             self.totals.suppressed_warnings += 1;
         }
     }
-}
-
-/// A group-by value: a string, or an integer that fits in 64 bits.
-fn group_value<'a>(member: Member<'a>, name: &str) -> Result<GroupValue<'a>, (Reason, String)> {
-    let wrong_type =
-        |what: &str| (Reason::WrongType, format!("field {name:?} is {what}, expected a string or an integer"));
-    match member {
-        Member::Text(text) => Ok(GroupValue::Text(text)),
-        Member::Number(token) if is_integer_token(token) => token
-            .parse()
-            .map(GroupValue::Int)
-            .map_err(|_| (Reason::OutOfRange, format!("field {name:?} is an integer beyond 64 bits: {}", clip(token)))),
-        Member::Number(_) => Err(wrong_type("a number with a fraction or exponent")),
-        Member::TooLong(_) => {
-            Err((Reason::FieldTooLong, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long")))
-        }
-        Member::Missing => Err((Reason::MissingField, format!("field {name:?} is missing"))),
-        Member::Other(kind) => Err(wrong_type(kind.name())),
-    }
-}
-
-/// An aggregated field's value: `None` when absent or null (SQL NULL), a number otherwise. `count(FIELD)`
-/// counts a value of any type (SQL `COUNT(f)`), so for it every present value reads as the number 1.
-fn aggregate_input(member: Member<'_>, name: &str, function: Function) -> Result<Option<Number>, (Reason, String)> {
-    let wrong_type =
-        |kind: JsonKind| (Reason::WrongType, format!("field {name:?} is {}, expected a number or null", kind.name()));
-    match member {
-        Member::Missing | Member::Other(JsonKind::Null) => Ok(None),
-        _ if function == Function::CountField => Ok(Some(Number::Int(1))),
-        Member::Number(token) => Number::parse(token).map(Some).ok_or_else(|| {
-            (Reason::OutOfRange, format!("field {name:?} is beyond the range of a 64-bit float: {}", clip(token)))
-        }),
-        Member::TooLong(JsonKind::Number) => {
-            Err((Reason::FieldTooLong, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long")))
-        }
-        Member::Text(_) => Err(wrong_type(JsonKind::String)),
-        Member::TooLong(kind) | Member::Other(kind) => Err(wrong_type(kind)),
-    }
-}
-
-/// The first characters of a value, for log lines and headers.
-fn clip(text: &str) -> &str {
-    let end = text.char_indices().nth(64).map_or(text.len(), |(at, _)| at);
-    &text[..end]
-}
-
-/// Formats rows as JSON into reused buffers.
-struct RowFormatter {
-    /// `,"name":` for each group-by field and each aggregate, escaped once.
-    group_prefixes: Vec<String>,
-    aggregate_prefixes: Vec<String>,
-    incomplete_in_value: bool,
-    /// The window the heads below were written for, and the start of its keys and values.
-    window_start_ms: Option<i64>,
-    key_head: String,
-    value_head: String,
-    key: String,
-    value: String,
-}
-
-impl RowFormatter {
-    fn new(config: &Config) -> RowFormatter {
-        let prefix = |name: &str| {
-            let mut prefix = String::from(",");
-            write_json_string(&mut prefix, name);
-            prefix.push(':');
-            prefix
-        };
-        RowFormatter {
-            group_prefixes: config.group_by.iter().map(|name| prefix(name)).collect(),
-            aggregate_prefixes: config.aggregates.iter().map(|aggregate| prefix(&aggregate.name)).collect(),
-            incomplete_in_value: config.incomplete == IncompletePolicy::MarkValue,
-            window_start_ms: None,
-            key_head: String::new(),
-            value_head: String::new(),
-            key: String::new(),
-            value: String::new(),
-        }
-    }
-
-    /// The row's value, `{"window_start":…,"window_end":…,<group fields>,<aggregates>}`, and its key,
-    /// `[window_start, <group values>]`: a unique name for (window, group) so duplicates can be compacted away.
-    fn format(&mut self, row: &Row<'_>) {
-        if self.window_start_ms != Some(row.window_start_ms) {
-            // Rows come window by window: the window's bounds are written once.
-            self.window_start_ms = Some(row.window_start_ms);
-            self.key_head.clear();
-            self.key_head.push_str("[\"");
-            format_timestamp_ms(row.window_start_ms, &mut self.key_head);
-            self.key_head.push('"');
-            self.value_head.clear();
-            self.value_head.push_str("{\"window_start\":\"");
-            format_timestamp_ms(row.window_start_ms, &mut self.value_head);
-            self.value_head.push_str("\",\"window_end\":\"");
-            format_timestamp_ms(row.window_end_ms, &mut self.value_head);
-            self.value_head.push('"');
-        }
-        let RowFormatter { key, value, .. } = self;
-        key.clear();
-        value.clear();
-        key.push_str(&self.key_head);
-        value.push_str(&self.value_head);
-        for (prefix, field) in self.group_prefixes.iter().zip(row.group) {
-            key.push(',');
-            value.push_str(prefix);
-            match field {
-                GroupValue::Text(text) => {
-                    let start = value.len();
-                    write_json_string(value, text);
-                    key.push_str(&value[start..]);
-                }
-                GroupValue::Int(int) => {
-                    push_int(key, *int);
-                    push_int(value, *int);
-                }
-            }
-        }
-        key.push(']');
-        for (prefix, result) in self.aggregate_prefixes.iter().zip(row.values) {
-            value.push_str(prefix);
-            match result {
-                Some(Number::Int(int)) => push_int(value, *int),
-                Some(number) => {
-                    use std::fmt::Write;
-                    let _ = write!(value, "{number}");
-                }
-                None => value.push_str("null"),
-            }
-        }
-        if self.incomplete_in_value && !row.complete {
-            value.push_str(",\"incomplete\":true");
-        }
-        value.push('}');
-    }
-}
-
-/// Writes an integer in decimal without the formatting machinery (rows are mostly integers).
-fn push_int(out: &mut String, int: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = int.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if int < 0 {
-        out.push('-');
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
 }
 
 /// Formats and writes rows until this record's share of row bytes (`ROW_BYTES_PER_RECORD`) is spent. With
@@ -576,79 +263,21 @@ impl<O: Output> RowSink for RowSinkFor<'_, O> {
             self.totals.incomplete_rows += 1;
         }
         self.totals.rows += 1;
-        self.rows.format(row);
-        self.out.row(self.rows.key.as_bytes(), self.rows.value.as_bytes(), !row.complete);
+        let (key, value) = self.rows.format(row);
+        self.out.row(key.as_bytes(), value.as_bytes(), !row.complete);
         let header = if row.complete { 0 } else { 2 + INCOMPLETE_HEADER.len() + "true".len() };
-        let stored = RECORD_FRAMING_BYTES + self.rows.key.len() + self.rows.value.len() + header;
+        let stored = RECORD_FRAMING_BYTES + key.len() + value.len() + header;
         self.bytes_left = self.bytes_left.saturating_sub(stored);
         self.bytes_left > 0
-    }
-}
-
-fn write_json_string(out: &mut String, text: &str) {
-    use std::fmt::Write;
-    out.push('"');
-    let mut rest = text;
-    // Runs of characters that need no escape are copied whole.
-    while let Some(at) = rest.bytes().position(|byte| byte == b'"' || byte == b'\\' || byte < 0x20) {
-        out.push_str(&rest[..at]);
-        match rest.as_bytes()[at] {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            control => {
-                let _ = write!(out, "\\u{:04x}", control);
-            }
-        }
-        rest = &rest[at + 1..];
-    }
-    out.push_str(rest);
-    out.push('"');
-}
-
-/// Rate limits on record time, so a flood of bad input cannot flood the broker's log. The clock is the
-/// largest record time seen: partitions sharing a VM interleave older and newer record times, and a clock
-/// that went back with them would restart its minute over and over.
-#[derive(Default)]
-struct LogLimiter {
-    clock_ms: Option<i64>,
-    last_summary_ms: Option<i64>,
-    minute_start_ms: Option<i64>,
-    warnings_this_minute: u32,
-}
-
-impl LogLimiter {
-    fn tick(&mut self, record_ms: i64) -> i64 {
-        let now = self.clock_ms.map_or(record_ms, |clock| clock.max(record_ms));
-        self.clock_ms = Some(now);
-        now
-    }
-
-    fn summary_due(&mut self, record_ms: i64) -> bool {
-        let now = self.tick(record_ms);
-        let due = self.last_summary_ms.is_none_or(|last| now >= last.saturating_add(SUMMARY_INTERVAL_MS));
-        if due {
-            self.last_summary_ms = Some(now);
-        }
-        due
-    }
-
-    fn warning_allowed(&mut self, record_ms: i64) -> bool {
-        let now = self.tick(record_ms);
-        if self.minute_start_ms.is_none_or(|start| now >= start.saturating_add(60_000)) {
-            self.minute_start_ms = Some(now);
-            self.warnings_this_minute = 0;
-        }
-        self.warnings_this_minute += 1;
-        self.warnings_this_minute <= WARNINGS_PER_MINUTE
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::MAX_FIELD_BYTES;
+    use crate::log_limiter::WARNINGS_PER_MINUTE;
+    use crate::time::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 
     #[derive(Default)]
     struct Collected {
@@ -857,13 +486,6 @@ mod tests {
         );
         assert!(summaries[2].contains("open_panes=1 open_groups=1"), "{}", summaries[2]);
         assert!(summaries[2].contains("watermark=\"2022-10-30 19:39:59.999\""), "{}", summaries[2]);
-    }
-
-    #[test]
-    fn escapes_control_characters_and_quotes_in_output() {
-        let mut out = String::new();
-        write_json_string(&mut out, "a\"b\\c\nd\u{1}é");
-        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
     }
 
     fn values(out: &Collected) -> Vec<&str> {

@@ -3,9 +3,9 @@
 use std::fmt;
 
 use crate::aggregate::Function;
-use crate::aggregator::MAX_FIELD_BYTES;
 use crate::duration::{format_duration_ms, parse_duration_ms, parse_size_bytes};
 use crate::engine::{Engine, WindowSpec};
+use crate::event::MAX_FIELD_BYTES;
 use crate::time::TimestampFormat;
 
 /// At most this many group-by fields.

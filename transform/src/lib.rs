@@ -1,14 +1,19 @@
 //! Flink-exact hopping-window aggregates (count, sum, min, max, avg) of JSON events, in plain Rust.
 //!
 //! The module's SDK adapter (`main.rs`) feeds each record to [`aggregator::Aggregator`], which reads the
-//! event, adds it to the window [`engine::Engine`] (whose per-pane state is [`aggregate::Accumulator`]s)
-//! and pushes rows and dead letters into an [`aggregator::Output`]. Nothing here knows about Redpanda, so all of it is tested natively.
+//! event ([`event`]), adds it to the window [`engine::Engine`] (whose per-pane state is [`aggregate::Accumulator`]s)
+//! and pushes rows ([`row_format`]) and dead letters ([`dead_letter`]) into an [`aggregator::Output`]. Nothing here
+//! knows about Redpanda, so all of it is tested natively.
 
 pub mod aggregate;
 pub mod aggregator;
 pub mod config;
+pub mod dead_letter;
 pub mod duration;
 pub mod engine;
+pub mod event;
 pub mod intern;
 pub mod json;
+pub mod log_limiter;
+pub mod row_format;
 pub mod time;

@@ -22,10 +22,10 @@ mod module {
     use std::io::Write;
     use std::time::UNIX_EPOCH;
 
-    use clickstream_aggregation::aggregator::{
-        Aggregator, Output, Reason, DETAIL_HEADER, INCOMPLETE_HEADER, OMITTED_VALUE_HEADER, REASON_HEADER,
-    };
+    use clickstream_aggregation::aggregator::{Aggregator, Output};
     use clickstream_aggregation::config::Config;
+    use clickstream_aggregation::dead_letter::{Reason, DETAIL_HEADER, OMITTED_VALUE_HEADER, REASON_HEADER};
+    use clickstream_aggregation::row_format::INCOMPLETE_HEADER;
     use redpanda_transform_sdk::{
         on_record_written, BorrowedHeader, BorrowedRecord, RecordWriter, WriteEvent, WriteOptions, WrittenRecord,
     };

@@ -75,12 +75,10 @@ pub(crate) fn produce(args: ProduceArgs) -> anyhow::Result<std::process::ExitCod
     };
     let mut model = Producer::new(
         ProducerConfig {
-            batch_bytes: 16_384,
-            linger_ms: 5,
             key_field: Some(args.key_field.clone()).filter(|field| field != "none"),
             time_field: harness::clickstream::time_field(&args.time_field),
-            event_time: std::sync::Arc::new(harness::clickstream::TransformTime(TimestampFormat::Auto)),
             record_time: RecordTime::Live,
+            ..harness::clickstream::pipeline_config(TimestampFormat::Auto).producer
         },
         partitions,
     );

@@ -7,8 +7,9 @@
 use std::io::Write;
 use std::time::Instant;
 
-use clickstream_aggregation::aggregator::{Aggregator, Output, Reason};
+use clickstream_aggregation::aggregator::{Aggregator, Output};
 use clickstream_aggregation::config::Config;
+use clickstream_aggregation::dead_letter::Reason;
 use harness::generate::{Generator, GeneratorConfig};
 use harness::host::{EngineProfile, Limits, LogLine, TransformModule, FUEL_PER_MS};
 use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
@@ -133,7 +134,8 @@ fn in_harness(compiled: &TransformModule, workload: &Workload, partitions: u32, 
     let path = std::env::temp_dir().join("clickstream-bench-rows.jsonl");
     best_of(|| {
         let mut sink = FileRows(std::io::BufWriter::new(std::fs::File::create(&path).expect("a temporary file")));
-        let config = PipelineConfig { partitions, shards, ..clickstream_config() };
+        let mut config = PipelineConfig { partitions, ..clickstream_config() };
+        config.broker.shards = shards;
         let mut pipeline = Pipeline::new(compiled.clone(), meta(&workload.env), config, &mut sink);
         pipeline.start().unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
         let started = Instant::now();
@@ -147,9 +149,9 @@ fn in_harness(compiled: &TransformModule, workload: &Workload, partitions: u32, 
         Run {
             seconds: started.elapsed().as_secs_f64(),
             events: workload.values.len() as u64,
-            rows: stats.written[0],
-            peak_memory_bytes: stats.peak_memory_bytes,
-            worst_record_ms: stats.max_record_fuel as f64 / FUEL_PER_MS as f64,
+            rows: stats.broker.written[0],
+            peak_memory_bytes: stats.broker.peak_memory_bytes,
+            worst_record_ms: stats.broker.max_record_fuel as f64 / FUEL_PER_MS as f64,
             ..Run::default()
         }
     })

@@ -1,0 +1,155 @@
+//! Rows as JSON: the Flink-format value, the identity key, and the header that marks incomplete rows.
+
+use crate::aggregate::Number;
+use crate::config::{Config, IncompletePolicy};
+use crate::engine::{GroupValue, Row};
+use crate::time::format_timestamp_ms;
+
+/// Header on rows of windows that may be missing events (see [`Row::complete`]).
+pub const INCOMPLETE_HEADER: &str = "window-incomplete";
+
+/// Formats rows as JSON into reused buffers.
+pub(crate) struct RowFormatter {
+    /// `,"name":` for each group-by field and each aggregate, escaped once.
+    group_prefixes: Vec<String>,
+    aggregate_prefixes: Vec<String>,
+    incomplete_in_value: bool,
+    /// The window the heads below were written for, and the start of its keys and values.
+    window_start_ms: Option<i64>,
+    key_head: String,
+    value_head: String,
+    key: String,
+    value: String,
+}
+
+impl RowFormatter {
+    pub(crate) fn new(config: &Config) -> RowFormatter {
+        let prefix = |name: &str| {
+            let mut prefix = String::from(",");
+            write_json_string(&mut prefix, name);
+            prefix.push(':');
+            prefix
+        };
+        RowFormatter {
+            group_prefixes: config.group_by.iter().map(|name| prefix(name)).collect(),
+            aggregate_prefixes: config.aggregates.iter().map(|aggregate| prefix(&aggregate.name)).collect(),
+            incomplete_in_value: config.incomplete == IncompletePolicy::MarkValue,
+            window_start_ms: None,
+            key_head: String::new(),
+            value_head: String::new(),
+            key: String::new(),
+            value: String::new(),
+        }
+    }
+
+    /// The row's value, `{"window_start":…,"window_end":…,<group fields>,<aggregates>}`, and its key,
+    /// `[window_start, <group values>]`: a unique name for (window, group) so duplicates can be compacted away.
+    pub(crate) fn format(&mut self, row: &Row<'_>) -> (&str, &str) {
+        if self.window_start_ms != Some(row.window_start_ms) {
+            // Rows come window by window: the window's bounds are written once.
+            self.window_start_ms = Some(row.window_start_ms);
+            self.key_head.clear();
+            self.key_head.push_str("[\"");
+            format_timestamp_ms(row.window_start_ms, &mut self.key_head);
+            self.key_head.push('"');
+            self.value_head.clear();
+            self.value_head.push_str("{\"window_start\":\"");
+            format_timestamp_ms(row.window_start_ms, &mut self.value_head);
+            self.value_head.push_str("\",\"window_end\":\"");
+            format_timestamp_ms(row.window_end_ms, &mut self.value_head);
+            self.value_head.push('"');
+        }
+        let RowFormatter { key, value, .. } = self;
+        key.clear();
+        value.clear();
+        key.push_str(&self.key_head);
+        value.push_str(&self.value_head);
+        for (prefix, field) in self.group_prefixes.iter().zip(row.group) {
+            key.push(',');
+            value.push_str(prefix);
+            match field {
+                GroupValue::Text(text) => {
+                    let start = value.len();
+                    write_json_string(value, text);
+                    key.push_str(&value[start..]);
+                }
+                GroupValue::Int(int) => {
+                    push_int(key, *int);
+                    push_int(value, *int);
+                }
+            }
+        }
+        key.push(']');
+        for (prefix, result) in self.aggregate_prefixes.iter().zip(row.values) {
+            value.push_str(prefix);
+            match result {
+                Some(Number::Int(int)) => push_int(value, *int),
+                Some(number) => {
+                    use std::fmt::Write;
+                    let _ = write!(value, "{number}");
+                }
+                None => value.push_str("null"),
+            }
+        }
+        if self.incomplete_in_value && !row.complete {
+            value.push_str(",\"incomplete\":true");
+        }
+        value.push('}');
+        (key.as_str(), value.as_str())
+    }
+}
+
+/// Writes an integer in decimal without the formatting machinery (rows are mostly integers).
+fn push_int(out: &mut String, int: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = int.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if int < 0 {
+        out.push('-');
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+}
+
+/// Writes `text` as a JSON string: quoted, with quotes, backslashes and control characters escaped.
+fn write_json_string(out: &mut String, text: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    let mut rest = text;
+    // Runs of characters that need no escape are copied whole.
+    while let Some(at) = rest.bytes().position(|byte| byte == b'"' || byte == b'\\' || byte < 0x20) {
+        out.push_str(&rest[..at]);
+        match rest.as_bytes()[at] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            control => {
+                let _ = write!(out, "\\u{:04x}", control);
+            }
+        }
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_characters_and_quotes_in_output() {
+        let mut out = String::new();
+        write_json_string(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
+    }
+}
