@@ -175,6 +175,11 @@ impl Drop for Running {
 
 /// Every record of `topic` from its start, once nothing new came for 5 s: (key, value, headers).
 fn consume(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
+    consume_until_idle(brokers, topic, "5s")
+}
+
+/// Every record of `topic` from its start, once nothing new came for `idle`.
+fn consume_until_idle(brokers: &str, topic: &str, idle: &str) -> Vec<serde_json::Value> {
     let out = harness(&[
         "consume",
         "--brokers",
@@ -185,7 +190,7 @@ fn consume(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
         "--format",
         "records",
         "--idle-exit",
-        "5s",
+        idle,
     ]);
     String::from_utf8_lossy(&out.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
@@ -535,16 +540,20 @@ fn aggregate_rows(scratch: &Scratch, name: &str, count: u32) -> String {
     path
 }
 
+/// `harness produce` of the aggregate rows in `file` to `topic` (created with one partition).
+fn produce_rows_command(brokers: &str, topic: &str, file: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
+    command
+        .args(["produce", "--brokers", brokers, "--topic", topic, "--partitions", "1", "--input", file, "--quiet"])
+        .args(["--time-field", "window_start"])
+        .current_dir(root());
+    command
+}
+
 /// `harness produce` of the aggregate rows in `file` to `topic` (created with one partition), at `rate`
 /// records a second if given, in the background.
 fn produce_rows(brokers: &str, topic: &str, file: &str, rate: Option<&str>) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["produce", "--brokers", brokers, "--topic", topic, "--partitions", "1", "--input", file, "--quiet"])
-        .args(["--time-field", "window_start"])
-        .args(rate.map(|rate| ["--rate", rate]).iter().flatten())
-        .current_dir(root())
-        .spawn()
-        .unwrap()
+    produce_rows_command(brokers, topic, file).args(rate.map(|rate| ["--rate", rate]).iter().flatten()).spawn().unwrap()
 }
 
 /// `harness consume` from the start of `topic` until 3 s pass with no record, in the background, its
@@ -702,15 +711,23 @@ impl Proxy {
 struct OwnBroker {
     child: Child,
     proxy: Proxy,
+    tansu: String,
+    port: u16,
 }
 
 impl OwnBroker {
     fn start(tansu: &str) -> OwnBroker {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let proxy = Proxy::start(port);
-        let child = Command::new(tansu)
+        let child = OwnBroker::listen(tansu, port, proxy.port);
+        OwnBroker { child, proxy, tansu: tansu.to_string(), port }
+    }
+
+    /// A tansu on `port`, advertising `proxy_port`, once it accepts connections.
+    fn listen(tansu: &str, port: u16, proxy_port: u16) -> Child {
+        let mut child = Command::new(tansu)
             .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
-            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{}", proxy.port)])
+            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{proxy_port}")])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -718,10 +735,19 @@ impl OwnBroker {
             .expect("tansu starts");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "tansu exited");
             assert!(Instant::now() < deadline, "tansu did not listen");
             std::thread::sleep(Duration::from_millis(100));
         }
-        OwnBroker { child, proxy }
+        child
+    }
+
+    /// Kills the broker and starts a new one on the same port: its memory storage starts empty, without
+    /// the topics or the groups' commits.
+    fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = OwnBroker::listen(&self.tansu, self.port, self.proxy.port);
     }
 
     fn address(&self) -> String {
@@ -734,6 +760,32 @@ impl Drop for OwnBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The copies of `expected` in the rows topic (sorted, each once), read until they are all there or
+/// `within` has passed.
+fn copies_within(
+    brokers: &str,
+    scratch: &Scratch,
+    expected: &[(String, String)],
+    within: Duration,
+) -> Vec<(String, String)> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while Instant::now() < deadline && got != expected {
+        // Read again at once if some are missing: a short wait for more is enough.
+        got = consume_until_idle(brokers, &scratch.topic("rows"), "2s").iter().map(key_value).collect();
+        got.sort();
+        got.dedup();
+    }
+    got
+}
+
+/// The records of the input topic, sorted.
+fn inputs_of(brokers: &str, scratch: &Scratch) -> Vec<(String, String)> {
+    let mut inputs: Vec<_> = consume(brokers, &scratch.topic("in")).iter().map(key_value).collect();
+    inputs.sort();
+    inputs
 }
 
 /// `run` rides out a network cut longer than its session: it says the broker cannot be reached, keeps
@@ -766,18 +818,159 @@ fn a_run_rides_out_a_network_cut() {
     assert!(running.stderr().contains("the broker cannot be reached"), "{}", running.stderr());
     broker.proxy.restore();
     harness(&["produce", "--brokers", &brokers, "--topic", &scratch.topic("in"), "--input", &after, "--quiet"]);
-    let inputs = consume(&brokers, &scratch.topic("in"));
-    let mut expected: Vec<_> = inputs.iter().map(key_value).collect();
-    expected.sort();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while Instant::now() < deadline && got != expected {
-        got = consume(&brokers, &scratch.topic("rows")).iter().map(key_value).collect();
-        got.sort();
-        got.dedup();
-    }
+    let expected = inputs_of(&brokers, &scratch);
+    let got = copies_within(&brokers, &scratch, &expected, Duration::from_secs(40));
     let log = running.interrupt();
     assert_eq!(expected.len(), 600);
     assert_eq!(got, expected, "{log}");
     assert!(log.contains("the broker answers again"), "{log}");
+}
+
+/// `run` rides out a broker restart. tansu keeps everything in memory, so the topics and the group's
+/// commits are gone, and the test creates the topics again a few seconds later, as a person would. `run`
+/// says the broker cannot be reached and that it answers again, waits for its input topic, and copies
+/// every record written after the restart, although the new logs end before the positions it had: it
+/// says so, once a partition, and reads them from their start. A `consume` of the input topic rides the
+/// restart out too and reads the new topic from its start.
+#[test]
+fn a_run_rides_out_a_broker_restart() {
+    if brokers("a_run_rides_out_a_broker_restart").is_none() {
+        return;
+    }
+    let Ok(tansu) = std::env::var("TANSU_BIN") else {
+        eprintln!("SKIPPED a_run_rides_out_a_broker_restart: TANSU_BIN is not set (`make test` sets it)");
+        return;
+    };
+    let mut broker = OwnBroker::start(&tansu);
+    let brokers = broker.address();
+    let scratch = Scratch::new("restart");
+    let yaml = scratch.transform_yaml(&[]);
+    let copy = scratch.path("copy.wat");
+    std::fs::write(&copy, COPY).unwrap();
+    // Fewer records after the restart than before, on each partition: the new logs end before the old
+    // positions.
+    let (before, after) = (scratch.path("before.jsonl"), scratch.path("after.jsonl"));
+    harness(&["generate", "--seed", "1", "--events", "400", "--users", "20", "--output", &before]);
+    harness(&["generate", "--seed", "2", "--events", "100", "--users", "20", "--output", &after]);
+    create_topics(&brokers, &scratch, 2);
+    let mut running = Running::start_with(&brokers, &copy, &yaml, &["--give-up-after", "60s"]);
+    running.wait_for_partitions();
+    let consumed = scratch.path("consumed.jsonl");
+    let mut consumer = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["consume", "--brokers", &brokers, "--topic", &scratch.topic("in"), "--from-beginning"])
+        .args(["--idle-exit", "60s"]) // ends it should the test fail before it stops it
+        .current_dir(root())
+        .stdout(std::fs::File::create(&consumed).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    harness(&["produce", "--brokers", &brokers, "--topic", &scratch.topic("in"), "--input", &before, "--quiet"]);
+    let first = inputs_of(&brokers, &scratch);
+    assert_eq!(first.len(), 400);
+    assert_eq!(copies_within(&brokers, &scratch, &first, Duration::from_secs(30)), first, "{}", running.stderr());
+    broker.restart();
+    std::thread::sleep(Duration::from_secs(4));
+    create_topics(&brokers, &scratch, 2);
+    harness(&["produce", "--brokers", &brokers, "--topic", &scratch.topic("in"), "--input", &after, "--quiet"]);
+    let second = inputs_of(&brokers, &scratch);
+    assert_eq!(second.len(), 100, "the input topic holds only what was written after the restart");
+    let got = copies_within(&brokers, &scratch, &second, Duration::from_secs(40));
+    assert!(running.child.try_wait().unwrap().is_none(), "run exited:\n{}", running.stderr());
+    let log = running.interrupt();
+    assert!(got == second, "{} of the {} records written after the restart copied:\n{log}", got.len(), second.len());
+    assert!(log.contains("the broker cannot be reached"), "{log}");
+    assert!(log.contains("the broker answers again"), "{log}");
+    assert_eq!(log.matches("before our position").count(), 2, "{log}");
+
+    Command::new("kill").args(["-INT", &consumer.id().to_string()]).status().unwrap();
+    let status = consumer.wait().unwrap();
+    let mut consume_log = String::new();
+    std::io::Read::read_to_string(&mut consumer.stderr.take().unwrap(), &mut consume_log).unwrap();
+    assert!(status.success(), "consume: {status}: {consume_log}");
+    let values: Vec<String> = std::fs::read_to_string(&consumed).unwrap().lines().map(str::to_string).collect();
+    let written: Vec<String> =
+        first.iter().chain(&second).map(|(_, value)| serde_json::from_str(value).unwrap()).collect();
+    let mut sorted = values.clone();
+    sorted.sort();
+    let mut expected = written.clone();
+    expected.sort();
+    assert!(
+        sorted == expected,
+        "consume read {} records of the {} written:\n{consume_log}",
+        values.len(),
+        written.len()
+    );
+}
+
+/// `produce` rides out a network cut while it sends: it says once that the broker cannot be reached and
+/// then that it answers again, exits 0, and the topic holds every record at least once. (librdkafka
+/// retries a batch whose acknowledgement the cut lost, and the broker writes it again: idempotence, which
+/// would drop that copy, is off, as with it librdkafka fails for good once a broker that forgot its
+/// producer ids, as tansu does in a restart, answers.)
+#[test]
+fn produce_rides_out_a_network_cut() {
+    if brokers("produce_rides_out_a_network_cut").is_none() {
+        return;
+    }
+    let Ok(tansu) = std::env::var("TANSU_BIN") else {
+        eprintln!("SKIPPED produce_rides_out_a_network_cut: TANSU_BIN is not set (`make test` sets it)");
+        return;
+    };
+    let broker = OwnBroker::start(&tansu);
+    let brokers = broker.address();
+    let scratch = Scratch::new("producecut");
+    let topic = scratch.topic("rows");
+    let rows = aggregate_rows(&scratch, "rows.jsonl", 400);
+    // 8 s of sending, cut from the 2nd second to the 8th.
+    let producer = produce_rows_command(&brokers, &topic, &rows)
+        .args(["--rate", "50", "--give-up-after", "60s"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.proxy.cut();
+    std::thread::sleep(Duration::from_secs(6));
+    broker.proxy.restore();
+    let out = producer.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("the broker cannot be reached").count(), 1, "{stderr}");
+    assert!(stderr.contains("the broker answers again"), "{stderr}");
+    let mut written: Vec<_> = consume(&brokers, &topic).iter().map(key_value).collect();
+    written.sort();
+    written.dedup();
+    assert_eq!(written.len(), 400, "distinct records written");
+}
+
+/// `produce` gives up on a broker that stays away: once a record has waited `--give-up-after` for an
+/// acknowledgement, it stops sending and exits with the reason, long before its input would end.
+#[test]
+fn produce_gives_up_on_a_broker_that_stays_away() {
+    if brokers("produce_gives_up_on_a_broker_that_stays_away").is_none() {
+        return;
+    }
+    let Ok(tansu) = std::env::var("TANSU_BIN") else {
+        eprintln!("SKIPPED produce_gives_up_on_a_broker_that_stays_away: TANSU_BIN is not set (`make test` sets it)");
+        return;
+    };
+    let broker = OwnBroker::start(&tansu);
+    let scratch = Scratch::new("producegiveup");
+    let rows = aggregate_rows(&scratch, "rows.jsonl", 2_000);
+    // 20 s of input at this rate.
+    let producer = produce_rows_command(&broker.address(), &scratch.topic("rows"), &rows)
+        .args(["--rate", "100", "--give-up-after", "3s"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let cut_at = Instant::now();
+    broker.proxy.cut();
+    let out = producer.wait_with_output().unwrap();
+    let took = cut_at.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(took < Duration::from_secs(10), "{took:?}: {stderr}");
+    assert!(stderr.contains("the broker cannot be reached"), "{stderr}");
+    let reason = stderr.lines().last().unwrap_or_default();
+    assert!(reason.contains("3 s (--give-up-after)") && reason.contains("Message timed out"), "{stderr}");
 }

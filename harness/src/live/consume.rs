@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{client_config, partition_count, stop_requested};
+use super::{client_config, partition_count, stop_requested, topic_exists};
 use crate::OutputFormat;
 
 #[derive(Args)]
@@ -80,6 +80,9 @@ pub(crate) fn consume(args: ConsumeArgs) -> anyhow::Result<std::process::ExitCod
 fn print_topic(args: &ConsumeArgs, consumer: &BaseConsumer, mut table: Option<LiveTable>) -> anyhow::Result<()> {
     let stop = stop_requested();
     let mut outage = super::Outage::new(args.outage.limit());
+    // Paused from the first sign of an outage until the broker has the topic again (see `topic_exists`);
+    // `Some(true)` once it answered without it: the topic is created anew, and read from its start.
+    let mut paused: Option<bool> = None;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut last_message, mut rows) = (Instant::now(), 0u64);
     while !stop.load(Ordering::SeqCst) {
@@ -91,12 +94,47 @@ fn print_topic(args: &ConsumeArgs, consumer: &BaseConsumer, mut table: Option<Li
         }
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             out.flush()?;
+            // Asked once the errors queued meanwhile are read: each would start another outage.
+            if let Some(lost_topic) = &mut paused {
+                match topic_exists(consumer.client(), &args.topic) {
+                    Err(error) => outage.failed(error)?,
+                    Ok(false) => {
+                        outage.ended();
+                        if !std::mem::replace(lost_topic, true) {
+                            stderrln!(
+                                "harness: the broker answers without topic {:?} (lost in a restart, or deleted); reading waits until it is there",
+                                args.topic
+                            );
+                        }
+                    }
+                    Ok(true) => {
+                        outage.ended();
+                        if *lost_topic {
+                            let mut from_start = TopicPartitionList::new();
+                            for element in consumer.assignment()?.elements() {
+                                from_start.add_partition_offset(
+                                    element.topic(),
+                                    element.partition(),
+                                    Offset::Beginning,
+                                )?;
+                            }
+                            consumer.assign(&from_start)?;
+                        }
+                        consumer.resume(&consumer.assignment()?)?;
+                        paused = None;
+                    }
+                }
+            }
             continue;
         };
         let message = match message {
             Ok(message) => message,
             Err(error) => {
                 outage.failed(error)?;
+                if paused.is_none() {
+                    consumer.pause(&consumer.assignment()?)?;
+                    paused = Some(false);
+                }
                 continue;
             }
         };

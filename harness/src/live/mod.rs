@@ -28,7 +28,12 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 /// A client of the brokers at `brokers` (HOST:PORT, comma-separated).
 pub(crate) fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers).set("client.id", "harness");
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "harness")
+        // While a broker is away librdkafka tries it again, and times records out, only this often (its
+        // default, 10 s, would delay both: the end of an outage, and `--give-up-after`).
+        .set("reconnect.backoff.max.ms", "1000");
     config
 }
 
@@ -44,6 +49,18 @@ pub(crate) fn partition_count<C: ClientContext>(client: &Client<C>, topic: &str)
         Some(error) if RDKafkaErrorCode::from(error) == RDKafkaErrorCode::UnknownTopicOrPartition => Ok(None),
         Some(error) => bail!("topic {topic:?}: {}", RDKafkaErrorCode::from(error)),
     }
+}
+
+/// Whether the broker has `topic` now (an error while it cannot be reached). librdkafka 2.12 crashes on
+/// tansu's answer to a fetch from a topic it does not have (one lost in a restart: a CurrentLeader tag
+/// under a zero topic id), so the consumers pause fetching at the first sign of an outage until the
+/// broker answers with the topic.
+pub(crate) fn topic_exists<C: ClientContext>(client: &Client<C>, topic: &str) -> rdkafka::error::KafkaResult<bool> {
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(1))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .any(|found| found.name() == topic && found.error().is_none() && !found.partitions().is_empty()))
 }
 
 /// Set once Ctrl-C is pressed: the long-running commands stop cleanly.
@@ -66,9 +83,21 @@ pub(crate) struct Deliveries {
     pub(crate) acked: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) first_error: Mutex<Option<String>>,
+    /// The first record that timed out (`--give-up-after`): the broker has not answered for that long.
+    timed_out: Mutex<Option<String>>,
+    /// Where no other part of the command watches the broker (`produce`), the producer reports an outage:
+    /// it begins with librdkafka's first error and ends with the next acknowledgement.
+    outage: Option<Mutex<Outage>>,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(outage) = &self.outage {
+            // The limit is the records' delivery timeout: a record that runs out of it fails.
+            let _ = outage.lock().expect("never poisoned").failed(format_args!("{error}: {reason}"));
+        }
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -77,29 +106,49 @@ impl ProducerContext for Deliveries {
         match result {
             Ok(_) => {
                 self.acked.fetch_add(1, Ordering::Relaxed);
+                if let Some(outage) = &self.outage {
+                    outage.lock().expect("never poisoned").ended();
+                }
             }
             Err((error, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 self.first_error.lock().expect("never poisoned").get_or_insert_with(|| error.to_string());
+                if *error == KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) {
+                    self.timed_out.lock().expect("never poisoned").get_or_insert_with(|| error.to_string());
+                }
             }
         }
     }
 }
 
 impl Deliveries {
+    /// Deliveries that report an outage of the broker themselves (see `outage`).
+    pub(crate) fn reporting_outages(give_up: Duration) -> Deliveries {
+        Deliveries { outage: Some(Mutex::new(Outage::new(give_up))), ..Deliveries::default() }
+    }
+
     pub(crate) fn failure(&self) -> Option<String> {
         self.first_error.lock().expect("never poisoned").clone()
     }
+
+    /// The reason of the first record that ran out of its delivery timeout, if one did.
+    pub(crate) fn timed_out(&self) -> Option<String> {
+        self.timed_out.lock().expect("never poisoned").clone()
+    }
 }
 
-/// A producer that reports each delivery; `acks=all`, as the seed's producer and the broker's writes.
-/// librdkafka retries a record until `delivery_timeout` runs out (through an outage, say).
-pub(crate) fn producer(brokers: &str, delivery_timeout: Duration) -> anyhow::Result<BaseProducer<Deliveries>> {
+/// A producer that reports each delivery to `deliveries`; `acks=all`, as the seed's producer and the
+/// broker's writes. librdkafka retries a record until `delivery_timeout` runs out (through an outage, say).
+pub(crate) fn producer(
+    brokers: &str,
+    delivery_timeout: Duration,
+    deliveries: Deliveries,
+) -> anyhow::Result<BaseProducer<Deliveries>> {
     client_config(brokers)
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
-        .create_with_context(Deliveries::default())
+        .create_with_context(deliveries)
         .context("creating the Kafka producer")
 }
 

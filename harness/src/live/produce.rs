@@ -15,9 +15,9 @@ use harness::producer::{Producer, ProducerConfig, ProducerRecord, RecordTime, Se
 use harness::wire::decode_payload;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::Producer as _;
+use rdkafka::producer::{Producer as _, PurgeConfig};
 
-use super::{flush, partition_count, producer, send, stop_requested};
+use super::{flush, partition_count, producer, send, stop_requested, Deliveries};
 use crate::GeneratorOptions;
 
 /// Heartbeats each partition gets with `--close-windows`.
@@ -64,7 +64,7 @@ pub(crate) fn produce(args: ProduceArgs) -> anyhow::Result<std::process::ExitCod
     if args.rate.is_some_and(|rate| rate.is_nan() || rate <= 0.0) {
         bail!("--rate: expected a positive number of records per second");
     }
-    let producer = producer(&args.brokers, args.outage.limit())?;
+    let producer = producer(&args.brokers, args.outage.limit(), Deliveries::reporting_outages(args.outage.limit()))?;
     let partitions = match (partition_count(producer.client(), &args.topic)?, args.partitions) {
         (Some(existing), _) => existing,
         (None, Some(wanted)) => {
@@ -124,6 +124,15 @@ pub(crate) fn produce(args: ProduceArgs) -> anyhow::Result<std::process::ExitCod
             }
             model.send(record, &mut sent_batches);
             ship(&mut sent_batches, &mut sent)?;
+            // What follows would time out as well: the broker has not answered for --give-up-after.
+            if let Some(error) = producer.context().timed_out() {
+                // The rest fails now rather than after waiting as long again.
+                producer.purge(PurgeConfig::default().queue().inflight());
+                bail!(
+                    "the broker did not acknowledge a record for {} s (--give-up-after): {error}",
+                    args.outage.limit().as_secs()
+                );
+            }
             if let Some(rate) = args.rate {
                 let due = started + Duration::from_secs_f64((index + 1) as f64 / rate);
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));

@@ -28,7 +28,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{client_config, flush, partition_count, producer, send, stop_requested, Deliveries, Outage, TIMEOUT};
+use super::{
+    client_config, flush, partition_count, producer, send, stop_requested, topic_exists, Deliveries, Outage, TIMEOUT,
+};
 use crate::TransformArgs;
 
 #[derive(Args)]
@@ -115,6 +117,9 @@ struct Held {
     start: Start,
     /// The next offset to hand to the VM; records before it are skipped (a replay after a seek).
     next: Option<i64>,
+    /// The offset after the last record read (skipped or not) since the partition was last read from its
+    /// log's start: at a partition EOF, the log's end.
+    read_to: Option<i64>,
     /// The offset after the last committed record (where a restart reads from).
     committed: Option<i64>,
     /// Done but not committed yet: the offset after the last record whose outputs are acknowledged.
@@ -140,7 +145,8 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         .set("heartbeat.interval.ms", (session_ms / 3).to_string())
         .create_with_context(RunContext(assignments.clone()))
         .context("creating the Kafka consumer")?;
-    let producer = producer(&args.brokers, args.outage.limit())?;
+    // The consumer's side reports an outage (see `Outage`); the producer's deliveries are only counted.
+    let producer = producer(&args.brokers, args.outage.limit(), Deliveries::default())?;
     let Some(input_partitions) = partition_count(consumer.client(), &meta.input_topic)? else {
         bail!("the input topic {:?} does not exist", meta.input_topic)
     };
@@ -169,6 +175,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         commit_interval: Duration::from_millis(args.commit_interval as u64),
         started: Instant::now(),
         outage: Outage::new(args.outage.limit()),
+        fetching_paused: false,
+        missing_input_said: false,
+        commits_made: BTreeMap::new(),
         records: 0,
         written: 0,
         restarts: 0,
@@ -197,6 +206,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
         if assignments.changed.swap(false, Ordering::SeqCst) {
             let assigned: Vec<i32> = std::mem::take(&mut *assignments.assigned.lock().expect("never poisoned"));
             runner.rebalanced(&consumer, &assigned, args.from_offset)?;
+        }
+        if runner.fetching_paused {
+            runner.resume_once_the_input_topic_is_back(&consumer)?;
         }
         runner.restart_stopped_partitions(&consumer)?;
         let batches = read_batches(&consumer, &mut runner, &assignments)?;
@@ -242,6 +254,14 @@ struct Runner {
     started: Instant,
     /// The broker unreachable since then, if it is.
     outage: Outage,
+    /// Fetching is paused from the first sign of an outage until the broker has the input topic again
+    /// (see `topic_exists`).
+    fetching_paused: bool,
+    /// Said once per outage: the broker answers without the input topic.
+    missing_input_said: bool,
+    /// The last offset this process committed for each partition, kept when the partition is revoked: a
+    /// group whose commits the broker lost resumes from it rather than where a new transform starts.
+    commits_made: BTreeMap<i32, i64>,
     records: u64,
     written: u64,
     restarts: u64,
@@ -275,6 +295,13 @@ impl Held {
         None
     }
 
+    /// At a partition EOF: the log's end and the position, when the end is before it (the broker lost
+    /// records, or the topic was deleted and created again, and its offsets start over).
+    fn log_ends_before_position(&self) -> Option<(i64, i64)> {
+        let (Start::Reading, Some(end), Some(next)) = (&self.start, self.read_to, self.next) else { return None };
+        (end < next).then_some((end, next))
+    }
+
     /// The log's end, reached while the start is being found: the start, by the broker's rule.
     fn log_end_reached(&self) -> Option<i64> {
         let Start::Finding { rule, log_start, seen_end, .. } = &self.start else { return None };
@@ -297,13 +324,92 @@ impl Runner {
         if let Start::Finding { kept, .. } = std::mem::replace(&mut held.start, Start::Reading) {
             batch.extend(kept.into_iter().filter(|record| record.offset >= start));
         }
-        held.next = Some(start);
+        self.commit_start(consumer, partition, start)?;
+        stderrln!("harness: partition {partition} starts at offset {start}");
+        Ok(())
+    }
+
+    /// Reading a partition starts at `start`, committed at once as the broker commits a start, so a
+    /// restart before any other commit reads again from it.
+    fn commit_start(&mut self, consumer: &BaseConsumer<RunContext>, partition: i32, start: i64) -> anyhow::Result<()> {
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.meta.input_topic, partition, Offset::Offset(start))?;
         consumer.commit(&list, CommitMode::Sync).context("committing the start offset")?;
+        let held = self.held.get_mut(&partition).expect("held");
+        held.next = Some(start);
         held.committed = Some(start);
-        stderrln!("harness: partition {partition} starts at offset {start}");
+        self.commits_made.insert(partition, start);
         Ok(())
+    }
+
+    /// A partition EOF before the position: said, and the log is read again from its start, where reading
+    /// is committed (records below the position in the new log would otherwise be skipped).
+    fn read_again_from_the_log_start(
+        &mut self,
+        consumer: &BaseConsumer<RunContext>,
+        partition: i32,
+        (end, position): (i64, i64),
+    ) -> anyhow::Result<()> {
+        let topic = self.meta.input_topic.clone();
+        let (log_start, _) = consumer.fetch_watermarks(&topic, partition, TIMEOUT)?;
+        stderrln!(
+            "harness: partition {partition}: its log ends at {end}, before our position {position}: the broker lost records or the topic was re-created; reading from its start {log_start}"
+        );
+        let held = self.held.get_mut(&partition).expect("held");
+        held.done = None;
+        held.read_to = None;
+        self.commit_start(consumer, partition, log_start)?;
+        read_from_the_log_start(consumer, &topic, partition)
+    }
+
+    /// The first sign that the broker cannot be reached: fetching pauses (see `fetching_paused`).
+    fn broker_unreachable(
+        &mut self,
+        consumer: &BaseConsumer<RunContext>,
+        error: impl std::fmt::Display,
+    ) -> anyhow::Result<()> {
+        self.outage.failed(error)?;
+        if !self.fetching_paused {
+            self.fetching_paused = true;
+            consumer.pause(&self.fetching_partitions())?;
+        }
+        Ok(())
+    }
+
+    /// While fetching is paused for an outage: once the broker answers with the input topic, it goes on.
+    fn resume_once_the_input_topic_is_back(&mut self, consumer: &BaseConsumer<RunContext>) -> anyhow::Result<()> {
+        let topic = self.meta.input_topic.clone();
+        let exists = match topic_exists(consumer.client(), &topic) {
+            Ok(exists) => exists,
+            Err(error) => return self.outage.failed(error),
+        };
+        self.outage.ended();
+        if !exists {
+            if !std::mem::replace(&mut self.missing_input_said, true) {
+                stderrln!("harness: the broker answers without the input topic {topic:?} (lost in a restart, or deleted); reading waits until it is there");
+            }
+            return Ok(());
+        }
+        self.fetching_paused = false;
+        consumer.resume(&self.fetching_partitions())?;
+        if std::mem::take(&mut self.missing_input_said) {
+            // The group may have been assigned what the broker had meanwhile: no partition of the topic.
+            stderrln!("harness: the input topic {topic:?} is there again; joining the group again");
+            consumer.unsubscribe();
+            consumer.subscribe(&[&topic]).context("joining the consumer group again")?;
+        }
+        Ok(())
+    }
+
+    /// The held partitions that fetch unless paused for an outage (not those stopped after a failure).
+    fn fetching_partitions(&self) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for (&partition, held) in &self.held {
+            if held.stopped_until.is_none() {
+                list.add_partition(&self.meta.input_topic, partition);
+            }
+        }
+        list
     }
 
     fn start_vm(&mut self) -> Result<(), VmFailure> {
@@ -339,12 +445,18 @@ impl Runner {
                 Offset::Offset(offset) => Some(offset),
                 _ => None,
             });
-            let start = match committed {
-                Some(offset) => {
+            let committed_here = self.commits_made.get(&partition).copied();
+            let start = match (committed, committed_here) {
+                (Some(offset), _) => {
                     stderrln!("harness: partition {partition} resumes at offset {offset}, its commit");
                     Start::Reading
                 }
-                None => {
+                // Not a first start: the broker lost the group's commits (a restart without storage).
+                (None, Some(offset)) => {
+                    stderrln!("harness: partition {partition} resumes at offset {offset}, where this process committed it (the group's commit is gone)");
+                    Start::Reading
+                }
+                (None, None) => {
                     let (log_start, _) = consumer.fetch_watermarks(&topic, partition, TIMEOUT)?;
                     Start::Finding { rule: from_offset, log_start, seen_end: log_start, kept: VecDeque::new() }
                 }
@@ -353,18 +465,36 @@ impl Runner {
             let held = Held {
                 start,
                 next: committed,
+                read_to: None,
                 committed,
                 done: None,
                 stopped_until: None,
                 backoff: Backoff::default(),
             };
             self.held.insert(partition, held);
+            if let (None, Some(offset)) = (committed, committed_here) {
+                self.commit_start(consumer, partition, offset)?;
+            }
+        }
+        // librdkafka keeps a partition paused across a revoke: one paused before (an outage, a failure)
+        // is paused or resumed anew.
+        let mut list = TopicPartitionList::new();
+        for &partition in assigned {
+            list.add_partition(&topic, partition);
+        }
+        if self.fetching_paused {
+            consumer.pause(&list)?;
+        } else {
+            consumer.resume(&list)?;
         }
         Ok(())
     }
 
     /// Partitions whose back-off is over read again from their last commit.
     fn restart_stopped_partitions(&mut self, consumer: &BaseConsumer<RunContext>) -> anyhow::Result<()> {
+        if self.fetching_paused {
+            return Ok(()); // they resume with the others
+        }
         let now = Instant::now();
         let topic = self.meta.input_topic.clone();
         let now_ms = self.now_ms();
@@ -375,6 +505,7 @@ impl Runner {
             held.stopped_until = None;
             held.backoff.last_start_ms = Some(now_ms);
             held.next = held.committed;
+            held.read_to = None;
             read_from_the_log_start(consumer, &topic, partition)?;
             let mut list = TopicPartitionList::new();
             list.add_partition(&topic, partition);
@@ -499,6 +630,7 @@ impl Runner {
                 held.committed = Some(offset);
                 held.done = None;
             }
+            self.commits_made.insert(partition, offset);
         }
         Ok(())
     }
@@ -583,20 +715,26 @@ fn read_batches(
         let message = match consumer.poll(deadline.saturating_duration_since(Instant::now())) {
             None => break,
             Some(Err(KafkaError::PartitionEOF(partition))) => {
-                if let Some(start) = runner.held.get_mut(&partition).and_then(|held| held.log_end_reached()) {
+                let Some(held) = runner.held.get_mut(&partition) else { continue };
+                if let Some(start) = held.log_end_reached() {
                     runner.start_found(consumer, partition, start, batches.entry(partition).or_default())?;
+                } else if let Some(end_and_position) = held.log_ends_before_position() {
+                    runner.read_again_from_the_log_start(consumer, partition, end_and_position)?;
                 }
                 continue;
             }
             Some(Err(error)) => {
-                runner.outage.failed(error)?;
-                break;
+                // Errors queued during an outage are all read now, not one a loop: one read after the
+                // broker answers again would start another outage.
+                runner.broker_unreachable(consumer, error)?;
+                continue;
             }
             Some(Ok(message)) => message,
         };
         runner.outage.ended();
         let partition = message.partition();
         let Some(held) = runner.held.get_mut(&partition) else { continue };
+        held.read_to = Some(message.offset() + 1);
         if held.stopped_until.is_some() || held.next.is_some_and(|next| message.offset() < next) {
             continue;
         }
