@@ -9,8 +9,8 @@ use std::rc::Rc;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::producer::ProducerRecord;
-use crate::wire::Header;
+use transform_host::producer::ProducerRecord;
+use transform_host::wire::Header;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputFormat {

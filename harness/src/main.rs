@@ -34,14 +34,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use clickstream_aggregation::config::{parse_aggregates, VARIABLES};
 use clickstream_aggregation::duration::{parse_duration_ms, parse_size_bytes};
 use clickstream_aggregation::time::{parse_timestamp_ms, TimestampFormat};
-use harness::broker::{InjectedFailure, StartOffset, WriteConfig, MAX_PARTITIONS_PER_SHARD, MAX_SHARDS};
 use harness::generate::{Generator, GeneratorConfig};
-use harness::host::{Limits, TransformMeta, TransformModule, VmFailure, FUEL_PER_MS};
 use harness::input::{InputFormat, RecordReader};
-use harness::pipeline::{BrokerConfig, Pipeline, PipelineConfig, ProducerConfig, RunStats};
-use harness::producer::RecordTime;
-use harness::record_batch::Compression;
 use harness::report::TopGroups;
+use transform_host::broker::{InjectedFailure, StartOffset, WriteConfig, MAX_PARTITIONS_PER_SHARD, MAX_SHARDS};
+use transform_host::pipeline::{BrokerConfig, Pipeline, PipelineConfig, ProducerConfig, RunStats};
+use transform_host::producer::RecordTime;
+use transform_host::record_batch::Compression;
+use transform_host::{Limits, TransformMeta, TransformModule, VmFailure, FUEL_PER_MS};
 
 use crate::sink::{print_summary, FileSink};
 
@@ -171,8 +171,8 @@ impl TransformArgs {
             stderrln!("harness: warning: {warning}");
         }
         let (mut meta, yaml) = self.meta()?;
-        harness::meta::apply_overrides(&mut meta, &self.env)?;
-        harness::meta::validate(&meta)?;
+        transform_host::meta::apply_overrides(&mut meta, &self.env)?;
+        transform_host::meta::validate(&meta)?;
         let env = |name: &str| meta.env.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
         let setting = |name: &str| env(name).or_else(|| default_setting(name).map(str::to_string)).unwrap_or_default();
         // The module itself reports a bad list.
@@ -186,7 +186,7 @@ impl TransformArgs {
         let time_field = setting("TIMESTAMP_FIELD");
         let compression = match (self.compression, &yaml) {
             (Some(compression), _) => compression,
-            (None, Some(path)) => harness::meta::read_compression(&std::fs::read_to_string(path)?)
+            (None, Some(path)) => transform_host::meta::read_compression(&std::fs::read_to_string(path)?)
                 .with_context(|| format!("in {}", path.display()))?
                 .unwrap_or_default(),
             (None, None) => Compression::None,
@@ -201,7 +201,7 @@ impl TransformArgs {
         let meta = match &yaml {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                harness::meta::read_transform_yaml(&text).with_context(|| format!("in {}", path.display()))?
+                transform_host::meta::read_transform_yaml(&text).with_context(|| format!("in {}", path.display()))?
             }
             None => TransformMeta {
                 name: "transform".into(),

@@ -26,7 +26,7 @@ impl TopGroups {
 
     /// Takes one output value; values that are not aggregate rows are ignored.
     pub fn add(&mut self, value: &[u8]) {
-        let Some(Value::String(start)) = crate::producer::top_field(value, "window_start") else { return };
+        let Some(Value::String(start)) = transform_host::producer::top_field(value, "window_start") else { return };
         match &self.window_start {
             Some(latest) if start < *latest => return,
             Some(latest) if start == *latest => {}

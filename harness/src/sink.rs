@@ -5,11 +5,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use clickstream_aggregation::dead_letter::{DETAIL_HEADER, REASON_HEADER};
-use harness::broker::{Move, OutputRecord, OutputSink, Restart};
-use harness::logs::LogLine;
-use harness::pipeline::RunStats;
 use harness::report::TopGroups;
-use harness::wire::PayloadView;
+use transform_host::broker::{Move, OutputRecord, OutputSink, Restart};
+use transform_host::logs::LogLine;
+use transform_host::pipeline::RunStats;
+use transform_host::wire::PayloadView;
 
 use crate::OutputFormat;
 
@@ -135,7 +135,7 @@ pub fn print_summary(
     stats: &RunStats,
     topics: &[String],
     elapsed: Duration,
-    limits: &harness::host::Limits,
+    limits: &transform_host::Limits,
     partitions: u32,
     shards: u32,
     batch_max_bytes: u64,
@@ -167,7 +167,7 @@ pub fn print_summary(
         "  peak linear memory {:.2} MiB of {:.2} MiB; most CPU for one record {:.3} ms of {} ms; module log lines {}",
         mib(stats.broker.peak_memory_bytes),
         mib(limits.memory_bytes),
-        stats.broker.max_record_fuel as f64 / harness::host::FUEL_PER_MS as f64,
+        stats.broker.max_record_fuel as f64 / transform_host::FUEL_PER_MS as f64,
         limits.runtime_ms,
         stats.broker.log_lines
     );

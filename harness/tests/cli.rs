@@ -61,7 +61,7 @@ fn a_captured_topic_replays_as_it_was() {
         let value: serde_json::Value = serde_json::from_str(line).unwrap();
         let key = value["user_id"].as_str().unwrap();
         let time = clickstream_aggregation::time::parse_timestamp_ms(value["timestamp"].as_str().unwrap()).unwrap();
-        let partition = (harness::producer::murmur2(key.as_bytes()) & 0x7fff_ffff) % 2;
+        let partition = (transform_host::producer::murmur2(key.as_bytes()) & 0x7fff_ffff) % 2;
         let record = serde_json::json!({
             "topic": "clickstream", "key": key, "value": line, "timestamp": time, "partition": partition, "offset": offset,
         });

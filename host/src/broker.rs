@@ -29,13 +29,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::host::{
-    BatchOutput, BatchRecord, InputBatch, MonotonicClock, TransformMeta, TransformModule, Vm, VmFailure, VmServices,
-    FUEL_PER_MS,
-};
+use crate::batch::{BatchOutput, BatchRecord, InputBatch};
+use crate::clock::MonotonicClock;
 use crate::logs::LogLine;
+use crate::meta::TransformMeta;
 use crate::record_batch::{Compression, RecordBatch};
 use crate::schema_registry::SchemaRegistry;
+use crate::vm::{TransformModule, Vm, VmFailure, VmServices, FUEL_PER_MS};
 use crate::wire::PayloadView;
 
 /// What an injected failure (`restart_every`, `restart_at`) stands for.
@@ -114,8 +114,7 @@ pub struct BrokerConfig {
     pub move_at: Vec<(u32, i64)>,
     /// Deploy after the input is written, starting here; `None`: deployed before the first record.
     pub from_offset: Option<StartOffset>,
-    /// Output records are counted by the value of this header (the clickstream transform's dead-letter
-    /// reason).
+    /// Output records are counted by the value of this header (a dead-letter reason, say).
     pub tally_header: Option<String>,
     pub schema_registry: bool,
     /// The output path: how long one write takes and the limit and compression its batches meet.

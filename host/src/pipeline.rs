@@ -8,9 +8,10 @@ use crate::broker::{Broker, BrokerStats, Watched};
 pub use crate::broker::{
     BrokerConfig, InjectedFailure, Move, OutputRecord, OutputSink, Restart, StartOffset, WriteConfig,
 };
-use crate::host::{TransformMeta, TransformModule, VmFailure};
+use crate::meta::TransformMeta;
 use crate::producer::{Producer, ProducerStats, SentBatch};
 pub use crate::producer::{ProducerConfig, ProducerRecord, RecordTime, TimeField};
+use crate::vm::{TransformModule, VmFailure};
 
 /// How the producer and the broker are set up.
 #[derive(Debug, Clone)]
@@ -34,7 +35,7 @@ impl Default for PipelineConfig {
     }
 }
 
-/// What a windowing transform reports of its windows in a log line (the clickstream transform: its summary).
+/// What a windowing transform reports of its windows in a log line (a summary it logs, say).
 pub trait WindowReport: std::fmt::Debug + Send + Sync {
     /// `None` for a line that is no report.
     fn read(&self, line: &str) -> Option<WindowState>;
@@ -115,9 +116,9 @@ impl<'a> Pipeline<'a> {
     /// This is how a replay compares with a bounded batch job. A transform deployed with a start offset
     /// is deployed first.
     ///
-    /// A transform may write what one record fires over the following records (the clickstream transform
-    /// bounds each record's share), so the heartbeat is repeated, a minute of record time apart so the
-    /// transform logs its summary each time, while its last [`WindowReport`] has a backlog or the
+    /// A transform may write what one record fires over the following records (one that bounds each
+    /// record's share), so the heartbeat is repeated, a minute of record time apart so a transform that
+    /// reports once a minute does so each time, while its last [`WindowReport`] has a backlog or the
     /// heartbeat writes records that differ from the previous one's (a transform that echoes or copies
     /// its input writes the same each time).
     ///

@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::host::BatchRecord;
+use crate::batch::BatchRecord;
 use crate::wire::{encode_payload, Header, Payload};
 
 /// A record as a producer sends it; unset fields are filled the way a Kafka producer would.
@@ -91,7 +91,7 @@ pub struct ProducerConfig {
     pub batch_bytes: usize,
     /// `linger.ms`, on record time.
     pub linger_ms: i64,
-    /// The value field whose text is the record key (the seed's producer keys by `user_id`).
+    /// The value field whose text is the record key.
     pub key_field: Option<String>,
     /// Where event time is (for record timestamps and heartbeats).
     pub time_field: TimeField,
@@ -497,7 +497,7 @@ mod tests {
     fn with_record_timestamps_the_heartbeat_is_the_empty_object_sent_to_every_partition() {
         let mut producer = producer(TimeField::RecordTimestamp, 3);
         let mut sent = Vec::new();
-        send(&mut producer, r#"{"user_id":"u"}"#, None, &mut sent);
+        send(&mut producer, r#"{"k":"u"}"#, None, &mut sent);
         send(&mut producer, "not json", None, &mut sent);
         assert_eq!(producer.stats.max_event_ms, Some(1_000), "an object's record timestamp is its event time");
         assert_eq!(producer.heartbeat(5_000), b"{}");

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use wasmtime::Linker;
 
 use crate::guest_memory::{self, Ctx, HasGuestMemory};
-use crate::transform_abi::BrokerReader;
 use crate::wire::put_varint;
+use crate::wire::BrokerReader;
 
 const SUCCESS: i32 = 0;
 const DISABLED: i32 = -1;

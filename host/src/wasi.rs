@@ -5,10 +5,10 @@
 //! traps, the rest is ENOSYS. Pointers are checked as the broker checks them: a bad one traps, but in
 //! `args_get` and `environ_get`, which answer INVAL.
 
-use wasmtime::{FuncType, Linker, Val};
+use wasmtime::{FuncType, Linker, Val, ValType};
 
+use crate::clock::MonotonicClock;
 use crate::guest_memory::{self, Ctx, HasGuestMemory};
-use crate::host::{val_types, MonotonicClock};
 use crate::logs::{DroppedLines, LogBuffer, LogLevel, LogLine, LINE_MAX_BYTES};
 
 const SUCCESS: i32 = 0;
@@ -279,4 +279,9 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
         })?;
     }
     Ok(())
+}
+
+/// The wasm type list of a signature written as letters: `i` for i32, `I` for i64.
+fn val_types(letters: &str) -> Vec<ValType> {
+    letters.chars().map(|c| if c == 'I' { ValType::I64 } else { ValType::I32 }).collect()
 }

@@ -164,6 +164,54 @@ pub fn decode_payload(bytes: &[u8]) -> Option<Payload> {
     PayloadView::parse(bytes).map(|view| view.to_payload())
 }
 
+/// Reads a buffer as the broker's readers do (`ffi::reader` in `ffi.cc`, `iobuf_parser`): varints as
+/// `vint::deserialize` reads them (`utils/vint.h`), which never fails: it stops after ten bytes, and a varint
+/// cut off by the end of the buffer is the bits read so far (nothing at all reads as 0).
+pub(crate) struct BrokerReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> BrokerReader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> BrokerReader<'a> {
+        BrokerReader { rest: bytes }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    /// A zigzag varint.
+    pub(crate) fn varint(&mut self) -> i64 {
+        let mut value = 0u64;
+        let mut read = 0;
+        for (index, &byte) in self.rest.iter().take(10).enumerate() {
+            // At the tenth byte only the lowest bit still fits, as in the broker's 64-bit shift.
+            value |= u64::from(byte & 0x7f) << (7 * index);
+            read = index + 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        self.rest = &self.rest[read..];
+        (value >> 1) as i64 ^ -((value & 1) as i64)
+    }
+
+    /// The next `len` bytes; `None` where the broker's reader throws `std::out_of_range`: fewer are left,
+    /// or the length is negative (a huge `size_t` there).
+    pub(crate) fn bytes(&mut self, len: i64) -> Option<&'a [u8]> {
+        let len = usize::try_from(len).ok().filter(|&len| len <= self.rest.len())?;
+        let (taken, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Some(taken)
+    }
+
+    /// A varint length, then that many bytes.
+    pub(crate) fn sized(&mut self) -> Option<&'a [u8]> {
+        let len = self.varint();
+        self.bytes(len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,12 +4,12 @@
 
 use transform_host::broker::{BrokerConfig, WriteConfig};
 use transform_host::guests::CopyingGuest;
-use transform_host::host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure, FUEL_PER_MS};
 use transform_host::pipeline::{
     InjectedFailure, Move, OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord, Restart, RunStats,
     StartOffset,
 };
 use transform_host::record_batch::Compression;
+use transform_host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure, FUEL_PER_MS};
 
 /// The copying guest, trapping on the `trap_after`th record of its life (0: never) and on values starting
 /// with `P`.

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use transform_host::host::{Limits, TransformModule, Vm};
+use transform_host::{Limits, TransformModule, Vm};
 
 #[test]
 fn modules_the_broker_refuses_are_refused() {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use transform_host::host::{Limits, Vm};
+use transform_host::{Limits, Vm};
 
 #[test]
 fn memory_growth_past_the_limit_returns_minus_one() {

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use transform_host::host::{Limits, Vm, VmServices};
 use transform_host::schema_registry::SchemaRegistry;
+use transform_host::{Limits, Vm, VmServices};
 
 #[test]
 fn the_schema_registry_stub_stores_and_serves_schemas() {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use transform_host::host::{Limits, Vm};
+use transform_host::{Limits, Vm};
 
 #[test]
 fn writing_to_a_topic_that_is_not_an_output_gets_minus_3() {

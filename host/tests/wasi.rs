@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use transform_host::host::{Limits, LogLevel, TransformMeta, Vm};
 use transform_host::logs::DroppedLines;
+use transform_host::{Limits, LogLevel, TransformMeta, Vm};
 
 #[test]
 fn the_wall_clock_is_the_record_timestamp_and_zero_before_the_first_batch() {
@@ -34,9 +34,9 @@ fn the_monotonic_clock_advances_one_millisecond_per_read() {
 fn the_monotonic_clock_starts_at_0_and_outlives_a_vm_restart() {
     let action = "(drop (call $clock_time_get (i32.const 1) (i64.const 1) (i32.const 256))) (i64.load (i32.const 256))";
     let module = load(&guest("", action, ""), Limits::default()).unwrap();
-    let clock = transform_host::host::MonotonicClock::default();
-    let reads = |clock: &transform_host::host::MonotonicClock| -> Vec<i64> {
-        let services = transform_host::host::VmServices { monotonic: clock.clone(), ..Default::default() };
+    let clock = transform_host::MonotonicClock::default();
+    let reads = |clock: &transform_host::MonotonicClock| -> Vec<i64> {
+        let services = transform_host::VmServices { monotonic: clock.clone(), ..Default::default() };
         let (mut vm, _) = Vm::start_with(&module, &meta(), services).unwrap();
         let output = vm.transform(batch(&[1, 2])).unwrap();
         output.records().map(|(_, payload)| i64::from_le_bytes(payload.value.unwrap().try_into().unwrap())).collect()

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use harness::host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure};
-use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord, RunStats};
-use harness::wire::{decode_payload, Payload};
+use transform_host::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord, RunStats};
+use transform_host::wire::{decode_payload, Payload};
+use transform_host::{InputBatch, Limits, LogLine, TransformMeta, TransformModule, VmFailure};
 
 /// The module `make build` made (or `CLICKSTREAM_WASM`), read once.
 pub fn module_bytes() -> &'static [u8] {
@@ -36,9 +36,9 @@ pub fn module(limits: Limits) -> TransformModule {
 
 /// The project's transform.yaml with `env` overrides applied.
 pub fn meta(env: &[(&str, &str)]) -> TransformMeta {
-    let mut meta = harness::meta::read_transform_yaml(include_str!("../../transform.yaml")).unwrap();
+    let mut meta = transform_host::meta::read_transform_yaml(include_str!("../../transform.yaml")).unwrap();
     let overrides: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    harness::meta::apply_overrides(&mut meta, &overrides).unwrap();
+    transform_host::meta::apply_overrides(&mut meta, &overrides).unwrap();
     meta
 }
 

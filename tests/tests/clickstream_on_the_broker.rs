@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use harness::broker::{BrokerConfig, WriteConfig};
-use harness::host::{Limits, LogLine, TransformModule, FUEL_PER_MS};
-use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
 use integration_tests::replay::{self as clickstream, clickstream_config, Collected};
+use transform_host::broker::{BrokerConfig, WriteConfig};
 use transform_host::guests::CopyingGuest;
+use transform_host::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
+use transform_host::{Limits, LogLine, TransformModule, FUEL_PER_MS};
 
 /// Regression (closing_looped_on_copying_transforms): closing heartbeats repeated while a heartbeat wrote
 /// two records or more, forever for a transform that writes two records per input.

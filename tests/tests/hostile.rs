@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use harness::host::{Limits, Vm};
 use integration_tests::replay::{clickstream_config, meta, module, replay, Collected};
 use proptest::prelude::*;
+use transform_host::{Limits, Vm};
 
 const EVENT: &str =
     r#"{"timestamp":"2020-11-16 19:00:03","event":"view_item","user_id":"u1","site_id":"s","url":"/item/1"}"#;
@@ -272,7 +272,7 @@ proptest! {
 /// `TIMESTAMP_FIELD=@record` it is counted at that time.
 #[test]
 fn a_negative_record_timestamp_reaches_the_transform_as_it_is() {
-    use harness::pipeline::{Pipeline, ProducerRecord};
+    use transform_host::pipeline::{Pipeline, ProducerRecord};
     for (env, expected) in [(&[][..], "future"), (&[("TIMESTAMP_FIELD", "@record")][..], "counted")] {
         let mut collected = Collected::default();
         let result = (|| {

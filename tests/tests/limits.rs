@@ -1,12 +1,12 @@
 //! The broker's default limits (2 MiB of memory, 3 s of CPU per record) against the worst the
 //! module can meet: more groups than fit, huge records on a full state, a record that fires everything.
 
-use harness::broker::WriteConfig;
 use harness::generate::{Generator, GeneratorConfig};
-use harness::host::{Limits, FUEL_PER_MS};
-use harness::pipeline::RunStats;
-use harness::record_batch::Compression;
 use integration_tests::replay::{clickstream_config, replay, Collected};
+use transform_host::broker::WriteConfig;
+use transform_host::pipeline::RunStats;
+use transform_host::record_batch::Compression;
+use transform_host::{Limits, FUEL_PER_MS};
 
 fn reasons(collected: &Collected) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();

@@ -1,8 +1,8 @@
 //! The README's examples, run as written: the input, the settings of the command and the output are read
 //! from the README's marked blocks, so the README cannot drift from what the module does.
 
-use harness::host::Limits;
 use integration_tests::replay::{clickstream_config, replay};
+use transform_host::Limits;
 
 const README: &str = include_str!("../../README.md");
 
@@ -56,4 +56,45 @@ fn the_configuration_table_and_transform_yaml_list_every_variable_with_its_defau
             assert_eq!(in_yaml, format!("\"{default}\""), "{variable} in transform.yaml");
         }
     }
+}
+
+/// The project's transform.yaml is the clickstream transform's, read as the harness and rpk read it.
+#[test]
+fn the_project_transform_yaml_reads_as_the_clickstream_transform() {
+    let meta = transform_host::meta::read_transform_yaml(include_str!("../../transform.yaml")).unwrap();
+    assert_eq!(meta.name, "clickstream-aggregation");
+    assert_eq!(meta.input_topic, "clickstream");
+    assert_eq!(meta.output_topics, ["clickstream_aggregated", "clickstream_dlq"]);
+    assert!(meta.env.contains(&("WINDOW_SIZE".to_string(), "5m".to_string())));
+    transform_host::meta::validate(&meta).unwrap();
+}
+
+/// The README's Layout section names every source file of the workspace (by its path from its crate's
+/// folder, e.g. `src/live/run.rs` or `tests/live.rs`), so a newcomer finds each file where it says.
+#[test]
+fn the_layout_section_names_every_source_file() {
+    let start = README.find("\n## Layout\n").expect("README has a Layout section");
+    let rest = &README[start + 1..];
+    let layout = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |end| end + 3)];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut missing = Vec::new();
+    for krate in ["transform", "host", "harness", "tests", "fuzz"] {
+        let mut folders = vec![root.join(krate)];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap().map(Result::unwrap) {
+                let path = entry.path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if path.is_dir() && !["target", "corpus", "artifacts"].contains(&name.as_str()) {
+                    folders.push(path);
+                } else if name.ends_with(".rs") {
+                    let relative = path.strip_prefix(root.join(krate)).unwrap().to_string_lossy().replace('\\', "/");
+                    if !layout.contains(&format!("`{relative}`")) {
+                        missing.push(format!("{krate}/{relative}"));
+                    }
+                }
+            }
+        }
+    }
+    missing.sort();
+    assert!(missing.is_empty(), "the README's Layout section does not name: {missing:?}");
 }

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use harness::generate::{Generator, GeneratorConfig};
-use harness::host::Limits;
-use harness::pipeline::{InjectedFailure, PipelineConfig, RecordTime};
 use integration_tests::replay::{clickstream_config, replay, Collected, Produced};
 use proptest::prelude::*;
+use transform_host::pipeline::{InjectedFailure, PipelineConfig, RecordTime};
+use transform_host::Limits;
 
 /// (window start, group) of a row, from its key, with its count.
 fn row_key_and_count(row: &Produced) -> (String, u64) {
@@ -106,7 +106,7 @@ proptest! {
 
 /// Two users on two partitions of one VM, alternating every `step_ms`.
 fn alternating_users(events: i64, step_ms: i64) -> Vec<Vec<u8>> {
-    let partition_of = |user: &str| (harness::producer::murmur2(user.as_bytes()) & 0x7fff_ffff) % 2;
+    let partition_of = |user: &str| (transform_host::producer::murmur2(user.as_bytes()) & 0x7fff_ffff) % 2;
     let users: Vec<String> = (0..).map(|i| format!("user{i}")).take(20).collect();
     let first = users.iter().find(|user| partition_of(user) == 0).expect("a user on partition 0");
     let second = users.iter().find(|user| partition_of(user) == 1).expect("a user on partition 1");
@@ -187,7 +187,7 @@ fn the_books_balance_on_skewed_partitions_sharing_vms() {
     let lag_partition_zero = |line: Vec<u8>| -> Vec<u8> {
         let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(&line) else { return line };
         let (Some(user), Some(time)) = (event["user_id"].as_str(), event["timestamp"].as_str()) else { return line };
-        if !(harness::producer::murmur2(user.as_bytes()) & 0x7fff_ffff).is_multiple_of(4) {
+        if !(transform_host::producer::murmur2(user.as_bytes()) & 0x7fff_ffff).is_multiple_of(4) {
             return line;
         }
         let Some(ms) = clickstream_aggregation::time::parse_timestamp_ms(time) else { return line };

@@ -5,10 +5,10 @@ use clickstream_aggregation::aggregator::{Aggregator, Output};
 use clickstream_aggregation::config::Config;
 use clickstream_aggregation::dead_letter::Reason;
 use harness::generate::{Generator, GeneratorConfig};
-use harness::host::Limits;
-use harness::pipeline::PipelineConfig;
 use integration_tests::reference::{row_from_json, RefRow, Reference, ReferenceConfig};
 use integration_tests::replay::{clickstream_config, meta, replay, Collected};
+use transform_host::pipeline::PipelineConfig;
+use transform_host::Limits;
 
 /// The rows the native aggregator writes for what one shard's VM was given.
 fn native_rows(env: &[(&str, &str)], delivered: &[(Option<Vec<u8>>, i64)]) -> Vec<(String, bool)> {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use harness::broker::StartOffset;
-use harness::record_batch::Compression;
+use transform_host::broker::StartOffset;
+use transform_host::record_batch::Compression;
 
 use crate::TransformArgs;
 
@@ -32,7 +32,7 @@ pub(crate) struct DeployArgs {
 
 /// The deploy request's JSON metadata (`src/v/redpanda/admin/transform.cc`).
 pub(crate) fn deploy_metadata(
-    meta: &harness::host::TransformMeta,
+    meta: &transform_host::TransformMeta,
     compression: Compression,
     from_offset: Option<StartOffset>,
 ) -> serde_json::Value {

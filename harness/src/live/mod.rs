@@ -158,7 +158,7 @@ pub(crate) fn send(
     topic: &str,
     partition: i32,
     timestamp_ms: Option<i64>,
-    payload: &harness::wire::Payload,
+    payload: &transform_host::wire::Payload,
 ) -> anyhow::Result<()> {
     let mut headers = OwnedHeaders::new();
     for header in &payload.headers {

@@ -11,11 +11,11 @@ use clap::Args;
 use clickstream_aggregation::time::TimestampFormat;
 use harness::generate::Generator;
 use harness::input::RecordReader;
-use harness::producer::{Producer, ProducerConfig, ProducerRecord, RecordTime, SentBatch};
-use harness::wire::decode_payload;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{Producer as _, PurgeConfig};
+use transform_host::producer::{Producer, ProducerConfig, ProducerRecord, RecordTime, SentBatch};
+use transform_host::wire::decode_payload;
 
 use super::{flush, partition_count, producer, send, stop_requested, Deliveries};
 use crate::GeneratorOptions;

@@ -15,18 +15,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use harness::broker::{Backoff, Restart, StartOffset};
-use harness::host::{
-    BatchOutput, BatchRecord, InputBatch, TransformMeta, TransformModule, Vm, VmFailure, VmServices, FUEL_PER_MS,
-};
-use harness::record_batch::{Compression, RecordBatch};
-use harness::wire::{encode_payload, Header, Payload};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
+use transform_host::broker::{Backoff, Restart, StartOffset};
+use transform_host::record_batch::{Compression, RecordBatch};
+use transform_host::wire::{encode_payload, Header, Payload};
+use transform_host::{
+    BatchOutput, BatchRecord, InputBatch, TransformMeta, TransformModule, Vm, VmFailure, VmServices, FUEL_PER_MS,
+};
 
 use super::{
     client_config, flush, partition_count, producer, send, stop_requested, topic_exists, Deliveries, Outage, TIMEOUT,

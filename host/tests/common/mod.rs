@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use transform_host::host::{
+use transform_host::wire::{encode_payload, Payload};
+use transform_host::{
     BatchOutput, BatchRecord, InputBatch, Limits, LogLevel, TransformMeta, TransformModule, Vm, VmFailure,
 };
-use transform_host::wire::{encode_payload, Payload};
 
 pub const IMPORTS: &str = r#"
   (import "redpanda_transform" "check_abi_version_2" (func $check))

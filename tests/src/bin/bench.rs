@@ -11,10 +11,10 @@ use clickstream_aggregation::aggregator::{Aggregator, Output};
 use clickstream_aggregation::config::Config;
 use clickstream_aggregation::dead_letter::Reason;
 use harness::generate::{Generator, GeneratorConfig};
-use harness::host::{EngineProfile, Limits, LogLine, TransformModule, FUEL_PER_MS};
-use harness::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
 use integration_tests::replay::{clickstream_config, meta, module, module_bytes};
 use transform_host::guests::CopyingGuest;
+use transform_host::pipeline::{OutputRecord, OutputSink, Pipeline, PipelineConfig, ProducerRecord};
+use transform_host::{EngineProfile, Limits, LogLine, TransformModule, FUEL_PER_MS};
 
 const RUNS: usize = 3;
 /// Record time for the native runs: far enough ahead that no event is refused as from the future.

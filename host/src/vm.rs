@@ -12,15 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, ValType};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap};
 
+use crate::batch::{BatchOutput, InputBatch};
+use crate::clock::MonotonicClock;
 use crate::guest_memory::HasGuestMemory;
-use crate::logs::{DroppedLines, LogBuffer};
-pub use crate::logs::{LogLevel, LogLine};
+use crate::logs::{LogBuffer, LogLine};
+use crate::meta::TransformMeta;
 use crate::schema_registry::SchemaRegistry;
 use crate::transform_abi::{AbiState, GuestEvent, SharedMailbox};
 use crate::wasi::WasiState;
-use crate::wire::PayloadView;
 
 /// The broker's default limits; each is a flag of the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,90 +45,6 @@ impl Default for Limits {
 pub const FUEL_PER_MS: u64 = 2_000_000;
 /// Log lines kept for a failure report.
 const LOG_TAIL: usize = 20;
-
-/// Which transform this VM is: its name (argv[0]), topics and user environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransformMeta {
-    pub name: String,
-    pub input_topic: String,
-    pub output_topics: Vec<String>,
-    pub env: Vec<(String, String)>,
-}
-
-impl TransformMeta {
-    /// The environment the broker gives the VM: the user's variables and the input and output topics (the
-    /// VM sees them in an order of their own, as the broker's hash map gives them: `wasi.rs`).
-    pub fn environment(&self) -> Vec<(String, String)> {
-        let mut env = self.env.clone();
-        env.push(("REDPANDA_INPUT_TOPIC".into(), self.input_topic.clone()));
-        env.extend(
-            self.output_topics
-                .iter()
-                .enumerate()
-                .map(|(i, topic)| (format!("REDPANDA_OUTPUT_TOPIC_{i}"), topic.clone())),
-        );
-        env
-    }
-}
-
-/// One record of an input batch, payload already in wire form.
-#[derive(Debug, Clone)]
-pub struct BatchRecord {
-    pub offset: i64,
-    pub timestamp_ms: i64,
-    pub payload: Vec<u8>,
-}
-
-/// An input batch as the broker reads it from a partition.
-#[derive(Debug, Clone)]
-pub struct InputBatch {
-    pub partition: u32,
-    pub records: Vec<BatchRecord>,
-}
-
-/// One record the guest wrote: to which output topic (index into `output_topics`), while handling which
-/// record of the batch, after how much of the batch's fuel, and where its payload is in
-/// [`BatchOutput::bytes`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Written {
-    pub topic: usize,
-    pub record: usize,
-    /// Fuel the batch had used when the record was written: the VM's clock, which the broker's producer
-    /// loops run on (the VM yields to them every 2,000,000 units).
-    pub fuel: u64,
-    pub(crate) start: usize,
-    pub(crate) end: usize,
-}
-
-/// What one batch produced.
-#[derive(Debug, Clone, Default)]
-pub struct BatchOutput {
-    /// The payloads the guest wrote, in wire form, one after another (one buffer for the whole batch).
-    pub bytes: Vec<u8>,
-    pub written: Vec<Written>,
-    pub logs: Vec<LogLine>,
-    /// Log lines the broker would not have kept.
-    pub dropped_logs: DroppedLines,
-    /// The most fuel any record of the batch used.
-    pub max_record_fuel: u64,
-    /// Fuel every record of the batch used together: how long the VM ran.
-    pub fuel: u64,
-    /// The largest linear memory so far, in bytes.
-    pub peak_memory_bytes: u64,
-}
-
-impl BatchOutput {
-    /// One written record's payload, in wire form.
-    pub fn payload(&self, written: &Written) -> &[u8] {
-        &self.bytes[written.start..written.end]
-    }
-
-    /// Each record written that a Kafka client can read: its topic index and payload. (The broker also takes
-    /// some payloads cut short, which it stores as written and no client can read: they are left out.)
-    pub fn records(&self) -> impl Iterator<Item = (usize, PayloadView<'_>)> {
-        self.written.iter().filter_map(|written| Some((written.topic, PayloadView::parse(self.payload(written))?)))
-    }
-}
 
 /// Why a VM stopped: the broker would mark the processor `errored` and restart it.
 #[derive(Debug, Clone)]
@@ -308,18 +225,6 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The monotonic clock `clock_time_get` reads: 0, then 1 ms more on each read (`wasi.cc`). In the broker it
-/// belongs to the core's engine, so a VM that restarts after a trap goes on from where the last one was.
-#[derive(Debug, Clone, Default)]
-pub struct MonotonicClock(Arc<AtomicU64>);
-
-impl MonotonicClock {
-    /// The time in nanoseconds; the next read is 1 ms later.
-    pub(crate) fn read(&self) -> u64 {
-        self.0.fetch_add(1_000_000, Ordering::Relaxed)
-    }
-}
-
 /// What outlives a VM: its core's monotonic clock and the cluster's schema registry.
 #[derive(Debug, Clone, Default)]
 pub struct VmServices {
@@ -469,11 +374,6 @@ fn describe_trap(error: &wasmtime::Error, limits: Limits) -> String {
         Some(trace) if !trace.frames().is_empty() => format!("{what}\n{trace}"),
         _ => what,
     }
-}
-
-/// The wasm type list of a signature written as letters: `i` for i32, `I` for i64.
-pub(crate) fn val_types(letters: &str) -> Vec<ValType> {
-    letters.chars().map(|c| if c == 'I' { ValType::I64 } else { ValType::I32 }).collect()
 }
 
 #[cfg(test)]
