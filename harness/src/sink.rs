@@ -1,9 +1,12 @@
 //! Where a replay's outputs go: the first output topic's rows, the other topics' records, the module's
-//! log lines, and the summary printed at the end.
+//! log lines, and the summary printed at the end; and the output files of `replay` and `generate`.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clickstream_aggregation::dead_letter::{DETAIL_HEADER, REASON_HEADER};
 use harness::report::TopGroups;
 use transform_host::broker::{Move, OutputRecord, OutputSink, Restart};
@@ -11,7 +14,17 @@ use transform_host::logs::LogLine;
 use transform_host::pipeline::RunStats;
 use transform_host::wire::PayloadView;
 
-use crate::OutputFormat;
+use crate::flags::OutputFormat;
+
+/// A buffered writer to `path`, or to stdout without one.
+pub fn create(path: &Option<PathBuf>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?))
+        }
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    })
+}
 
 impl FileSink {
     fn write(&mut self, record: &OutputRecord<'_>) -> std::io::Result<()> {

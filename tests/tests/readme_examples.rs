@@ -70,7 +70,7 @@ fn the_project_transform_yaml_reads_as_the_clickstream_transform() {
 }
 
 /// The README's Layout section names every source file of the workspace (by its path from its crate's
-/// folder, e.g. `src/live/run.rs` or `tests/live.rs`), so a newcomer finds each file where it says.
+/// folder, e.g. `src/commands/live/run.rs` or `tests/live.rs`), so a newcomer finds each file where it says.
 #[test]
 fn the_layout_section_names_every_source_file() {
     let start = README.find("\n## Layout\n").expect("README has a Layout section");

@@ -18,7 +18,7 @@ use transform_host::producer::{Producer, ProducerConfig, ProducerRecord, RecordT
 use transform_host::wire::decode_payload;
 
 use super::{flush, partition_count, producer, send, stop_requested, Deliveries};
-use crate::GeneratorOptions;
+use crate::flags::GeneratorOptions;
 
 /// Heartbeats each partition gets with `--close-windows`.
 const CLOSING_HEARTBEATS: i64 = 60;

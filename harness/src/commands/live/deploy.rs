@@ -13,7 +13,7 @@ use clap::Args;
 use transform_host::broker::StartOffset;
 use transform_host::record_batch::Compression;
 
-use crate::TransformArgs;
+use crate::flags::{duration, TransformArgs};
 
 #[derive(Args)]
 pub(crate) struct DeployArgs {
@@ -26,7 +26,7 @@ pub(crate) struct DeployArgs {
     #[arg(long, value_name = "@T|+N|-N", allow_hyphen_values = true)]
     from_offset: Option<StartOffset>,
     /// How long to wait for every partition to run.
-    #[arg(long, default_value = "60s", value_parser = crate::duration)]
+    #[arg(long, default_value = "60s", value_parser = duration)]
     wait: i64,
 }
 

@@ -197,7 +197,7 @@ pub(crate) fn flush(producer: &BaseProducer<Deliveries>) -> anyhow::Result<()> {
 #[derive(clap::Args)]
 pub(crate) struct OutageArgs {
     /// Give up once the broker has not answered for this long (records not yet acknowledged then fail).
-    #[arg(long, default_value = "5m", value_parser = crate::duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::flags::duration)]
     pub(crate) give_up_after: i64,
 }
 

@@ -14,7 +14,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{client_config, partition_count, stop_requested, topic_exists};
-use crate::OutputFormat;
+use crate::flags::{default_setting, duration, OutputFormat};
 
 #[derive(Args)]
 pub(crate) struct ConsumeArgs {
@@ -38,7 +38,7 @@ pub(crate) struct ConsumeArgs {
     #[arg(long)]
     aggregates: Option<String>,
     /// Stop once nothing has arrived for this long; default: run until Ctrl-C.
-    #[arg(long, value_parser = crate::duration)]
+    #[arg(long, value_parser = duration)]
     idle_exit: Option<i64>,
     #[command(flatten)]
     outage: super::OutageArgs,
@@ -46,7 +46,7 @@ pub(crate) struct ConsumeArgs {
 
 pub(crate) fn consume(args: ConsumeArgs) -> anyhow::Result<std::process::ExitCode> {
     let aggregates =
-        args.aggregates.clone().unwrap_or_else(|| crate::default_setting("AGGREGATES").unwrap_or_default().into());
+        args.aggregates.clone().unwrap_or_else(|| default_setting("AGGREGATES").unwrap_or_default().into());
     let aggregate_names: Vec<String> = parse_aggregates(&aggregates, &[])
         .map_err(|error| anyhow::anyhow!("--aggregates {aggregates:?}: {error}"))?
         .into_iter()

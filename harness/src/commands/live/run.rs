@@ -31,7 +31,7 @@ use transform_host::{
 use super::{
     client_config, flush, partition_count, producer, send, stop_requested, topic_exists, Deliveries, Outage, TIMEOUT,
 };
-use crate::TransformArgs;
+use crate::flags::{duration, size, TransformArgs};
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
@@ -49,10 +49,10 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     group: Option<String>,
     /// data_transforms_commit_interval_ms: a restarted partition waits this long before it reads again.
-    #[arg(long, default_value = "3s", value_parser = crate::duration)]
+    #[arg(long, default_value = "3s", value_parser = duration)]
     commit_interval: i64,
     /// The group session timeout: how soon a dead process's partitions move to the others.
-    #[arg(long, default_value = "10s", value_parser = crate::duration)]
+    #[arg(long, default_value = "10s", value_parser = duration)]
     session_timeout: i64,
     /// Where the module's log lines go (`-` for stderr); default: counted.
     #[arg(long)]
@@ -61,7 +61,7 @@ pub(crate) struct RunArgs {
     outage: super::OutageArgs,
     /// The output topics' max.message.bytes, as in `replay`: the outputs of one input batch to one topic,
     /// as a record batch compressed as deployed, must fit, or the processor fails as in the broker.
-    #[arg(long, default_value = "1MiB", value_parser = crate::size)]
+    #[arg(long, default_value = "1MiB", value_parser = size)]
     batch_max_bytes: u64,
 }
 
