@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use transform_host::guests::CopyingGuest;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -204,27 +206,9 @@ fn module() -> String {
 }
 
 /// A transform that copies each record to its first output: every input record must come out, at least once.
-const COPY: &str = r#"(module
-  (import "redpanda_transform" "check_abi_version_2" (func $check))
-  (import "redpanda_transform" "read_batch_header" (func $read_batch_header (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
-  (import "redpanda_transform" "read_next_record" (func $read_next_record (param i32 i32 i32 i32 i32) (result i32)))
-  (import "redpanda_transform" "write_record" (func $write_record (param i32 i32) (result i32)))
-  (memory (export "memory") 2)
-  (func (export "_start")
-    (local $count i32) (local $i i32)
-    (call $check)
-    (loop $batches
-      (drop (call $read_batch_header (i32.const 0) (i32.const 8) (i32.const 12) (i32.const 16) (i32.const 20)
-                                     (i32.const 24) (i32.const 32) (i32.const 40) (i32.const 48) (i32.const 52)))
-      (local.set $count (i32.load (i32.const 8)))
-      (local.set $i (i32.const 0))
-      (block $done (loop $records
-        (br_if $done (i32.ge_s (local.get $i) (local.get $count)))
-        (drop (call $write_record (i32.const 4096)
-          (call $read_next_record (i32.const 64) (i32.const 72) (i32.const 80) (i32.const 4096) (i32.const 60000))))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br $records)))
-      (br $batches))))"#;
+fn copy_wat() -> String {
+    CopyingGuest::default().wat()
+}
 
 /// The seed's producer, the module run live, and both outputs: the rows and dead letters equal what
 /// `harness replay` predicts for the same records on the same partitions.
@@ -317,7 +301,7 @@ fn a_run_killed_mid_stream_loses_nothing() {
     let scratch = Scratch::new("killed");
     let yaml = scratch.transform_yaml(&[]);
     let copy = scratch.path("copy.wat");
-    std::fs::write(&copy, COPY).unwrap();
+    std::fs::write(&copy, copy_wat()).unwrap();
     let events = scratch.path("events.jsonl");
     harness(&["generate", "--events", "4000", "--users", "40", "--output", &events]);
     create_topics(&brokers, &scratch, 3);
@@ -361,7 +345,7 @@ fn a_run_killed_mid_stream_loses_nothing() {
 fn two_copying_runs_on_four_partitions(brokers: &str, scratch: &Scratch) -> (Running, Running) {
     let yaml = scratch.transform_yaml(&[]);
     let copy = scratch.path("copy.wat");
-    std::fs::write(&copy, COPY).unwrap();
+    std::fs::write(&copy, copy_wat()).unwrap();
     create_topics(brokers, scratch, 4);
     let first = Running::start(brokers, &copy, &yaml);
     first.wait_for_partitions();
@@ -434,7 +418,7 @@ fn a_run_refuses_an_output_batch_over_the_limit_unless_compression_makes_it_fit(
     let scratch = Scratch::new("batchlimit");
     let yaml = scratch.transform_yaml(&[]);
     let copy = scratch.path("copy.wat");
-    std::fs::write(&copy, COPY).unwrap();
+    std::fs::write(&copy, copy_wat()).unwrap();
     let large = scratch.path("large.jsonl");
     let event = serde_json::json!({"timestamp": "2020-11-16 19:00:00", "event": "view", "user_id": "u", "url": "x".repeat(50_000)});
     std::fs::write(&large, format!("{event}\n")).unwrap();
@@ -465,7 +449,7 @@ fn a_first_start_finds_its_offset_in_the_log_for_every_from_offset() {
     let scratch = Scratch::new("starts");
     let yaml = scratch.transform_yaml(&[]);
     let copy = scratch.path("copy.wat");
-    std::fs::write(&copy, COPY).unwrap();
+    std::fs::write(&copy, copy_wat()).unwrap();
     let events = scratch.path("events.jsonl");
     let lines: Vec<String> = (0..300)
         .map(|i| {
@@ -511,8 +495,8 @@ fn a_first_start_finds_its_offset_in_the_log_for_every_from_offset() {
     }
     // A transform that traps on every record: each restart reads again from the start, 290.
     let trap = scratch.path("trap.wat");
-    std::fs::write(&trap, COPY.replace("(drop (call $write_record", "(unreachable) (drop (call $write_record"))
-        .unwrap();
+    // It traps on the first record of its life, and its life ends with each trap.
+    std::fs::write(&trap, CopyingGuest { trap_after: Some(1), ..CopyingGuest::default() }.wat()).unwrap();
     let group = format!("{}-trap", scratch.tag);
     let trapping = Running::start_with(&brokers, &trap, &yaml, &["--group", &group, "--from-offset", "-10"]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -804,7 +788,7 @@ fn a_run_rides_out_a_network_cut() {
     let scratch = Scratch::new("cut");
     let yaml = scratch.transform_yaml(&[]);
     let copy = scratch.path("copy.wat");
-    std::fs::write(&copy, COPY).unwrap();
+    std::fs::write(&copy, copy_wat()).unwrap();
     let (before, after) = (scratch.path("before.jsonl"), scratch.path("after.jsonl"));
     harness(&["generate", "--seed", "1", "--events", "300", "--users", "20", "--output", &before]);
     harness(&["generate", "--seed", "2", "--events", "300", "--users", "20", "--output", &after]);
@@ -846,7 +830,7 @@ fn a_run_rides_out_a_broker_restart() {
     let scratch = Scratch::new("restart");
     let yaml = scratch.transform_yaml(&[]);
     let copy = scratch.path("copy.wat");
-    std::fs::write(&copy, COPY).unwrap();
+    std::fs::write(&copy, copy_wat()).unwrap();
     // Fewer records after the restart than before, on each partition: the new logs end before the old
     // positions.
     let (before, after) = (scratch.path("before.jsonl"), scratch.path("after.jsonl"));
