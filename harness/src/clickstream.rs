@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use clickstream_aggregation::config::{RECORD_TIMESTAMP, VARIABLES};
+use clickstream_aggregation::config::{default_of, RECORD_TIMESTAMP};
 use clickstream_aggregation::dead_letter::REASON_HEADER;
 use clickstream_aggregation::duration::parse_duration_ms;
 use clickstream_aggregation::time::{format_timestamp_ms, TimestampFormat, MAX_TIMESTAMP_MS};
@@ -95,8 +95,7 @@ pub fn pipeline_config(time_format: TimestampFormat) -> PipelineConfig {
 /// The transform's default MAX_EVENT_AHEAD: event times further ahead of the producer's clock are refused
 /// by it, so the producer does not believe them either.
 fn default_max_event_ahead_ms() -> i64 {
-    let (_, default) = VARIABLES.iter().find(|(name, _)| *name == "MAX_EVENT_AHEAD").expect("a setting");
-    default.and_then(parse_duration_ms).expect("a duration") as i64
+    default_of("MAX_EVENT_AHEAD").and_then(parse_duration_ms).expect("a duration") as i64
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use clickstream_aggregation::config::{parse_aggregates, VARIABLES};
+use clickstream_aggregation::config::{default_of, parse_aggregates};
 use clickstream_aggregation::duration::{parse_duration_ms, parse_size_bytes};
 use clickstream_aggregation::time::{parse_timestamp_ms, TimestampFormat};
 use harness::generate::GeneratorConfig;
@@ -96,7 +96,7 @@ impl TransformArgs {
         transform_host::meta::apply_overrides(&mut meta, &self.env)?;
         transform_host::meta::validate(&meta)?;
         let env = |name: &str| meta.env.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
-        let setting = |name: &str| env(name).or_else(|| default_setting(name).map(str::to_string)).unwrap_or_default();
+        let setting = |name: &str| env(name).or_else(|| default_of(name).map(str::to_string)).unwrap_or_default();
         // The module itself reports a bad list.
         let aggregate_names: Vec<String> = parse_aggregates(&setting("AGGREGATES"), &[])
             .map(|aggregates| aggregates.into_iter().map(|aggregate| aggregate.name).collect())
@@ -134,11 +134,6 @@ impl TransformArgs {
         };
         Ok((meta, yaml))
     }
-}
-
-/// The transform's default for one of its settings.
-pub(crate) fn default_setting(name: &str) -> Option<&'static str> {
-    VARIABLES.iter().find(|(variable, _)| *variable == name).and_then(|(_, default)| *default)
 }
 
 /// What to generate: a deterministic clickstream.

@@ -380,6 +380,9 @@ fn outputs_written_before_a_trap_stay_written_and_the_replay_writes_them_again()
     }
 }
 
+/// Record times of the real-trap tests: two records, then a second later a batch of five.
+const TWO_THEN_A_BATCH_MS: [i64; 7] = [0, 1, 1_000, 1_001, 1_002, 1_003, 1_004];
+
 /// The same for a real trap: the VM's outputs before it are written at its yields as an injected trap's.
 /// The first VM handles two records a second before the batch, so the trap on the sixth record of its life
 /// strikes the batch's fourth (offset 5); the fresh VM that replays the batch from the commit before it
@@ -387,7 +390,7 @@ fn outputs_written_before_a_trap_stay_written_and_the_replay_writes_them_again()
 #[test]
 fn outputs_written_before_a_real_trap_stay_written_and_the_replay_writes_them_again() {
     let records = stream(7);
-    let times = [0, 1, 1_000, 1_001, 1_002, 1_003, 1_004];
+    let times = TWO_THEN_A_BATCH_MS;
     for (latency_ms, written_before) in [(0, 3), (5, 2)] {
         let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
         let config = broker(BrokerConfig { writes, ..BrokerConfig::default() });
@@ -411,7 +414,7 @@ fn outputs_written_before_a_real_trap_stay_written_and_the_replay_writes_them_ag
 #[test]
 fn a_record_that_fails_on_every_replay_blocks_its_partition_even_after_good_batches() {
     let records = stream(7);
-    let times = [0, 1, 1_000, 1_001, 1_002, 1_003, 1_004];
+    let times = TWO_THEN_A_BATCH_MS;
     let writes = WriteConfig { latency_fuel: 100 * FUEL_PER_MS, ..WriteConfig::default() };
     let config = broker(BrokerConfig { writes, ..BrokerConfig::default() });
     let (seen, result) = run_timed(guest(6, 1, 1_000_000), config, &records, &times);

@@ -24,6 +24,11 @@ pub const MAX_PANES_PER_WINDOW: u64 = 1_000;
 /// Refuse windows, delays and tolerances longer than this.
 pub const MAX_DURATION_MS: u64 = 7 * 86_400_000;
 
+/// The default of the variable `name`, `None` for one whose default is derived or that is no variable.
+pub fn default_of(name: &str) -> Option<&'static str> {
+    VARIABLES.iter().find(|(variable, _)| *variable == name).and_then(|(_, default)| *default)
+}
+
 /// Every variable the module reads, with its default (`None`: derived, see [`Config::from_env`]).
 pub const VARIABLES: [(&str, Option<&str>); 14] = [
     ("WINDOW_SIZE", Some("5m")),
@@ -148,8 +153,7 @@ impl Config {
     /// `none` turns dead-lettering off; any other value must name one of the output topics.
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let read = |variable: &'static str| -> (String, &'static str) {
-            let default = VARIABLES.iter().find(|(name, _)| *name == variable).and_then(|(_, default)| *default);
-            (lookup(variable).unwrap_or_else(|| default.unwrap_or_default().to_string()), variable)
+            (lookup(variable).unwrap_or_else(|| default_of(variable).unwrap_or_default().to_string()), variable)
         };
         let error =
             |(value, variable): (String, &'static str), allowed: String| ConfigError { variable, value, allowed };

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use clickstream_aggregation::config::parse_aggregates;
+use clickstream_aggregation::config::{default_of, parse_aggregates};
 use harness::report::TopGroups;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{client_config, partition_count, stop_requested, topic_exists};
-use crate::flags::{default_setting, duration, OutputFormat};
+use crate::flags::{duration, OutputFormat};
 
 #[derive(Args)]
 pub(crate) struct ConsumeArgs {
@@ -45,8 +45,7 @@ pub(crate) struct ConsumeArgs {
 }
 
 pub(crate) fn consume(args: ConsumeArgs) -> anyhow::Result<std::process::ExitCode> {
-    let aggregates =
-        args.aggregates.clone().unwrap_or_else(|| default_setting("AGGREGATES").unwrap_or_default().into());
+    let aggregates = args.aggregates.clone().unwrap_or_else(|| default_of("AGGREGATES").unwrap_or_default().into());
     let aggregate_names: Vec<String> = parse_aggregates(&aggregates, &[])
         .map_err(|error| anyhow::anyhow!("--aggregates {aggregates:?}: {error}"))?
         .into_iter()
