@@ -18,6 +18,7 @@ COPY transform transform
 COPY host host
 COPY harness harness
 COPY tests tests
+COPY container-tests container-tests
 # The workspace's release profile is the wasm module's (fat LTO, one codegen unit): the producer needs
 # neither, and both slow the build.
 ENV CARGO_PROFILE_RELEASE_LTO=false \

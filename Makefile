@@ -3,7 +3,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 MODULE := clickstream-aggregation.wasm
 
-.PHONY: broker-install build test lint demo bench fuzz fuzz-check wasm-target clean up down test-redpanda
+.PHONY: broker-install build shared-build test lint demo bench fuzz fuzz-check wasm-target clean up down test-redpanda
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -14,12 +14,18 @@ build: wasm-target
 	cp target/$(WASM_TARGET)/release/clickstream-aggregation.wasm $(MODULE)
 
 # Every test runs beside a Kafka-protocol broker (tansu, on a free loopback port, stopped at the end) for
-# the live pipeline tests. The container tests run on their own with --nocapture, so their SKIPPED line
-# shows where Docker is missing.
-CONTAINER_TESTS := --skip the_broker_writes_the_rows_the_harness_predicts --skip a_redeploy_with_new_settings_takes_effect
-test: broker-install build fuzz-check lint
-	./.ci/with-broker $(CARGO) test --workspace -- $(CONTAINER_TESTS)
-	$(CARGO) test --workspace --test redpanda_container -- --nocapture
+# the live pipeline tests; they are compiled first, while tansu's first install may still be going. The
+# container tests (their own package, so the container stack's features stay out of the build the demo
+# shares) run on their own with --nocapture, so their SKIPPED line shows where Docker is missing.
+test: broker-install build shared-build fuzz-check lint
+	$(CARGO) test --workspace --exclude container-tests --no-run
+	./.ci/with-broker $(CARGO) test --workspace --exclude container-tests
+	$(CARGO) test -p container-tests -- --nocapture
+
+# Fails when the tests would compile again something the demo built (a feature one of their
+# dependencies adds): compares cargo's plans, compiles nothing.
+shared-build:
+	@./.ci/shared-build
 
 # Starts installing the test broker (tansu) while the workspace builds, when it is missing.
 broker-install:
@@ -37,9 +43,9 @@ clean:
 
 HARNESS := target/debug/harness
 DEMO_DIR := demo-out
-# Built with the same feature set as `cargo test --workspace` (dev-dependencies included), so the
-# demo and the tests share one build of the wasmtime stack instead of compiling it twice.
-BUILD_HARNESS := $(CARGO) build --workspace --all-targets
+# Only the harness binary; the tests' dependencies enable no feature it lacks (checked by
+# `make shared-build`, part of `make test`), so `make test` reuses all of it.
+BUILD_HARNESS := $(CARGO) build -p harness --bin harness
 
 # Generate 30 minutes of a realistic clickstream (with some disorder, late and malformed records),
 # replay it through the module as the broker would, and show the busiest groups.
@@ -83,4 +89,4 @@ down:
 # The tests against a real Redpanda in Docker; unlike `make test`, fails when Docker is missing.
 test-redpanda: build
 	$(BUILD_HARNESS)
-	REQUIRE_DOCKER=1 $(CARGO) test --workspace --test redpanda_container -- --nocapture
+	REQUIRE_DOCKER=1 $(CARGO) test -p container-tests -- --nocapture

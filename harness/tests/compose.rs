@@ -329,3 +329,23 @@ fn every_mounted_path_is_in_the_repo_or_made_by_make_build() {
         }
     }
 }
+
+#[test]
+fn the_build_stage_copies_every_workspace_member() {
+    // cargo loads every member of the workspace, even to build one package.
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let members = manifest.split_once("members = [").expect("a members list").1.split_once(']').unwrap().0;
+    let (dockerfile, text) = producer_dockerfile();
+    let stages = stages(&text);
+    let copied: Vec<&str> = stages
+        .iter()
+        .flat_map(|stage| stage.args(&["COPY"]).collect::<Vec<_>>())
+        .flat_map(|args| {
+            let (_, paths) = copy_parts(args);
+            paths[..paths.len() - 1].to_vec()
+        })
+        .collect();
+    for member in members.split(',').map(|member| member.trim().trim_matches('"')).filter(|m| !m.is_empty()) {
+        assert!(copied.contains(&member), "{dockerfile} does not copy the workspace member {member}");
+    }
+}
