@@ -64,6 +64,8 @@ pub(crate) struct Transform {
     pub(crate) limits: Limits,
     /// The aggregates' names, to rank the top groups by the first.
     pub(crate) aggregate_names: Vec<String>,
+    /// Under `TOP_N` (rows come ranked): `TOP_N_RANK_FIELD`, if set.
+    pub(crate) top_n: Option<Option<String>>,
     pub(crate) time_format: TimestampFormat,
     /// TIMESTAMP_FIELD.
     pub(crate) time_field: String,
@@ -113,7 +115,8 @@ impl TransformArgs {
                 .unwrap_or_default(),
             (None, None) => Compression::None,
         };
-        Ok(Transform { module, meta, limits, aggregate_names, time_format, time_field, yaml, compression })
+        let top_n = env("TOP_N").map(|_| env("TOP_N_RANK_FIELD").map(|field| field.trim().to_string()));
+        Ok(Transform { module, meta, limits, aggregate_names, top_n, time_format, time_field, yaml, compression })
     }
 
     /// `--transform-yaml`, else ./transform.yaml, else a transform named `transform` from `input` to `output`;

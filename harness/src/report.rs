@@ -5,10 +5,13 @@ use std::cmp::Ordering;
 use serde_json::Value;
 
 /// Keeps the rows of the latest window seen (by `window_start`), to rank them at the end by the first
-/// aggregate; the row's other fields, but the window bounds and the aggregates, are its group. Rows are
-/// kept as written and read whole only for the table: most windows are replaced by the next one.
+/// aggregate (or, for a Window Top-N stream, to show them as the module ranked them); the row's other
+/// fields, but the window bounds, the aggregates and the rank, are its group. Rows are kept as written and
+/// read whole only for the table: most windows are replaced by the next one.
 pub struct TopGroups {
     aggregates: Vec<String>,
+    /// The rows come ranked (`TOP_N`): shown in their order, with this rank field among the values if any.
+    ranked_by_the_module: Option<Option<String>>,
     window_start: Option<String>,
     /// The latest window's rows, one after another, and where each ends.
     rows: Vec<u8>,
@@ -21,7 +24,17 @@ type RankedRow = (Vec<(String, String)>, Vec<String>, Option<f64>);
 impl TopGroups {
     /// Ranks by the first of `aggregates` (the names in the rows, in order) and shows them all.
     pub fn new(aggregates: Vec<String>) -> TopGroups {
-        TopGroups { aggregates, window_start: None, rows: Vec::new(), ends: Vec::new() }
+        TopGroups { aggregates, ranked_by_the_module: None, window_start: None, rows: Vec::new(), ends: Vec::new() }
+    }
+
+    /// For the rows of a Window Top-N (`TOP_N`): already ranked, so shown in the order written, partition
+    /// by partition, with the rank field (`TOP_N_RANK_FIELD`) as the first value column when there is one.
+    pub fn ranked_by_the_module(mut self, rank_field: Option<String>) -> TopGroups {
+        if let Some(field) = &rank_field {
+            self.aggregates.insert(0, field.clone());
+        }
+        self.ranked_by_the_module = Some(rank_field);
+        self
     }
 
     /// Takes one output value; values that are not aggregate rows are ignored.
@@ -63,22 +76,25 @@ impl TopGroups {
                 .map(|(name, value)| (name.clone(), shown(value)))
                 .collect();
             let values = self.aggregates.iter().map(|name| row.get(name).map_or_else(String::new, shown)).collect();
-            let rank = self.aggregates.first().and_then(|name| row.get(name)).and_then(Value::as_f64);
-            ranked.push((group, values, rank));
+            let first = self.aggregates.first().and_then(|name| row.get(name)).and_then(Value::as_f64);
+            ranked.push((group, values, first));
         }
         (window, ranked)
     }
 
-    /// A text table of the `n` rows with the largest first aggregate (nulls last), ties in group order.
+    /// A text table of the `n` rows with the largest first aggregate (nulls last), ties in group order; of
+    /// a Top-N stream, its first `n` rows as written.
     pub fn table(&self, n: usize) -> String {
         let (window, ranked) = self.ranked_rows();
         let Some((start, end)) = window else { return "no window closed\n".to_string() };
         let mut rows: Vec<&RankedRow> = ranked.iter().collect();
-        let by_rank = |a: &Option<f64>, b: &Option<f64>| match (a, b) {
+        let by_first = |a: &Option<f64>, b: &Option<f64>| match (a, b) {
             (Some(a), Some(b)) => b.partial_cmp(a).unwrap_or(Ordering::Equal),
             (a, b) => b.is_some().cmp(&a.is_some()),
         };
-        rows.sort_by(|a, b| by_rank(&a.2, &b.2).then_with(|| a.0.cmp(&b.0)));
+        if self.ranked_by_the_module.is_none() {
+            rows.sort_by(|a, b| by_first(&a.2, &b.2).then_with(|| a.0.cmp(&b.0)));
+        }
         rows.truncate(n);
         let names: Vec<&str> =
             rows.first().map(|(group, _, _)| group.iter().map(|(name, _)| name.as_str()).collect()).unwrap_or_default();
@@ -92,7 +108,10 @@ impl TopGroups {
                 *width = (*width).max(value.chars().count());
             }
         }
-        let mut out = format!("busiest groups in the last closed window [{start}, {end}):\n");
+        let mut out = match self.ranked_by_the_module {
+            None => format!("busiest groups in the last closed window [{start}, {end}):\n"),
+            Some(_) => format!("the last closed window's rows [{start}, {end}), as the module ranked them:\n"),
+        };
         let mut line = String::new();
         for (name, width) in names.iter().zip(&widths) {
             line.push_str(&format!("{name:<width$}  "));
@@ -154,5 +173,22 @@ mod tests {
         assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["3", "99", "1"], "{table}");
         assert_eq!(lines[3].split_whitespace().collect::<Vec<_>>(), ["1", "12.5", "3"], "{table}");
         assert_eq!(lines[4].split_whitespace().collect::<Vec<_>>(), ["2", "null", "9"], "a null ranks last: {table}");
+    }
+
+    #[test]
+    fn shows_a_top_n_stream_as_written_with_its_rank_first() {
+        let mut top = TopGroups::new(vec!["views".into()]).ranked_by_the_module(Some("rownum".into()));
+        for (event, url, views, rank) in [("cart", "/a", 1, 1), ("cart", "/b", 1, 2), ("view", "/c", 9, 1)] {
+            let row = format!(
+                r#"{{"window_start":"s","window_end":"e","event":"{event}","url":"{url}","views":{views},"rownum":{rank}}}"#
+            );
+            top.add(row.as_bytes());
+        }
+        let table = top.table(10);
+        let lines: Vec<Vec<&str>> = table.lines().map(|line| line.split_whitespace().collect()).collect();
+        assert!(table.starts_with("the last closed window's rows [s, e), as the module ranked them"), "{table}");
+        assert_eq!(lines[1], ["event", "url", "rownum", "views"], "{table}");
+        assert_eq!(lines[2], ["cart", "/a", "1", "1"], "{table}");
+        assert_eq!(lines[4], ["view", "/c", "1", "9"], "written order, not re-ranked: {table}");
     }
 }

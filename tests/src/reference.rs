@@ -23,6 +23,18 @@ pub struct ReferenceConfig {
     pub timestamp_field: Option<String>,
     pub timestamp_format: String,
     pub max_event_ahead_ms: i64,
+    pub top_n: Option<RefTopN>,
+}
+
+/// Window Top-N as Flink's `ROW_NUMBER() OVER (PARTITION BY window, partition_by ORDER BY by) <= n`.
+#[derive(Debug, Clone)]
+pub struct RefTopN {
+    pub n: usize,
+    /// The aggregate's output name.
+    pub by: String,
+    pub descending: bool,
+    pub partition_by: Vec<String>,
+    pub rank_field: Option<String>,
 }
 
 /// A group-by value; integers order before strings, as the transform documents.
@@ -48,6 +60,8 @@ pub struct RefRow {
     pub group: Vec<RefGroup>,
     pub values: Vec<RefValue>,
     pub complete: bool,
+    /// Under Top-N with a rank field: the row's rank in its partition.
+    pub rank: Option<u64>,
 }
 
 impl ReferenceConfig {
@@ -87,8 +101,22 @@ impl ReferenceConfig {
             timestamp_field: (field != "@record").then_some(field),
             timestamp_format: text("TIMESTAMP_FORMAT", "auto"),
             max_event_ahead_ms: ms("MAX_EVENT_AHEAD", "1h"),
+            top_n: lookup("TOP_N").map(|n| RefTopN {
+                n: n.trim().parse().expect("a valid TOP_N"),
+                by: lookup("TOP_N_BY").map_or_else(|| aggregates_first_name(&lookup), |by| by.trim().to_string()),
+                descending: lookup("TOP_N_ORDER").is_none_or(|order| order.trim() == "desc"),
+                partition_by: lookup("TOP_N_PARTITION_BY")
+                    .map(|fields| fields.split(',').map(|field| field.trim().to_string()).collect())
+                    .unwrap_or_default(),
+                rank_field: lookup("TOP_N_RANK_FIELD").map(|field| field.trim().to_string()),
+            }),
         }
     }
+}
+
+fn aggregates_first_name(lookup: &impl Fn(&str) -> Option<String>) -> String {
+    let aggregates = lookup("AGGREGATES").unwrap_or_else(|| "event_count=count".to_string());
+    aggregates.split('=').next().expect("NAME=FUNCTION").trim().to_string()
 }
 
 /// A number as the model reads it from serde_json.
@@ -270,6 +298,7 @@ impl Reference {
             let groups = self.windows.remove(&start).expect("listed");
             let first = self.first_event_ms.expect("set");
             let complete = start > first + self.config.delay_ms + self.config.restart_margin_ms;
+            let mut rows = Vec::new();
             for (group, seen) in groups {
                 let values = self
                     .config
@@ -284,13 +313,18 @@ impl Reference {
                         }
                     })
                     .collect();
-                self.rows.push(RefRow {
+                rows.push(RefRow {
                     window_start: format_time(start),
                     window_end: format_time(start + self.config.size_ms),
                     group,
                     values,
                     complete,
+                    rank: None,
                 });
+            }
+            match &self.config.top_n {
+                Some(top_n) => self.rows.extend(top_n_rows(rows, top_n, &self.config)),
+                None => self.rows.extend(rows),
             }
         }
     }
@@ -304,6 +338,52 @@ impl Reference {
         let last_start = event_ms - event_ms.rem_euclid(slide);
         (0..self.config.size_ms / slide).map(|i| last_start - i * slide).collect()
     }
+}
+
+/// A window's rows (in group order) ranked per partition: partitions in the order their first group comes,
+/// each sorted by the ranked value (null the smallest) with ties in group order, cut at N.
+fn top_n_rows(rows: Vec<RefRow>, top_n: &RefTopN, config: &ReferenceConfig) -> Vec<RefRow> {
+    let by = config.aggregates.iter().position(|(name, _, _)| *name == top_n.by).expect("TOP_N_BY names an aggregate");
+    let fields: Vec<usize> = top_n
+        .partition_by
+        .iter()
+        .map(|field| config.group_by.iter().position(|name| name == field).expect("a GROUP_BY field"))
+        .collect();
+    let mut partitions: Vec<(Vec<RefGroup>, Vec<RefRow>)> = Vec::new();
+    for row in rows {
+        let key: Vec<RefGroup> = fields.iter().map(|&field| row.group[field].clone()).collect();
+        match partitions.iter_mut().find(|(known, _)| *known == key) {
+            Some((_, members)) => members.push(row),
+            None => partitions.push((key, vec![row])),
+        }
+    }
+    let as_num = |value: RefValue| match value {
+        RefValue::Null => None,
+        RefValue::Int(int) => Some(Num::Int(int)),
+        RefValue::Float(float) => Some(Num::Float(float)),
+    };
+    let mut ranked = Vec::new();
+    for (_, mut members) in partitions {
+        // A stable sort keeps equal values in group order.
+        members.sort_by(|a, b| {
+            let order = match (as_num(a.values[by]), as_num(b.values[by])) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Less,
+                (Some(_), None) => Ordering::Greater,
+                (Some(x), Some(y)) => compare(x, y),
+            };
+            if top_n.descending {
+                order.reverse()
+            } else {
+                order
+            }
+        });
+        for (rank, mut row) in (1..).zip(members.into_iter().take(top_n.n)) {
+            row.rank = top_n.rank_field.is_some().then_some(rank);
+            ranked.push(row);
+        }
+    }
+    ranked
 }
 
 /// One aggregate of a field over a window's non-null inputs, in arrival order.
@@ -472,10 +552,12 @@ pub fn format_time(ms: i64) -> String {
 pub fn row_from_json(value: &[u8], config: &ReferenceConfig, incomplete: bool) -> RefRow {
     let parsed: serde_json::Map<String, Value> = serde_json::from_slice(value).expect("rows are JSON objects");
     let names: Vec<&str> = parsed.keys().map(String::as_str).filter(|name| *name != "incomplete").collect();
+    let rank_field = config.top_n.as_ref().and_then(|top_n| top_n.rank_field.as_deref());
     let expected: Vec<&str> = ["window_start", "window_end"]
         .into_iter()
         .chain(config.group_by.iter().map(String::as_str))
         .chain(config.aggregates.iter().map(|(name, _, _)| name.as_str()))
+        .chain(rank_field)
         .collect();
     assert_eq!(names, expected, "row fields in order: {}", String::from_utf8_lossy(value));
     let text = |name: &str| parsed[name].as_str().unwrap_or_else(|| panic!("row lacks {name}")).to_string();
@@ -498,5 +580,13 @@ pub fn row_from_json(value: &[u8], config: &ReferenceConfig, incomplete: bool) -
             other => panic!("aggregate value {other}"),
         })
         .collect();
-    RefRow { window_start: text("window_start"), window_end: text("window_end"), group, values, complete: !incomplete }
+    let rank = rank_field.map(|field| parsed[field].as_u64().expect("ranks are whole numbers"));
+    RefRow {
+        window_start: text("window_start"),
+        window_end: text("window_end"),
+        group,
+        values,
+        complete: !incomplete,
+        rank,
+    }
 }

@@ -87,24 +87,45 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
         1 => Just(TimeForm::EpochS),
         1 => Just(TimeForm::Record),
     ];
-    (windows, delays, groups, aggregates, forms).prop_map(|((size, slide), delay, group_by, aggregates, form)| {
-        let mut vars = vec![
-            ("WINDOW_SIZE", size),
-            ("WINDOW_SLIDE", slide),
-            ("WATERMARK_DELAY", delay),
-            ("GROUP_BY", group_by),
-            ("AGGREGATES", aggregates),
-        ];
-        match form {
-            TimeForm::Mixed => {}
-            TimeForm::Sql => vars.push(("TIMESTAMP_FORMAT", "sql")),
-            TimeForm::Iso => vars.push(("TIMESTAMP_FORMAT", "iso")),
-            TimeForm::EpochMs => vars.push(("TIMESTAMP_FORMAT", "epoch_ms")),
-            TimeForm::EpochS => vars.push(("TIMESTAMP_FORMAT", "epoch_s")),
-            TimeForm::Record => vars.push(("TIMESTAMP_FIELD", "@record")),
-        }
-        (vars.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), form)
-    })
+    // Window Top-N in a quarter of the configurations: N, ranked by the first or the last aggregate (a
+    // float or null one in some), either order, partitioned by the first group field or not, ranks or not.
+    let top_n = (0u8..4, 1u8..4, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
+    (windows, delays, groups, aggregates, forms, top_n).prop_map(
+        |((size, slide), delay, group_by, aggregates, form, top_n)| {
+            let mut vars = vec![
+                ("WINDOW_SIZE", size.to_string()),
+                ("WINDOW_SLIDE", slide.to_string()),
+                ("WATERMARK_DELAY", delay.to_string()),
+                ("GROUP_BY", group_by.to_string()),
+                ("AGGREGATES", aggregates.to_string()),
+            ];
+            if let (0, n, by_last, ascending, partitioned, ranked) = top_n {
+                vars.push(("TOP_N", n.to_string()));
+                if by_last {
+                    let last = aggregates.rsplit(',').next().and_then(|item| item.split_once('=')).unwrap().0;
+                    vars.push(("TOP_N_BY", last.to_string()));
+                }
+                if ascending {
+                    vars.push(("TOP_N_ORDER", "asc".to_string()));
+                }
+                if partitioned {
+                    vars.push(("TOP_N_PARTITION_BY", group_by.split(',').next().unwrap().to_string()));
+                }
+                if ranked {
+                    vars.push(("TOP_N_RANK_FIELD", "rank".to_string()));
+                }
+            }
+            match form {
+                TimeForm::Mixed => {}
+                TimeForm::Sql => vars.push(("TIMESTAMP_FORMAT", "sql".into())),
+                TimeForm::Iso => vars.push(("TIMESTAMP_FORMAT", "iso".into())),
+                TimeForm::EpochMs => vars.push(("TIMESTAMP_FORMAT", "epoch_ms".into())),
+                TimeForm::EpochS => vars.push(("TIMESTAMP_FORMAT", "epoch_s".into())),
+                TimeForm::Record => vars.push(("TIMESTAMP_FIELD", "@record".into())),
+            }
+            (vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), form)
+        },
+    )
 }
 
 /// One step of a stream: how far event time moves, what kind of record, its group and value choices.

@@ -333,3 +333,68 @@ fn closing_a_short_stream_that_drops_incomplete_rows_writes_every_complete_row()
     let first_difference = dropping.iter().zip(&complete).find(|(a, b)| a != b);
     assert!(first_difference.is_none(), "{first_difference:?}");
 }
+
+/// Window Top-N with every group its own partition (the most candidates a window can hold) on more new
+/// groups than fit: the candidates' room is counted in the state, so the budget refuses events as before and
+/// the peak stays inside the sizing rule.
+#[test]
+fn top_n_per_group_on_more_groups_than_fit_stays_inside_the_sizing_rule() {
+    let env = [("TOP_N", "3"), ("TOP_N_PARTITION_BY", "user_id"), ("TOP_N_RANK_FIELD", "rank")];
+    let (collected, result) = replay(crowd(60_000), &env, clickstream_config(), Limits::default(), true);
+    let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    let over = reasons(&collected).get("over_capacity").copied().unwrap_or(0);
+    assert!(over > 30_000, "the budget refused {over} events");
+    let rule = (128 << 10) + 768 * 1024 * 12 / 10;
+    assert!(stats.broker.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.broker.peak_memory_bytes);
+    println!("top-n per user: peak linear memory {} bytes", stats.broker.peak_memory_bytes);
+}
+
+/// A window of 100,000 groups ranked `TOP_N=10`: the record that fires the 30 windows of the first pane
+/// offers every group's row to the ranking and writes ten rows a window. Ranking adds little to the worst
+/// record of the same stream without it. (That worst record, about 380 ms at this size, is the one that sorts
+/// the 100,000 new groups into the output order: work that grows with the groups one pane brings, far from
+/// the 3 s limit at the sizes the README's sizing rule gives, and not Top-N's.)
+#[test]
+fn ranking_the_top_10_of_100_000_groups_adds_little_to_the_worst_record() {
+    const GROUPS: usize = 100_000;
+    let event = |time: &str, user: &str| {
+        serde_json::json!({"timestamp": time, "event": "view", "user_id": user, "url": "/"}).to_string().into_bytes()
+    };
+    let mut values = Vec::new();
+    for group in 0..GROUPS {
+        // Every 9,973rd user is busier: 1 + group % 3 more events, so the ranking has an order to find.
+        let extra = if group % 9_973 == 0 { 1 + group % 3 } else { 0 };
+        for _ in 0..=extra {
+            values.push(event(&format!("2020-11-16 19:00:00.{:03}", group % 1_000), &format!("user{group:06}")));
+        }
+    }
+    values.push(event("2020-11-16 19:10:00", "jump"));
+    let limits = Limits { memory_bytes: 256 << 20, ..Limits::default() };
+    let budget = ("STATE_BUDGET", "192MiB");
+    let worst_fuel = |env: &[(&str, &str)]| {
+        let (collected, result) = replay(values.clone(), env, clickstream_config(), limits, true);
+        let stats = result.unwrap_or_else(|failure| panic!("failed: {failure}"));
+        assert_eq!(reasons(&collected), Default::default(), "every event counted");
+        (collected, stats.broker.max_record_fuel)
+    };
+    let (_, plain) = worst_fuel(&[budget]);
+    let (collected, ranked) = worst_fuel(&[budget, ("TOP_N", "10"), ("TOP_N_RANK_FIELD", "rank")]);
+    let rows: Vec<serde_json::Value> =
+        collected.rows().map(|row| serde_json::from_str(&row.value_text()).unwrap()).collect();
+    // Ten rows for each of the 30 windows of the first pane, one for each of the jump's 30.
+    assert_eq!(rows.len(), 30 * 10 + 30, "rows written");
+    // The busy users by count, ties in group order, then the first quiet users.
+    let busiest: Vec<usize> = (0..GROUPS).filter(|group| group % 9_973 == 0).collect();
+    let mut expected: Vec<(String, u64)> =
+        busiest.iter().map(|&group| (format!("user{group:06}"), 2 + (group % 3) as u64)).collect();
+    expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    expected.extend((0..GROUPS).filter(|group| group % 9_973 != 0).map(|group| (format!("user{group:06}"), 1)));
+    for (rank, (row, (user, count))) in rows[..10].iter().zip(&expected).enumerate() {
+        assert_eq!(row["user_id"].as_str(), Some(user.as_str()), "rank {}", rank + 1);
+        assert_eq!((row["event_count"].as_u64(), row["rank"].as_u64()), (Some(*count), Some(rank as u64 + 1)));
+    }
+    let ms = |fuel: u64| fuel as f64 / FUEL_PER_MS as f64;
+    eprintln!("{GROUPS} groups, worst record: {:.1} ms without TOP_N, {:.1} ms with TOP_N=10", ms(plain), ms(ranked));
+    assert!(ranked < plain + 20 * FUEL_PER_MS, "ranking added {:.1} ms", ms(ranked) - ms(plain));
+    assert!(ranked < 1_000 * FUEL_PER_MS, "{:.1} ms", ms(ranked));
+}

@@ -18,13 +18,7 @@ fn block(name: &str) -> Vec<&'static str> {
 #[test]
 fn the_orders_example_gives_the_rows_the_readme_shows() {
     let command = block("orders command").join(" ");
-    let settings: Vec<(&str, &str)> = command
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .filter(|pair| pair[0] == "--env")
-        .map(|pair| pair[1].trim_matches('\'').split_once('=').expect("--env KEY=VALUE"))
-        .collect();
+    let settings = settings_of(&command);
     assert_eq!(settings.len(), 6, "{command}");
     assert!(command.contains("--close-windows") && command.contains("--key-field none"));
     let input: Vec<Vec<u8>> = block("orders input").iter().map(|line| line.as_bytes().to_vec()).collect();
@@ -38,7 +32,8 @@ fn the_orders_example_gives_the_rows_the_readme_shows() {
 }
 
 /// Every variable the module reads is in the README's configuration table with the module's default, and
-/// in transform.yaml with that default (the variables whose default is derived are set there by name).
+/// in transform.yaml with that default (a variable without a default is set there by name, or shown in a
+/// comment when setting it turns something on).
 #[test]
 fn the_configuration_table_and_transform_yaml_list_every_variable_with_its_default() {
     let yaml = include_str!("../../transform.yaml");
@@ -49,7 +44,11 @@ fn the_configuration_table_and_transform_yaml_list_every_variable_with_its_defau
             .unwrap_or_else(|| panic!("the README's configuration table has no row for {variable}"));
         let in_yaml = yaml
             .lines()
-            .find_map(|line| line.trim().strip_prefix(&format!("{variable}: ")))
+            .find_map(|line| {
+                let line = line.trim();
+                let line = if default.is_none() { line.trim_start_matches("# ") } else { line };
+                line.strip_prefix(&format!("{variable}: "))
+            })
             .unwrap_or_else(|| panic!("transform.yaml does not set {variable}"));
         if let Some(default) = default {
             assert!(row.starts_with(&format!("| `{variable}` | `{default}` |")), "{row}");
@@ -97,4 +96,28 @@ fn the_layout_section_names_every_source_file() {
     }
     missing.sort();
     assert!(missing.is_empty(), "the README's Layout section does not name: {missing:?}");
+}
+
+/// The `--env KEY=VALUE` settings of a README command block.
+fn settings_of(command: &str) -> Vec<(&str, &str)> {
+    command
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|pair| pair[0] == "--env")
+        .map(|pair| pair[1].trim_matches('\'').split_once('=').expect("--env KEY=VALUE"))
+        .collect()
+}
+
+#[test]
+fn the_top_n_example_gives_the_rows_the_readme_shows() {
+    let command = block("top-n command").join(" ");
+    let settings = settings_of(&command);
+    assert_eq!(settings.len(), 6, "{command}");
+    assert!(command.contains("--close-windows"));
+    let input: Vec<Vec<u8>> = block("top-n input").iter().map(|line| line.as_bytes().to_vec()).collect();
+    let (collected, result) = replay(input, &settings, clickstream_config(), Limits::default(), true);
+    result.unwrap_or_else(|failure| panic!("{failure}"));
+    let rows: Vec<String> = collected.rows().map(|row| row.value_text()).collect();
+    assert_eq!(rows, block("top-n output"));
 }

@@ -70,7 +70,7 @@ impl Number {
     }
 
     /// Orders by value; an integer and a float of equal value compare equal.
-    fn cmp_value(self, other: Number) -> Ordering {
+    pub(crate) fn cmp_value(self, other: Number) -> Ordering {
         match (self, other) {
             (Number::Int(a), Number::Int(b)) => a.cmp(&b),
             (Number::Float(a), Number::Float(b)) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),

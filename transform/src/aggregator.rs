@@ -65,10 +65,14 @@ pub struct Aggregator {
 impl Aggregator {
     pub fn new(config: Config) -> Aggregator {
         let functions = config.functions();
+        let mut engine = Engine::new(config.window, config.state_budget_bytes)
+            .with_aggregates(&functions)
+            .with_restart_margin(config.restart_margin_ms);
+        if let Some(top_n) = &config.top_n {
+            engine = engine.with_top_n(top_n.spec.clone());
+        }
         Aggregator {
-            engine: Engine::new(config.window, config.state_budget_bytes)
-                .with_aggregates(&functions)
-                .with_restart_margin(config.restart_margin_ms),
+            engine,
             events: EventReader::new(&config),
             rows: RowFormatter::new(&config),
             row_bytes_per_record: config.row_bytes_per_record,
@@ -103,7 +107,7 @@ impl Aggregator {
         };
         let aggregates: Vec<String> = self.config.aggregates.iter().map(ToString::to_string).collect();
         format!(
-            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B (fixed {}B) max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={} row_bytes_per_record={}",
+            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B (fixed {}B) max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={} row_bytes_per_record={}{}",
             window.size_ms(),
             window.slide_ms(),
             window.delay_ms(),
@@ -117,6 +121,22 @@ impl Aggregator {
             self.config.dead_letter_topic.as_deref().unwrap_or("none (dead letters are counted and skipped)"),
             self.config.dead_letter_max_bytes,
             self.config.row_bytes_per_record,
+            self.describe_top_n(),
+        )
+    }
+
+    fn describe_top_n(&self) -> String {
+        let Some(top_n) = &self.config.top_n else { return String::new() };
+        let spec = &top_n.spec;
+        let partition: Vec<&str> =
+            spec.partition_by.iter().map(|&field| self.config.group_by[field].as_str()).collect();
+        format!(
+            " top_n={} top_n_by={} top_n_order={} top_n_partition_by={} top_n_rank_field={}",
+            spec.n,
+            self.config.aggregates[spec.by].name,
+            if spec.descending { "desc" } else { "asc" },
+            if partition.is_empty() { "(the window)".to_string() } else { partition.join(",") },
+            top_n.rank_field.as_deref().unwrap_or("(none)"),
         )
     }
 

@@ -7,6 +7,7 @@ use crate::duration::{format_duration_ms, parse_duration_ms, parse_size_bytes};
 use crate::engine::{Engine, WindowSpec};
 use crate::event::MAX_FIELD_BYTES;
 use crate::time::TimestampFormat;
+use crate::top_n::TopNSpec;
 
 /// At most this many group-by fields.
 pub const MAX_GROUP_FIELDS: usize = 8;
@@ -30,7 +31,7 @@ pub fn default_of(name: &str) -> Option<&'static str> {
 }
 
 /// Every variable the module reads, with its default (`None`: derived, see [`Config::from_env`]).
-pub const VARIABLES: [(&str, Option<&str>); 14] = [
+pub const VARIABLES: [(&str, Option<&str>); 19] = [
     ("WINDOW_SIZE", Some("5m")),
     ("WINDOW_SLIDE", Some("10s")),
     ("WATERMARK_DELAY", Some("1ms")),
@@ -45,7 +46,15 @@ pub const VARIABLES: [(&str, Option<&str>); 14] = [
     ("DEAD_LETTER_TOPIC", None),
     ("DEAD_LETTER_MAX_BYTES", Some("64KiB")),
     ("ROW_BYTES_PER_RECORD", Some("512KiB")),
+    ("TOP_N", None),
+    ("TOP_N_BY", None),
+    ("TOP_N_ORDER", None),
+    ("TOP_N_PARTITION_BY", None),
+    ("TOP_N_RANK_FIELD", None),
 ];
+
+/// The largest `TOP_N`.
+pub const MAX_TOP_N: usize = 10_000;
 
 /// The range of `ROW_BYTES_PER_RECORD`: at least the largest row (eight group fields of 1 KiB, escaped),
 /// at most what a record writes in well under its CPU limit.
@@ -80,6 +89,14 @@ impl fmt::Display for Aggregate {
     }
 }
 
+/// Window Top-N: which rows of each window are written, and where their rank goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopN {
+    pub spec: TopNSpec,
+    /// The output field holding each row's rank, if any.
+    pub rank_field: Option<String>,
+}
+
 /// Where an event's time comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventTime {
@@ -110,6 +127,8 @@ pub struct Config {
     pub dead_letter_max_bytes: usize,
     /// Row bytes one record may write, as the output topic stores them; the rest waits for the next records.
     pub row_bytes_per_record: usize,
+    /// `None`: every group's row of every window.
+    pub top_n: Option<TopN>,
 }
 
 /// A configuration error: which variable, its value, and what is allowed.
@@ -237,6 +256,8 @@ impl Config {
 
         let restart_margin_ms = duration(read("RESTART_MARGIN"), 0)? as i64;
 
+        let top_n = parse_top_n(&lookup, &group_by, &aggregates)?;
+
         let budget_setting = read("STATE_BUDGET");
         // Checked against the module's 32-bit address space, so a native build refuses the same values.
         let state_budget_bytes = match parse_size_bytes(&budget_setting.0) {
@@ -250,14 +271,18 @@ impl Config {
         };
 
         let functions: Vec<Function> = aggregates.iter().map(|aggregate| aggregate.function).collect();
-        let minimum = Engine::state_for_first_event(group_by.len(), &functions, MAX_FIELD_BYTES);
+        let candidate =
+            top_n.as_ref().map_or(0, |top_n| Engine::candidate_bytes(top_n.spec.partition_by.len(), &functions));
+        let minimum = Engine::state_for_first_event(group_by.len(), &functions, MAX_FIELD_BYTES) + candidate;
         if state_budget_bytes < minimum {
             return Err(error(
                 budget_setting,
                 format!(
-                    "one group of {} GROUP_BY fields with these AGGREGATES can need {minimum} bytes ({} bytes of cells allocated with the first event, the group and its values at {MAX_FIELD_BYTES} bytes each); expected at least {}KiB",
+                    "one group of {} GROUP_BY fields with these AGGREGATES{} can need {minimum} bytes ({} bytes of cells allocated with the first event, the group and its values at {MAX_FIELD_BYTES} bytes each{}); expected at least {}KiB",
                     group_by.len(),
+                    if top_n.is_some() { " and TOP_N" } else { "" },
                     Engine::fixed_state_bytes(&functions),
+                    if top_n.is_some() { format!(", {candidate} bytes for its Top-N candidate") } else { String::new() },
                     minimum.div_ceil(1024)
                 ),
             ));
@@ -320,8 +345,89 @@ impl Config {
             dead_letter_topic,
             dead_letter_max_bytes,
             row_bytes_per_record,
+            top_n,
         })
     }
+}
+
+/// Reads `TOP_N` and its companions; `None` when `TOP_N` is unset (the companions then must be too).
+fn parse_top_n(
+    lookup: &impl Fn(&str) -> Option<String>,
+    group_by: &[String],
+    aggregates: &[Aggregate],
+) -> Result<Option<TopN>, ConfigError> {
+    let error = |variable: &'static str, value: &str, allowed: String| ConfigError {
+        variable,
+        value: value.to_string(),
+        allowed,
+    };
+    let Some(n_text) = lookup("TOP_N") else {
+        for variable in ["TOP_N_BY", "TOP_N_ORDER", "TOP_N_PARTITION_BY", "TOP_N_RANK_FIELD"] {
+            if let Some(value) = lookup(variable) {
+                return Err(error(
+                    variable,
+                    &value,
+                    "it applies to Window Top-N only: set TOP_N=N too, or remove it".into(),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let n = match n_text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_TOP_N).contains(&n) => n,
+        _ => return Err(error("TOP_N", &n_text, format!("expected a whole number of rows from 1 to {MAX_TOP_N}"))),
+    };
+    let names: Vec<&str> = aggregates.iter().map(|aggregate| aggregate.name.as_str()).collect();
+    let by = match lookup("TOP_N_BY") {
+        None => 0,
+        Some(name) => names.iter().position(|known| *known == name.trim()).ok_or_else(|| {
+            error("TOP_N_BY", &name, format!("expected the name of one of the AGGREGATES: {}", names.join(", ")))
+        })?,
+    };
+    let order = lookup("TOP_N_ORDER").unwrap_or_else(|| "desc".to_string());
+    let descending = match order.trim() {
+        "desc" => true,
+        "asc" => false,
+        _ => return Err(error("TOP_N_ORDER", &order, "expected desc (largest first) or asc".into())),
+    };
+    let mut partition_by = Vec::new();
+    if let Some(fields) = lookup("TOP_N_PARTITION_BY") {
+        for name in fields.split(',').map(str::trim) {
+            let field = group_by.iter().position(|known| known == name);
+            match field {
+                Some(field) if !partition_by.contains(&field) => partition_by.push(field),
+                _ => {
+                    return Err(error(
+                        "TOP_N_PARTITION_BY",
+                        &fields,
+                        format!(
+                            "expected distinct GROUP_BY fields ({}), comma-separated; {name:?} is {}",
+                            group_by.join(", "),
+                            if field.is_some() { "repeated" } else { "not one" }
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    let rank_field = match lookup("TOP_N_RANK_FIELD") {
+        None => None,
+        Some(name) => {
+            let trimmed = name.trim();
+            let taken = RESERVED_NAMES.contains(&trimmed)
+                || group_by.iter().any(|field| field == trimmed)
+                || names.contains(&trimmed);
+            if trimmed.is_empty() || taken {
+                return Err(error(
+                    "TOP_N_RANK_FIELD",
+                    &name,
+                    "expected a field name no GROUP_BY field, aggregate or window bound uses".into(),
+                ));
+            }
+            Some(trimmed.to_string())
+        }
+    };
+    Ok(Some(TopN { spec: TopNSpec { n, by, descending, partition_by }, rank_field }))
 }
 
 /// Parses `AGGREGATES`: `NAME=FUNCTION` or `NAME=FUNCTION(FIELD)`, comma-separated, in output order.
@@ -451,6 +557,55 @@ mod tests {
 
     fn message(vars: &[(&str, &str)]) -> String {
         with_outputs(vars).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn top_n_reads_its_settings_and_refuses_bad_ones_naming_them() {
+        assert_eq!(config(&[]).unwrap().top_n, None);
+        let top_n = config(&[
+            ("AGGREGATES", "n=count,secs=sum(on_site_seconds)"),
+            ("TOP_N", "5"),
+            ("TOP_N_BY", "secs"),
+            ("TOP_N_ORDER", "asc"),
+            ("TOP_N_PARTITION_BY", "url, event"),
+            ("TOP_N_RANK_FIELD", "rank"),
+        ])
+        .unwrap()
+        .top_n
+        .unwrap();
+        assert_eq!(top_n.spec, TopNSpec { n: 5, by: 1, descending: false, partition_by: vec![2, 1] });
+        assert_eq!(top_n.rank_field.as_deref(), Some("rank"));
+        let defaults = config(&[("TOP_N", "1")]).unwrap().top_n.unwrap();
+        assert_eq!((defaults.spec.by, defaults.spec.descending, defaults.rank_field), (0, true, None));
+        let cases: [(&[(&str, &str)], &str); 9] = [
+            (&[("TOP_N", "0")], "TOP_N=\"0\": expected a whole number of rows from 1 to 10000"),
+            (&[("TOP_N", "10001")], "TOP_N=\"10001\": expected a whole number"),
+            (&[("TOP_N", "3"), ("TOP_N_BY", "secs")], "TOP_N_BY=\"secs\": expected the name of one of the AGGREGATES: event_count"),
+            (&[("TOP_N", "3"), ("TOP_N_ORDER", "up")], "TOP_N_ORDER=\"up\": expected desc (largest first) or asc"),
+            (&[("TOP_N", "3"), ("TOP_N_PARTITION_BY", "site_id")], "TOP_N_PARTITION_BY=\"site_id\": expected distinct GROUP_BY fields (user_id, event, url), comma-separated; \"site_id\" is not one"),
+            (&[("TOP_N", "3"), ("TOP_N_PARTITION_BY", "url,url")], "\"url\" is repeated"),
+            (&[("TOP_N", "3"), ("TOP_N_RANK_FIELD", "event_count")], "TOP_N_RANK_FIELD=\"event_count\": expected a field name no GROUP_BY field"),
+            (&[("TOP_N_BY", "event_count")], "TOP_N_BY=\"event_count\": it applies to Window Top-N only: set TOP_N=N too"),
+            (&[("TOP_N_RANK_FIELD", "rank")], "TOP_N_RANK_FIELD=\"rank\": it applies to Window Top-N only"),
+        ];
+        for (vars, expected) in cases {
+            let message = message(vars);
+            assert!(message.contains(expected), "{vars:?}: {message}");
+        }
+        // The smallest budget grows by a candidate's room (three aggregates: 384 bytes), and says so.
+        let budget = |vars: &[(&str, &str)]| {
+            let fits = |bytes: usize| config(&[vars, &[("STATE_BUDGET", &format!("{bytes}B"))]].concat()).is_ok();
+            (16 << 10..64 << 10).find(|&bytes| fits(bytes)).unwrap()
+        };
+        let wide = [("GROUP_BY", "a,b,c,d,e,f,g,h"), ("AGGREGATES", "x=sum(x),y=sum(y),z=sum(z)")];
+        let plain = budget(&wide);
+        assert_eq!(budget(&[&wide[..], &[("TOP_N", "1")]].concat()), plain + 384);
+        let at_plain = format!("{plain}B");
+        let refused = config(&[&wide[..], &[("TOP_N", "1"), ("STATE_BUDGET", &at_plain)]].concat()).unwrap_err();
+        assert!(
+            refused.allowed.contains("and TOP_N") && refused.allowed.contains("384 bytes for its Top-N candidate"),
+            "{refused}"
+        );
     }
 
     #[test]

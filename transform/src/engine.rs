@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use crate::aggregate::{Accumulator, Function, Number};
 use crate::intern::Interner;
 use crate::time::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
+use crate::top_n::{Candidate, Ranking, TopNSpec};
 
 /// Window size, slide and watermark delay in milliseconds. Build it with [`WindowSpec::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,8 @@ pub struct Row<'a> {
     /// False when the window may miss events another instance handled: it began before this engine's
     /// first event plus the watermark delay and the restart margin.
     pub complete: bool,
+    /// Its rank in its partition of the window, under `TOP_N`.
+    pub rank: Option<u64>,
 }
 
 /// Receives the rows of fired windows, in window order, then group order.
@@ -110,6 +113,14 @@ const MAX_INT_TEXT_BYTES: usize = 20;
 /// A group's interned ids, its cell list ends, and its places in the group order (sorted, new, merge).
 const GROUP_BYTES: usize = 116;
 const GROUP_FIELD_BYTES: usize = 4;
+/// The most group fields a candidate's value ids can hold (GROUP_BY's limit).
+const MAX_GROUP_FIELDS: usize = 8;
+/// A Top-N candidate in the module: its rank, count and visit order, two vectors and their allocations.
+const CANDIDATE_BYTES: usize = 64;
+/// One aggregate's value in a candidate's row.
+const ROW_VALUE_BYTES: usize = 16;
+/// A partition's entry in the Top-N index (key vector, index, hash slot) and its heap.
+const PARTITION_BYTES: usize = 96;
 /// A pane's entry in the map of open panes.
 const PANE_BYTES: usize = 48;
 /// One cell slot: the cell and its place in the free list.
@@ -197,6 +208,20 @@ pub struct Engine {
     row_group: Vec<GroupValue<'static>>,
     row_accumulators: Vec<Accumulator>,
     row_values: Vec<Option<Number>>,
+    /// Under `TOP_N`: the candidates of the window whose groups are being visited, then its ranked rows
+    /// left to write; what each group's state counts for a candidate it may leave behind; the partition
+    /// key of the group being offered.
+    top_n: Option<Ranking<Held>>,
+    candidate_reserve: usize,
+    partition_key: Vec<u32>,
+}
+
+/// A Top-N candidate's group: its value ids (each holding a use of its value, so the text outlives the
+/// group), and whether it carries the reserve its freed group counted for it.
+#[derive(Debug)]
+struct Held {
+    values: Vec<u32>,
+    owns_reserve: bool,
 }
 
 impl Engine {
@@ -227,7 +252,26 @@ impl Engine {
             row_group: Vec::new(),
             row_accumulators: Vec::new(),
             row_values: Vec::new(),
+            top_n: None,
+            candidate_reserve: 0,
+            partition_key: Vec::new(),
         }
+    }
+
+    /// Writes only each window's Top-N rows (see [`crate::top_n`]), each with its rank. Every group's state
+    /// counts [`Engine::candidate_bytes`] more, for the candidate it may leave behind when freed.
+    pub fn with_top_n(mut self, spec: TopNSpec) -> Engine {
+        self.candidate_reserve = Self::candidate_bytes(spec.partition_by.len(), &self.functions);
+        self.top_n = Some(Ranking::new(spec));
+        self
+    }
+
+    /// The most a Top-N candidate costs: the candidate with its value ids and row values (twice, as a heap
+    /// may double its room), and an entry in the partition index. 320 bytes with one aggregate, 32 more for
+    /// each other, 4 for each partition field.
+    pub fn candidate_bytes(partition_fields: usize, functions: &[Function]) -> usize {
+        let candidate = CANDIDATE_BYTES + ROW_VALUE_BYTES * functions.len() + GROUP_FIELD_BYTES * MAX_GROUP_FIELDS;
+        2 * candidate + PARTITION_BYTES + GROUP_FIELD_BYTES * partition_fields
     }
 
     /// Computes these aggregates instead of the count alone.
@@ -347,7 +391,7 @@ impl Engine {
                     return false;
                 }
                 let group = self.ordered[pass.position];
-                let (cost, go_on) = self.visit(group, pass.window, sink);
+                let (cost, go_on) = self.visit(group, pass.position, pass.window, sink);
                 if self.lists[group as usize].first == NIL {
                     self.ordered[pass.position] = NIL;
                 }
@@ -357,6 +401,10 @@ impl Engine {
                     self.pass = Some(pass);
                     return false;
                 }
+            }
+            if !self.write_ranked(pass.window, &mut work, sink) {
+                self.pass = Some(pass);
+                return false;
             }
             self.end_pass(pass.window);
         }
@@ -414,7 +462,7 @@ impl Engine {
 
     /// Writes the group's row of `window` if it has events there, then frees its cells of the window's
     /// first pane, which no later window covers. Returns the work done and whether the sink wants more.
-    fn visit(&mut self, group: u32, window: i64, sink: &mut impl RowSink) -> (usize, bool) {
+    fn visit(&mut self, group: u32, position: usize, window: i64, sink: &mut impl RowSink) -> (usize, bool) {
         let blocks = self.empty_accumulators.len();
         let end_pane = window + self.spec.panes_per_window();
         self.row_accumulators.clear();
@@ -434,7 +482,17 @@ impl Engine {
             }
             at = cell.next;
         }
-        let go_on = count == 0 || self.write_row(window, group, count, sink);
+        let go_on = match count {
+            0 => true,
+            _ if self.top_n.is_some() => {
+                // The group is freed below when all its cells are in the window's first pane (it has cells:
+                // its count is not 0).
+                let freed = self.cells.get(self.lists[group as usize].last).pane == window;
+                work += self.offer(group, position as u64, count, freed);
+                true
+            }
+            _ => self.write_row(window, group, count, sink),
+        };
         while let Some(first) = Some(self.lists[group as usize].first).filter(|&first| first != NIL) {
             if self.cells.get(first).pane != window {
                 break;
@@ -446,33 +504,114 @@ impl Engine {
         (work, go_on)
     }
 
-    fn write_row(&mut self, window: i64, group: u32, count: u64, sink: &mut impl RowSink) -> bool {
-        let window_start_ms = window * self.spec.slide_ms;
-        let complete = self
-            .first_event_ms
-            .is_some_and(|first| window_start_ms > first + self.spec.delay_ms + self.restart_margin_ms);
-        let mut values = std::mem::take(&mut self.row_values);
-        values.clear();
+    /// The row's aggregate values, from its count and `row_accumulators`, into `row_values`.
+    fn fill_row_values(&mut self, count: u64) {
+        self.row_values.clear();
         let mut accumulators = self.row_accumulators.iter();
         for function in &self.functions {
-            values.push(match function {
+            self.row_values.push(match function {
                 Function::Count => Some(Number::Int(i64::try_from(count).unwrap_or(i64::MAX))),
                 function => accumulators.next().and_then(|acc| acc.result(*function)),
             });
         }
+    }
+
+    fn write_row(&mut self, window: i64, group: u32, count: u64, sink: &mut impl RowSink) -> bool {
+        self.fill_row_values(count);
         let mut fields = recycle(std::mem::take(&mut self.row_group));
         fields.extend(self.groups.get(group).iter().map(|&value| Self::untag(self.values.get(value))));
-        let go_on = sink.row(&Row {
+        let go_on = sink.row(&self.row(window, &fields, count, &self.row_values, None));
+        self.row_group = recycle(fields);
+        go_on
+    }
+
+    fn row<'r>(
+        &self,
+        window: i64,
+        group: &'r [GroupValue<'r>],
+        count: u64,
+        values: &'r [Option<Number>],
+        rank: Option<u64>,
+    ) -> Row<'r> {
+        let window_start_ms = window * self.spec.slide_ms;
+        let complete = self
+            .first_event_ms
+            .is_some_and(|first| window_start_ms > first + self.spec.delay_ms + self.restart_margin_ms);
+        Row {
             window_start_ms,
             window_end_ms: window_start_ms + self.spec.size_ms,
-            group: &fields,
+            group,
             count,
-            values: &values,
+            values,
             complete,
-        });
-        self.row_group = recycle(fields);
-        self.row_values = values;
-        go_on
+            rank,
+        }
+    }
+
+    /// Offers the group's row to the Top-N ranking; returns the work it took. A kept candidate holds a use of
+    /// each of the group's values; when the group is about to be freed (`freed`), the candidate takes over the
+    /// reserve the group's state counted for it, so the state never grows while a window is ranked.
+    fn offer(&mut self, group: u32, visited: u64, count: u64, freed: bool) -> usize {
+        self.fill_row_values(count);
+        let ids = self.groups.get(group);
+        let top_n = self.top_n.as_mut().expect("offered under TOP_N");
+        self.partition_key.clear();
+        self.partition_key.extend(top_n.spec().partition_by.iter().map(|&field| ids[field]));
+        if !top_n.would_keep(&self.partition_key, self.row_values[top_n.spec().by], visited) {
+            return 1;
+        }
+        let ids = ids.to_vec();
+        for &id in &ids {
+            self.values.acquire_id(id);
+        }
+        let work = 2 + ids.len() + self.row_values.len();
+        let candidate = Candidate {
+            group: Held { values: ids, owns_reserve: freed },
+            count,
+            values: self.row_values.clone(),
+            visited,
+        };
+        let pushed_out = self.top_n.as_mut().expect("offered under TOP_N").offer(&self.partition_key, candidate);
+        if freed {
+            // Counted again here, as the group's release after this visit takes it off.
+            self.state_bytes += self.candidate_reserve;
+        }
+        if let Some(pushed_out) = pushed_out {
+            self.drop_candidate(pushed_out);
+        }
+        work
+    }
+
+    fn drop_candidate(&mut self, candidate: Candidate<Held>) {
+        if candidate.group.owns_reserve {
+            self.state_bytes -= self.candidate_reserve;
+        }
+        for &value in &candidate.group.values {
+            if let Some(text) = self.values.release(value) {
+                self.state_bytes -= STRING_BYTES + text.len();
+            }
+        }
+    }
+
+    /// Under `TOP_N`, once every group of the window is visited: writes its ranked rows, within the work
+    /// share (one unit per row and field). False when the share is spent or the sink asks to stop.
+    fn write_ranked(&mut self, window: i64, work: &mut usize, sink: &mut impl RowSink) -> bool {
+        while self.top_n.is_some() {
+            if *work >= self.work_per_emit {
+                return false;
+            }
+            let Some((rank, candidate)) = self.top_n.as_mut().and_then(Ranking::next_ranked) else { break };
+            *work += 1 + candidate.group.values.len();
+            let mut fields = recycle(std::mem::take(&mut self.row_group));
+            fields.extend(candidate.group.values.iter().map(|&value| Self::untag(self.values.get(value))));
+            let go_on = sink.row(&self.row(window, &fields, candidate.count, &candidate.values, Some(rank)));
+            self.row_group = recycle(fields);
+            self.drop_candidate(candidate);
+            if !go_on {
+                return false;
+            }
+        }
+        true
     }
 
     /// Writes a group value as interned text: a type tag, then the value.
@@ -529,7 +668,7 @@ impl Engine {
             new_bytes += PANE_BYTES;
         }
         if known_group.is_none() {
-            new_bytes += group_bytes(group.len());
+            new_bytes += self.group_bytes(group.len());
         }
         if self.state_bytes + new_bytes > self.budget_bytes {
             return Err(new_bytes);
@@ -642,7 +781,7 @@ impl Engine {
     /// `fields` values `value_bytes` long. A smaller budget might never count an event.
     pub fn state_for_first_event(fields: usize, functions: &[Function], value_bytes: usize) -> usize {
         let value = STRING_BYTES + 1 + value_bytes.max(MAX_INT_TEXT_BYTES); // 1: the type tag
-        Self::fixed_state_bytes(functions) + PANE_BYTES + group_bytes(fields) + fields * value
+        Self::fixed_state_bytes(functions) + PANE_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES * fields + fields * value
     }
 
     fn intern_group(&mut self, group: &[GroupValue<'_>]) -> u32 {
@@ -658,7 +797,7 @@ impl Engine {
         let before = self.groups.len();
         let id = self.groups.acquire(&self.group_ids);
         if self.groups.len() > before {
-            self.state_bytes += group_bytes(group.len());
+            self.state_bytes += self.group_bytes(group.len());
             self.unordered.push(id);
         } else {
             // The group already existed: the value users taken above are not needed.
@@ -669,10 +808,16 @@ impl Engine {
         id
     }
 
+    /// An open group's bytes: its interned ids, list, places in the order, its fields, and under `TOP_N`
+    /// the reserve for its candidate.
+    fn group_bytes(&self, fields: usize) -> usize {
+        GROUP_BYTES + GROUP_FIELD_BYTES * fields + self.candidate_reserve
+    }
+
     fn release_group(&mut self, group: u32) {
         if let Some(values) = self.groups.release(group) {
             self.lists[group as usize] = EMPTY_LIST;
-            self.state_bytes -= group_bytes(values.len());
+            self.state_bytes -= self.group_bytes(values.len());
             for &value in values.iter() {
                 if let Some(text) = self.values.release(value) {
                     self.state_bytes -= STRING_BYTES + text.len();
@@ -722,11 +867,6 @@ const CHUNK_CELLS: usize = 128;
 /// One cell slot's bytes: the cell, its place in the free list and its accumulators.
 fn cell_bytes(accumulators: usize) -> usize {
     CELL_BYTES + ACCUMULATOR_BYTES * accumulators
-}
-
-/// An open group's bytes: its interned ids, list, places in the order, and its fields.
-fn group_bytes(fields: usize) -> usize {
-    GROUP_BYTES + GROUP_FIELD_BYTES * fields
 }
 
 /// Cell slots and their accumulators in chunks of [`CHUNK_CELLS`], so growing never copies the cells (a
@@ -1079,5 +1219,88 @@ mod tests {
             ]
         );
         assert_eq!(engine.stats().state_bytes, 0, "every accumulator is accounted and freed");
+    }
+
+    /// Rows with their rank, as (window start, group, count, rank).
+    #[derive(Default)]
+    struct Ranked(Vec<(i64, String, u64, Option<u64>)>);
+
+    impl RowSink for Ranked {
+        fn row(&mut self, row: &Row<'_>) -> bool {
+            let group: Vec<String> = row.group.iter().map(|value| format!("{value:?}")).collect();
+            self.0.push((row.window_start_ms, group.join("/"), row.count, row.rank));
+            true
+        }
+    }
+
+    fn top_n_engine(n: usize, partition_by: Vec<usize>, work_per_emit: usize) -> Engine {
+        Engine::new(WindowSpec::new(20_000, 10_000, 0).unwrap(), usize::MAX)
+            .with_work_per_emit(work_per_emit)
+            .with_top_n(TopNSpec { n, by: 0, descending: true, partition_by })
+    }
+
+    /// Counts `events` events of each (site, page) at `time`.
+    fn feed(engine: &mut Engine, time: &str, groups: &[(&str, &str, usize)], rows: &mut impl RowSink) {
+        for &(site, page, events) in groups {
+            for _ in 0..events {
+                engine.observe(at(time), &[GroupValue::Text(site), GroupValue::Text(page)], &[]);
+                while !engine.emit(rows) {}
+            }
+        }
+    }
+
+    #[test]
+    fn top_n_keeps_the_busiest_groups_of_each_partition_and_frees_all_it_held() {
+        for work in [1, 2, 3, 1_000] {
+            let mut engine = top_n_engine(2, vec![0], work);
+            let mut rows = Ranked::default();
+            let groups =
+                [("s1", "a", 1), ("s1", "b", 3), ("s2", "c", 2), ("s1", "c", 3), ("s2", "d", 1), ("s1", "d", 2)];
+            feed(&mut engine, "19:00:01", &groups, &mut rows);
+            feed(&mut engine, "19:00:12", &[("s2", "d", 4)], &mut rows);
+            advance(&mut engine, at("19:01:00"), &mut rows);
+            let text = |site: &str, page: &str| format!("Text({site:?})/Text({page:?})");
+            assert_eq!(
+                rows.0,
+                vec![
+                    // [18:59:50, 19:00:10): s1's two busiest, the tie in group order; then s2's.
+                    (at("18:59:50"), text("s1", "b"), 3, Some(1)),
+                    (at("18:59:50"), text("s1", "c"), 3, Some(2)),
+                    (at("18:59:50"), text("s2", "c"), 2, Some(1)),
+                    (at("18:59:50"), text("s2", "d"), 1, Some(2)),
+                    (at("19:00:00"), text("s1", "b"), 3, Some(1)),
+                    (at("19:00:00"), text("s1", "c"), 3, Some(2)),
+                    (at("19:00:00"), text("s2", "d"), 5, Some(1)),
+                    (at("19:00:00"), text("s2", "c"), 2, Some(2)),
+                    (at("19:00:10"), text("s2", "d"), 4, Some(1)),
+                ],
+                "work share {work}"
+            );
+            assert_eq!(engine.stats().state_bytes, 0, "every group, candidate and value is freed (share {work})");
+        }
+    }
+
+    #[test]
+    fn top_n_counts_each_groups_candidate_in_the_state_and_never_grows_it_while_ranking() {
+        let plain = {
+            let mut engine = hop();
+            engine.observe(at("19:00:01"), &[GroupValue::Text("A")], &[]);
+            engine.stats().state_bytes
+        };
+        let mut engine = top_n_engine(1, vec![], 1);
+        engine.observe(at("19:00:01"), &[GroupValue::Text("A")], &[]);
+        assert_eq!(Engine::candidate_bytes(0, &[Function::Count]), 320, "the README's figure");
+        assert_eq!(engine.stats().state_bytes, plain + 320);
+        let mut rows = Ranked::default();
+        for group in ["B", "C", "D", "E"] {
+            engine.observe(at("19:00:02"), &[GroupValue::Text(group)], &[]);
+        }
+        let full = engine.stats().state_bytes;
+        engine.advance(at("19:00:40"));
+        while !engine.emit(&mut rows) {
+            assert!(engine.stats().state_bytes <= full, "ranking grew the state");
+        }
+        assert_eq!(rows.0.len(), 2, "one row for each of the two windows: {:?}", rows.0);
+        assert_eq!(engine.stats().state_bytes, 0);
     }
 }

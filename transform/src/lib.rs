@@ -2,7 +2,8 @@
 //!
 //! The module's SDK adapter (`main.rs`) feeds each record to [`aggregator::Aggregator`], which reads the
 //! event ([`event`]), adds it to the window [`engine::Engine`] (whose per-pane state is [`aggregate::Accumulator`]s)
-//! and pushes rows ([`row_format`]) and dead letters ([`dead_letter`]) into an [`aggregator::Output`]. Nothing here
+//! and pushes rows ([`row_format`]) and dead letters ([`dead_letter`]) into an [`aggregator::Output`]; under
+//! `TOP_N` the engine ranks each window's rows first ([`top_n`]). Nothing here
 //! knows about Redpanda, so all of it is tested natively.
 
 pub mod aggregate;
@@ -17,3 +18,4 @@ pub mod json;
 pub mod log_limiter;
 pub mod row_format;
 pub mod time;
+pub mod top_n;

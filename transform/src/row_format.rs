@@ -13,6 +13,8 @@ pub(crate) struct RowFormatter {
     /// `,"name":` for each group-by field and each aggregate, escaped once.
     group_prefixes: Vec<String>,
     aggregate_prefixes: Vec<String>,
+    /// `,"rank":` under `TOP_N_RANK_FIELD`.
+    rank_prefix: Option<String>,
     incomplete_in_value: bool,
     /// The window the heads below were written for, and the start of its keys and values.
     window_start_ms: Option<i64>,
@@ -33,6 +35,7 @@ impl RowFormatter {
         RowFormatter {
             group_prefixes: config.group_by.iter().map(|name| prefix(name)).collect(),
             aggregate_prefixes: config.aggregates.iter().map(|aggregate| prefix(&aggregate.name)).collect(),
+            rank_prefix: config.top_n.as_ref().and_then(|top_n| top_n.rank_field.as_deref()).map(prefix),
             incomplete_in_value: config.incomplete == IncompletePolicy::MarkValue,
             window_start_ms: None,
             key_head: String::new(),
@@ -90,6 +93,10 @@ impl RowFormatter {
                 }
                 None => value.push_str("null"),
             }
+        }
+        if let (Some(prefix), Some(rank)) = (&self.rank_prefix, row.rank) {
+            value.push_str(prefix);
+            push_int(value, rank as i64);
         }
         if self.incomplete_in_value && !row.complete {
             value.push_str(",\"incomplete\":true");

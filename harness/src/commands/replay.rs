@@ -108,7 +108,8 @@ pub(crate) struct ReplayArgs {
     /// or writes records unlike the previous heartbeat's. Exits 1 if its summary still shows open panes.
     #[arg(long)]
     close_windows: bool,
-    /// Print the N busiest groups of the last window that closed, ranked by the first aggregate.
+    /// Print the N busiest groups of the last window that closed, ranked by the first aggregate (under TOP_N,
+    /// its first N rows as the module ranked them).
     #[arg(long, value_name = "N")]
     top: Option<usize>,
     /// No progress line, and no line for each restart.
@@ -145,7 +146,7 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let Transform { module, meta, limits, aggregate_names, time_format, time_field, yaml, compression } =
+    let Transform { module, meta, limits, aggregate_names, top_n, time_format, time_field, yaml, compression } =
         args.transform.load()?;
     if let (Some(dlq), [only]) = (&args.dlq, meta.output_topics.as_slice()) {
         let source = match yaml {
@@ -213,7 +214,10 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             Some(path) => Some(create(&Some(PathBuf::from(path)))?),
         },
         last_log: None,
-        top: args.top.map(|_| TopGroups::new(aggregate_names)),
+        top: args.top.map(|_| match top_n {
+            Some(rank_field) => TopGroups::new(aggregate_names).ranked_by_the_module(rank_field),
+            None => TopGroups::new(aggregate_names),
+        }),
         output_error: None,
         restarts: 0,
         quiet: args.quiet,

@@ -37,6 +37,13 @@ pub(crate) struct ConsumeArgs {
     /// default.
     #[arg(long)]
     aggregates: Option<String>,
+    /// The rows are a Window Top-N (the transform sets TOP_N): `--top` shows them as the module ranked them,
+    /// in the order written, instead of ranking them again.
+    #[arg(long)]
+    ranked: bool,
+    /// With `--ranked`: the transform's TOP_N_RANK_FIELD, shown as the first value column.
+    #[arg(long, requires = "ranked")]
+    rank_field: Option<String>,
     /// Stop once nothing has arrived for this long; default: run until Ctrl-C.
     #[arg(long, value_parser = duration)]
     idle_exit: Option<i64>,
@@ -65,7 +72,11 @@ pub(crate) fn consume(args: ConsumeArgs) -> anyhow::Result<std::process::ExitCod
         assignment.add_partition_offset(&args.topic, partition, start)?;
     }
     consumer.assign(&assignment)?;
-    let table = args.top.map(|n| LiveTable::new(TopGroups::new(aggregate_names), n));
+    let groups = match args.ranked {
+        true => TopGroups::new(aggregate_names).ranked_by_the_module(args.rank_field.clone()),
+        false => TopGroups::new(aggregate_names),
+    };
+    let table = args.top.map(|n| LiveTable::new(groups, n));
     match print_topic(&args, &consumer, table) {
         // A reader that has seen enough (`| head`) ends consume, as it ends replay: quietly.
         Err(error) if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == ErrorKind::BrokenPipe) => {
