@@ -126,8 +126,15 @@ enum Num {
     Float(f64),
 }
 
+/// One aggregate's input from one event: a number, or for `count_distinct` a string too.
+#[derive(Debug, Clone, PartialEq)]
+enum Input {
+    Num(Num),
+    Text(String),
+}
+
 /// What one event brings to a window: its group's count and each aggregate's input.
-type Inputs = Vec<Option<Num>>;
+type Inputs = Vec<Option<Input>>;
 
 /// The events one group gave one window: their count and every aggregate input, in arrival order.
 #[derive(Debug, Default)]
@@ -274,11 +281,18 @@ impl Reference {
             inputs.push(match field.as_ref().map(|field| object.get(field)) {
                 None | Some(None) | Some(Some(Value::Null)) => None,
                 // COUNT(f) counts a value of any type.
-                Some(Some(_)) if function == "count" => Some(Num::Int(1)),
-                Some(Some(Value::Number(number))) => Some(match number.as_i64() {
+                Some(Some(_)) if function == "count" => Some(Input::Num(Num::Int(1))),
+                Some(Some(Value::Number(number))) => Some(Input::Num(match number.as_i64() {
                     Some(int) => Num::Int(int),
                     None => Num::Float(number.as_f64().expect("serde_json numbers are finite")),
-                }),
+                })),
+                // COUNT(DISTINCT f) counts strings too, by their text.
+                Some(Some(Value::String(text))) if function == "count_distinct" => {
+                    if text.len() > 1024 {
+                        return Err("field_too_long");
+                    }
+                    Some(Input::Text(text.clone()))
+                }
                 Some(Some(_)) => return Err("wrong_type"),
             });
         }
@@ -306,10 +320,24 @@ impl Reference {
                     .iter()
                     .enumerate()
                     .map(|(index, (_, function, field))| {
-                        let inputs: Vec<Num> = seen.inputs.iter().filter_map(|inputs| inputs[index]).collect();
+                        let inputs = seen.inputs.iter().filter_map(|inputs| inputs[index].as_ref());
                         match field {
                             None => RefValue::Int(seen.count as i64),
-                            Some(_) => aggregate(function, &inputs),
+                            // Values of different types, and an integer and a float, are different values.
+                            Some(_) if function == "count_distinct" => {
+                                let distinct: std::collections::BTreeSet<String> =
+                                    inputs.map(|input| format!("{input:?}")).collect();
+                                RefValue::Int(distinct.len() as i64)
+                            }
+                            Some(_) => {
+                                let numbers: Vec<Num> = inputs
+                                    .map(|input| match input {
+                                        Input::Num(number) => *number,
+                                        Input::Text(_) => panic!("text only for count_distinct"),
+                                    })
+                                    .collect();
+                                aggregate(function, &numbers)
+                            }
                         }
                     })
                     .collect();

@@ -78,6 +78,9 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
         Just("a=avg(on_site_seconds),s=sum(on_site_seconds),n=count,m=max(viewed_percent),c=count(on_site_seconds)"),
         // COUNT(f) of a field that is sometimes text ("55"), and the SQL spellings of a row count.
         Just("rows=count(*),secs=count(on_site_seconds),urls=count(url),one=COUNT(1)"),
+        // COUNT(DISTINCT f) of text, of numbers (integers, quarters, the 64-bit limits), and of a field that
+        // is sometimes text ("55").
+        Just("users=count_distinct(user_id),n=count,secs=count_distinct(on_site_seconds),pages=count_distinct(url)"),
     ];
     let forms = prop_oneof![
         3 => Just(TimeForm::Mixed),

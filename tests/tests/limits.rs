@@ -398,3 +398,17 @@ fn ranking_the_top_10_of_100_000_groups_adds_little_to_the_worst_record() {
     assert!(ranked < plain + 20 * FUEL_PER_MS, "ranking added {:.1} ms", ms(ranked) - ms(plain));
     assert!(ranked < 1_000 * FUEL_PER_MS, "{:.1} ms", ms(ranked));
 }
+
+/// Unique users per event type over a crowd of a million users: the sets grow until the budget refuses the
+/// events that would add a new user, never past it, and the peak stays inside the sizing rule.
+#[test]
+fn count_distinct_of_more_users_than_fit_is_refused_not_fatal() {
+    let env = [("GROUP_BY", "event"), ("AGGREGATES", "n=count,users=count_distinct(user_id)")];
+    let (collected, result) = replay(crowd(60_000), &env, clickstream_config(), Limits::default(), true);
+    let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    let over = reasons(&collected).get("over_capacity").copied().unwrap_or(0);
+    assert!(over > 30_000, "the budget refused {over} events");
+    let rule = (128 << 10) + 768 * 1024 * 12 / 10;
+    assert!(stats.broker.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.broker.peak_memory_bytes);
+    println!("count_distinct of a crowd: peak linear memory {} bytes", stats.broker.peak_memory_bytes);
+}

@@ -262,3 +262,28 @@ fn top_n_ascending_by_a_float_aggregate_with_nulls() {
     let collected = check_values(with_varied_values(generator), &env, 2, 1);
     assert!(collected.rows().any(|row| row.value_text().contains("\"avg_secs\":null")), "a null ranked first");
 }
+
+/// COUNT(DISTINCT user_id) per page over hop windows (unique visitors), on several partitions and shards,
+/// with disorder and late events; and of a numeric field that is sometimes null, fractional or huge.
+#[test]
+fn count_distinct_of_users_and_of_numbers() {
+    let generator = GeneratorConfig {
+        events: 5_000,
+        users: 60,
+        jitter_ms: 3_000,
+        late_percent: 1.0,
+        seed: 25,
+        ..Default::default()
+    };
+    let env = [("GROUP_BY", "url"), ("AGGREGATES", "views=count,visitors=count_distinct(user_id)")];
+    let collected = check(generator.clone(), &env, 3, 2);
+    // Some page had a visitor come back within a window.
+    assert!(collected.rows().any(|row| {
+        let value: serde_json::Value = serde_json::from_str(&row.value_text()).unwrap();
+        value["visitors"].as_u64() < value["views"].as_u64()
+    }));
+    // Nearly every number is new (each costs its text, stored once, and an entry): a larger budget.
+    let env = [("AGGREGATES", "n=count,distinct_secs=count_distinct(on_site_seconds)"), ("STATE_BUDGET", "1536KiB")];
+    let collected = check_values(with_varied_values(generator), &env, 2, 1);
+    assert!(collected.dead_letters().all(|d| d.header("dead-letter-reason").as_deref() != Some("over_capacity")));
+}

@@ -21,12 +21,15 @@ pub enum Function {
     Min,
     Max,
     Avg,
+    /// `count_distinct(FIELD)`: the distinct present, non-null values (SQL `COUNT(DISTINCT FIELD)`).
+    CountDistinct,
 }
 
 impl Function {
     /// The functions that read a field, by name.
-    pub const OF_A_FIELD: [(&'static str, Function); 5] = [
+    pub const OF_A_FIELD: [(&'static str, Function); 6] = [
         ("count", Function::CountField),
+        ("count_distinct", Function::CountDistinct),
         ("sum", Function::Sum),
         ("min", Function::Min),
         ("max", Function::Max),
@@ -40,12 +43,45 @@ impl Function {
             Function::Min => "min",
             Function::Max => "max",
             Function::Avg => "avg",
+            Function::CountDistinct => "count_distinct",
         }
     }
 
     /// Whether the function keeps state of its own (`count` uses the group's event count).
     pub fn reads_a_field(self) -> bool {
         self != Function::Count
+    }
+}
+
+/// What one event gives one aggregate that reads a field; `None` (absent or null) is skipped by all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Input<'a> {
+    /// For `count(FIELD)` (any value counts as 1), `sum`, `min`, `max`, `avg`, and `count_distinct` of numbers.
+    Number(Number),
+    /// For `count_distinct`: a string, unescaped, counted by its text.
+    Text(&'a str),
+}
+
+impl Input<'_> {
+    /// The number, for the aggregates that add numbers.
+    pub fn number(self) -> Option<Number> {
+        match self {
+            Input::Number(number) => Some(number),
+            Input::Text(_) => None,
+        }
+    }
+
+    /// Writes the value with a type tag (`s` text, `i` integer, `f` float): values of different types never
+    /// meet (`"1"` and `1` are two values), and neither do an integer and the equal float (`1`, `1.0`), as
+    /// JSON writes them apart. Text and integers share the tags of group values, so both are stored once.
+    pub fn write_tagged(self, out: &mut String) {
+        use std::fmt::Write;
+        out.clear();
+        let _ = match self {
+            Input::Text(text) => write!(out, "s{text}"),
+            Input::Number(Number::Int(int)) => write!(out, "i{int}"),
+            Input::Number(float) => write!(out, "f{float}"),
+        };
     }
 }
 
@@ -119,6 +155,9 @@ fn cmp_int_float(int: i64, float: f64) -> Ordering {
     int.cmp(&(whole as i64)).then_with(|| whole.partial_cmp(&float).unwrap_or(Ordering::Equal))
 }
 
+/// The set id of a `count_distinct` accumulator that has no value yet.
+pub const NO_SET: u32 = u32::MAX;
+
 /// A 128-bit integer kept as two words, so the accumulator needs no 16-byte alignment in the module.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Wide {
@@ -140,6 +179,9 @@ impl Wide {
 /// The state of one aggregate that reads a field, for one group in one pane or window.
 #[derive(Debug, Clone, Copy)]
 pub enum Accumulator {
+    /// `count_distinct`: the pane's set of values, kept by the engine (`crate::distinct`); `NO_SET` before
+    /// the first value. Panes combine there, not here.
+    Distinct(u32),
     /// `count(FIELD)`: the non-null values.
     Values(u64),
     /// `sum` and `avg`: the non-null values, the exact sum of the integers, the sum of the floats (from
@@ -166,6 +208,7 @@ impl Accumulator {
             }
             Function::Min => Accumulator::Min(None),
             Function::Max => Accumulator::Max(None),
+            Function::CountDistinct => Accumulator::Distinct(NO_SET),
         })
     }
 
@@ -189,6 +232,8 @@ impl Accumulator {
             }
             Accumulator::Min(best) => keep_best(best, value, Ordering::Less),
             Accumulator::Max(best) => keep_best(best, value, Ordering::Greater),
+            // Added by the engine, which holds the sets (`crate::distinct`).
+            Accumulator::Distinct(_) => debug_assert!(false, "count_distinct is added by the engine"),
         }
     }
 
@@ -234,6 +279,10 @@ impl Accumulator {
                 result.is_finite().then_some(Number::Float(result))
             }
             Accumulator::Min(best) | Accumulator::Max(best) => best,
+            Accumulator::Distinct(_) => {
+                debug_assert!(false, "count_distinct is counted by the engine");
+                None
+            }
         }
     }
 }

@@ -215,7 +215,7 @@ impl Aggregator {
             }
             Event::Count { time_ms, group, inputs } => (time_ms, group, inputs),
         };
-        match self.engine.observe(event_ms, group.values(), inputs) {
+        match self.engine.observe(event_ms, group.values(), inputs.values()) {
             Admission::Counted { missed_windows } => {
                 if missed_windows > 0 {
                     self.totals.partly_late += 1;
@@ -814,8 +814,16 @@ mod tests {
             ("event_count=count", "768KiB", 247, 3_180),
             (five, "768KiB", 407, 1_920),
             ("event_count=count", "1536KiB", 247, 6_362),
+            // Unique users: each group's one user is its own group value, stored once.
+            ("event_count=count,users=count_distinct(user_id)", "768KiB", 322, 2_438),
+            ("event_count=count,top=10", "768KiB", 567, 1_385),
         ] {
-            let mut agg = aggregator(&[("AGGREGATES", aggregates), ("STATE_BUDGET", budget)]);
+            let (aggregates, top_n) = aggregates.split_once(",top=").unwrap_or((aggregates, ""));
+            let mut settings = vec![("AGGREGATES", aggregates), ("STATE_BUDGET", budget)];
+            if !top_n.is_empty() {
+                settings.push(("TOP_N", top_n));
+            }
+            let mut agg = aggregator(&settings);
             let mut out = Collected::default();
             for i in 0.. {
                 let value = format!(

@@ -433,7 +433,7 @@ fn parse_top_n(
 /// Parses `AGGREGATES`: `NAME=FUNCTION` or `NAME=FUNCTION(FIELD)`, comma-separated, in output order.
 /// Function names are case-insensitive; names and fields are taken exactly (trimmed).
 pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate>, String> {
-    const EXPECTED: &str = "expected NAME=FUNCTION, comma-separated, with FUNCTION one of count (or count(1), count(*)), count(FIELD), sum(FIELD), min(FIELD), max(FIELD), avg(FIELD)";
+    const EXPECTED: &str = "expected NAME=FUNCTION, comma-separated, with FUNCTION one of count (or count(1), count(*)), count(FIELD), count_distinct(FIELD), sum(FIELD), min(FIELD), max(FIELD), avg(FIELD)";
     let items: Vec<&str> = text.split(',').collect();
     if items.len() > MAX_AGGREGATES {
         return Err(format!("{} aggregates, at most {MAX_AGGREGATES} are allowed", items.len()));

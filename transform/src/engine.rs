@@ -14,7 +14,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::aggregate::{Accumulator, Function, Number};
+use crate::aggregate::{Accumulator, Function, Input, Number};
+use crate::distinct::{union_len, DistinctSets, ENTRY_BYTES, SET_BYTES};
 use crate::intern::Interner;
 use crate::time::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 use crate::top_n::{Candidate, Ranking, TopNSpec};
@@ -208,6 +209,11 @@ pub struct Engine {
     row_group: Vec<GroupValue<'static>>,
     row_accumulators: Vec<Accumulator>,
     row_values: Vec<Option<Number>>,
+    /// `count_distinct`: the sets of every group and pane, and for the row being made, each such
+    /// aggregate's values from all its panes, then their number.
+    distinct: DistinctSets,
+    row_distinct: Vec<Vec<u32>>,
+    row_distinct_counts: Vec<u64>,
     /// Under `TOP_N`: the candidates of the window whose groups are being visited, then its ranked rows
     /// left to write; what each group's state counts for a candidate it may leave behind; the partition
     /// key of the group being offered.
@@ -252,6 +258,9 @@ impl Engine {
             row_group: Vec::new(),
             row_accumulators: Vec::new(),
             row_values: Vec::new(),
+            distinct: DistinctSets::default(),
+            row_distinct: Vec::new(),
+            row_distinct_counts: Vec::new(),
             top_n: None,
             candidate_reserve: 0,
             partition_key: Vec::new(),
@@ -279,6 +288,8 @@ impl Engine {
         self.functions = functions.to_vec();
         self.empty_accumulators = functions.iter().filter_map(|f| Accumulator::empty(*f)).collect();
         self.cells = CellStore { blocks: self.empty_accumulators.len(), ..CellStore::default() };
+        let distinct = functions.iter().filter(|function| **function == Function::CountDistinct).count();
+        self.row_distinct = vec![Vec::new(); distinct];
         self
     }
 
@@ -299,7 +310,7 @@ impl Engine {
     /// Counts one event of `group` at `event_ms`, with one input per aggregate (`None`: absent or null;
     /// ignored by `count`), then advances the watermark. Rows of the windows that fire are written by
     /// [`Engine::emit`].
-    pub fn observe(&mut self, event_ms: i64, group: &[GroupValue<'_>], inputs: &[Option<Number>]) -> Admission {
+    pub fn observe(&mut self, event_ms: i64, group: &[GroupValue<'_>], inputs: &[Option<Input<'_>>]) -> Admission {
         let pane = self.spec.pane_of(event_ms);
         let panes_per_window = self.spec.panes_per_window();
         let first_window = pane - panes_per_window + 1;
@@ -469,18 +480,33 @@ impl Engine {
         self.row_accumulators.extend_from_slice(&self.empty_accumulators);
         let mut count = 0u64;
         let mut work = 1;
+        for values in &mut self.row_distinct {
+            values.clear();
+        }
         let mut at = self.lists[group as usize].first;
         while at != NIL && self.cells.get(at).pane < end_pane {
             let cell = self.cells.get(at);
             work += 1; // every cell walked, seen by this window or not
             if cell.visible_from <= window {
                 count += u64::from(cell.count);
+                let mut distinct = self.row_distinct.iter_mut();
                 for (total, pane_state) in self.row_accumulators.iter_mut().zip(self.cells.block(at)) {
-                    total.merge(pane_state);
+                    match pane_state {
+                        Accumulator::Distinct(set) => {
+                            let values = self.distinct.values(*set);
+                            distinct.next().expect("one per count_distinct").extend_from_slice(values);
+                            work += values.len();
+                        }
+                        pane_state => total.merge(pane_state),
+                    }
                 }
                 work += blocks;
             }
             at = cell.next;
+        }
+        self.row_distinct_counts.clear();
+        for values in &mut self.row_distinct {
+            self.row_distinct_counts.push(union_len(values));
         }
         let go_on = match count {
             0 => true,
@@ -508,9 +534,14 @@ impl Engine {
     fn fill_row_values(&mut self, count: u64) {
         self.row_values.clear();
         let mut accumulators = self.row_accumulators.iter();
+        let mut distinct_counts = self.row_distinct_counts.iter();
         for function in &self.functions {
             self.row_values.push(match function {
                 Function::Count => Some(Number::Int(i64::try_from(count).unwrap_or(i64::MAX))),
+                Function::CountDistinct => {
+                    accumulators.next();
+                    distinct_counts.next().map(|&distinct| Number::Int(distinct as i64))
+                }
                 function => accumulators.next().and_then(|acc| acc.result(*function)),
             });
         }
@@ -643,7 +674,7 @@ impl Engine {
         pane: i64,
         visible_from: i64,
         group: &[GroupValue<'_>],
-        inputs: &[Option<Number>],
+        inputs: &[Option<Input<'_>>],
     ) -> Result<(), usize> {
         let mut new_bytes = 0;
         self.group_ids.clear();
@@ -655,11 +686,15 @@ impl Engine {
             }
         }
         let known_group = if self.group_ids.len() == group.len() { self.groups.find(&self.group_ids) } else { None };
-        if let Some(id) = known_group {
-            if let Some(cell) = self.find_cell(id, pane, visible_from) {
-                self.add_to_cell(cell, inputs);
-                return Ok(());
+        let known_cell = known_group.and_then(|id| self.find_cell(id, pane, visible_from));
+        new_bytes += self.distinct_bytes(known_cell, inputs);
+        if let Some(cell) = known_cell {
+            // Only new distinct values can need new state here.
+            if self.state_bytes + new_bytes > self.budget_bytes {
+                return Err(new_bytes);
             }
+            self.add_to_cell(cell, inputs);
+            return Ok(());
         }
         if self.cells.is_full() {
             new_bytes += CHUNK_CELLS * self.cell_bytes();
@@ -709,13 +744,63 @@ impl Engine {
         None
     }
 
-    fn add_to_cell(&mut self, cell: u32, inputs: &[Option<Number>]) {
+    fn add_to_cell(&mut self, cell: u32, inputs: &[Option<Input<'_>>]) {
         let slot = self.cells.get_mut(cell);
         slot.count = slot.count.saturating_add(1);
-        let with_state = self.functions.iter().zip(inputs).filter(|(function, _)| function.reads_a_field());
-        for ((_, input), accumulator) in with_state.zip(self.cells.block_mut(cell)) {
-            accumulator.add(*input);
+        let mut block = 0;
+        for (index, &input) in inputs.iter().enumerate() {
+            let function = self.functions[index];
+            if !function.reads_a_field() {
+                continue;
+            }
+            match (function, input) {
+                (Function::CountDistinct, None) => {}
+                (Function::CountDistinct, Some(value)) => self.add_distinct(cell, block, value),
+                (_, input) => self.cells.block_mut(cell)[block].add(input.and_then(Input::number)),
+            }
+            block += 1;
         }
+    }
+
+    /// Adds a value to the cell's set of a `count_distinct` aggregate (its `block`), interning its text.
+    fn add_distinct(&mut self, cell: u32, block: usize, value: Input<'_>) {
+        value.write_tagged(&mut self.tagged);
+        let before = self.values.len();
+        let id = self.values.acquire(&self.tagged);
+        if self.values.len() > before {
+            self.state_bytes += STRING_BYTES + self.tagged.len();
+        }
+        let Accumulator::Distinct(mut set) = self.cells.block(cell)[block] else { return };
+        match self.distinct.insert(&mut set, id) {
+            Some(grown) => self.state_bytes += grown,
+            // Already in the set, which holds a use of it.
+            None => {
+                self.values.release(id);
+            }
+        }
+        self.cells.block_mut(cell)[block] = Accumulator::Distinct(set);
+    }
+
+    /// The state `count_distinct` values of an event would add to `cell` (a new one when `None`): at most,
+    /// as two such aggregates of one field count its text twice here.
+    fn distinct_bytes(&mut self, cell: Option<u32>, inputs: &[Option<Input<'_>>]) -> usize {
+        let mut bytes = 0;
+        let with_state = self.functions.iter().zip(inputs).filter(|(function, _)| function.reads_a_field());
+        for (block, (&function, &input)) in with_state.enumerate() {
+            let (Function::CountDistinct, Some(value)) = (function, input) else { continue };
+            let set = match cell.map(|cell| self.cells.block(cell)[block]) {
+                Some(Accumulator::Distinct(set)) => set,
+                _ => crate::aggregate::NO_SET,
+            };
+            value.write_tagged(&mut self.tagged);
+            match self.values.find(&self.tagged) {
+                Some(id) if self.distinct.contains(set, id) => continue,
+                Some(_) => {}
+                None => bytes += STRING_BYTES + self.tagged.len(),
+            }
+            bytes += ENTRY_BYTES + if set == crate::aggregate::NO_SET { SET_BYTES } else { 0 };
+        }
+        bytes
     }
 
     /// A cell slot with empty accumulators; a new chunk of slots if none is free.
@@ -756,6 +841,16 @@ impl Engine {
     }
 
     fn free_cell(&mut self, cell: u32) {
+        for block in 0..self.cells.blocks {
+            let Accumulator::Distinct(set) = self.cells.block(cell)[block] else { continue };
+            let (values, bytes) = self.distinct.remove(set);
+            self.state_bytes -= bytes;
+            for value in values {
+                if let Some(text) = self.values.release(value) {
+                    self.state_bytes -= STRING_BYTES + text.len();
+                }
+            }
+        }
         let pane = self.cells.get(cell).pane;
         if let Some(cells_in_pane) = self.panes.get_mut(&pane) {
             *cells_in_pane -= 1;
@@ -1200,6 +1295,7 @@ mod tests {
         let mut rows = Values(Vec::new());
         let group = [GroupValue::Text("A")];
         for (time, value) in [("19:00:01", Some(Int(3))), ("19:00:02", None), ("19:00:11", Some(Float(0.5)))] {
+            let value = value.map(Input::Number);
             engine.observe(at(time), &group, &[None, value, value, value, value]);
             flush(&mut engine, &mut rows);
         }
@@ -1302,5 +1398,68 @@ mod tests {
         }
         assert_eq!(rows.0.len(), 2, "one row for each of the two windows: {:?}", rows.0);
         assert_eq!(engine.stats().state_bytes, 0);
+    }
+
+    #[test]
+    fn count_distinct_counts_each_value_once_across_panes_and_frees_all_it_held() {
+        let functions = [Function::Count, Function::CountDistinct];
+        let mut engine =
+            Engine::new(WindowSpec::new(20_000, 10_000, 0).unwrap(), usize::MAX).with_aggregates(&functions);
+        struct Values(Vec<(i64, Vec<Option<Number>>)>);
+        impl RowSink for Values {
+            fn row(&mut self, row: &Row<'_>) -> bool {
+                self.0.push((row.window_start_ms, row.values.to_vec()));
+                true
+            }
+        }
+        let mut rows = Values(Vec::new());
+        let group = [GroupValue::Text("page")];
+        let inputs = [
+            ("19:00:01", Some(Input::Text("u1"))),
+            ("19:00:02", Some(Input::Text("u1"))),
+            ("19:00:03", None),
+            ("19:00:04", Some(Input::Number(Number::Int(1)))),
+            ("19:00:05", Some(Input::Number(Number::Float(1.0)))),
+            ("19:00:11", Some(Input::Text("u1"))),
+            ("19:00:12", Some(Input::Text("u2"))),
+        ];
+        for (time, input) in inputs {
+            engine.observe(at(time), &group, &[None, input]);
+            flush(&mut engine, &mut rows);
+        }
+        advance(&mut engine, at("19:01:00"), &mut rows);
+        use Number::Int;
+        assert_eq!(
+            rows.0,
+            vec![
+                // u1, 1 and 1.0 (an integer and a float are two values); null is not counted.
+                (at("18:59:50"), vec![Some(Int(5)), Some(Int(3))]),
+                (at("19:00:00"), vec![Some(Int(7)), Some(Int(4))]),
+                (at("19:00:10"), vec![Some(Int(2)), Some(Int(2))]),
+            ]
+        );
+        assert_eq!(engine.stats().state_bytes, 0, "every set and value is freed");
+    }
+
+    #[test]
+    fn a_new_distinct_value_beyond_the_budget_is_refused_and_a_known_one_is_not() {
+        let functions = [Function::CountDistinct];
+        let spec = WindowSpec::new(20_000, 10_000, 0).unwrap();
+        let full = {
+            let mut engine = Engine::new(spec, usize::MAX).with_aggregates(&functions);
+            engine.observe(at("19:00:01"), &[GroupValue::Text("page")], &[Some(Input::Text("u1"))]);
+            engine.stats().state_bytes
+        };
+        let mut engine = Engine::new(spec, full).with_aggregates(&functions);
+        let group = [GroupValue::Text("page")];
+        assert_eq!(engine.observe(at("19:00:01"), &group, &[Some(Input::Text("u1"))]), COUNTED);
+        assert_eq!(engine.observe(at("19:00:02"), &group, &[Some(Input::Text("u1"))]), COUNTED);
+        assert_eq!(engine.observe(at("19:00:03"), &group, &[None]), COUNTED);
+        let needed = STRING_BYTES + "su2".len() + ENTRY_BYTES;
+        assert_eq!(
+            engine.observe(at("19:00:04"), &group, &[Some(Input::Text("u2"))]),
+            Admission::OverCapacity { needed_bytes: needed }
+        );
+        assert_eq!(engine.stats().state_bytes, full);
     }
 }

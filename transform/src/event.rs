@@ -1,7 +1,7 @@
 //! Reading an event from a record's value: its time, group-by values and aggregate inputs, or the dead-letter reason.
 
-use crate::aggregate::{Function, Number};
-use crate::config::{Aggregate, Config, EventTime, MAX_GROUP_FIELDS};
+use crate::aggregate::{Function, Input, Number};
+use crate::config::{Aggregate, Config, EventTime, MAX_AGGREGATES, MAX_GROUP_FIELDS};
 use crate::dead_letter::Reason;
 use crate::engine::GroupValue;
 use crate::json::{JsonError, JsonKind, Member, MemberReader};
@@ -11,12 +11,14 @@ use crate::time::{format_log_time, is_integer_token, MAX_TIMESTAMP_MS, MIN_TIMES
 pub const MAX_FIELD_BYTES: usize = 1_024;
 
 /// What a record's value holds, read as the configuration asks.
+// One lives at a time, on the stack, per record: boxing the large variant would allocate for every event.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Event<'a> {
     /// The event-time field alone (perhaps repeated), or with `@record` an empty object: it moves the
     /// watermark and counts nowhere.
     Heartbeat { time_ms: i64 },
     /// An event to count: its time, its group-by values and each aggregate's input (`None`: SQL NULL).
-    Count { time_ms: i64, group: Group<'a>, inputs: &'a [Option<Number>] },
+    Count { time_ms: i64, group: Group<'a>, inputs: Inputs<'a> },
 }
 
 /// An event's group-by values in `GROUP_BY` order, on the stack (there are at most [`MAX_GROUP_FIELDS`]).
@@ -31,6 +33,18 @@ impl<'a> Group<'a> {
     }
 }
 
+/// One input per aggregate, in configuration order (`None` for `count` and for absent or null fields).
+pub(crate) struct Inputs<'a> {
+    values: [Option<Input<'a>>; MAX_AGGREGATES],
+    len: usize,
+}
+
+impl<'a> Inputs<'a> {
+    pub(crate) fn values(&self) -> &[Option<Input<'a>>] {
+        &self.values[..self.len]
+    }
+}
+
 /// Reads the fields the configuration names out of each record's value, into reused buffers.
 pub(crate) struct EventReader {
     reader: MemberReader,
@@ -40,7 +54,6 @@ pub(crate) struct EventReader {
     group_by: Vec<String>,
     aggregates: Vec<Aggregate>,
     max_event_ahead_ms: i64,
-    inputs: Vec<Option<Number>>,
 }
 
 /// Where each field the configuration reads sits among the reader's wanted names (each name once).
@@ -74,7 +87,6 @@ impl EventReader {
             group_by: config.group_by.clone(),
             aggregates: config.aggregates.clone(),
             max_event_ahead_ms: config.max_event_ahead_ms,
-            inputs: Vec::with_capacity(config.aggregates.len()),
         }
     }
 
@@ -105,16 +117,16 @@ impl EventReader {
         for (slot, (&index, name)) in group.iter_mut().zip(self.fields.group.iter().zip(&self.group_by)) {
             *slot = group_value(self.reader.member(index), name)?;
         }
-        self.inputs.clear();
-        for (index, aggregate) in self.fields.inputs.iter().zip(&self.aggregates) {
-            let input = match (index, &aggregate.field) {
+        let mut inputs = Inputs { values: [None; MAX_AGGREGATES], len: self.aggregates.len() };
+        for (slot, (index, aggregate)) in inputs.values.iter_mut().zip(self.fields.inputs.iter().zip(&self.aggregates))
+        {
+            *slot = match (index, &aggregate.field) {
                 (Some(index), Some(name)) => aggregate_input(self.reader.member(*index), name, aggregate.function)?,
                 _ => None,
             };
-            self.inputs.push(input);
         }
         let group = Group { values: group, len: self.group_by.len() };
-        Ok(Event::Count { time_ms, group, inputs: &self.inputs })
+        Ok(Event::Count { time_ms, group, inputs })
     }
 
     /// The event's time in epoch milliseconds, from its field or its record.
@@ -201,16 +213,26 @@ fn group_value<'a>(member: Member<'a>, name: &str) -> Result<GroupValue<'a>, (Re
 
 /// An aggregated field's value: `None` when absent or null (SQL NULL), a number otherwise. `count(FIELD)`
 /// counts a value of any type (SQL `COUNT(f)`), so for it every present value reads as the number 1.
-fn aggregate_input(member: Member<'_>, name: &str, function: Function) -> Result<Option<Number>, (Reason, String)> {
+fn aggregate_input<'a>(
+    member: Member<'a>,
+    name: &str,
+    function: Function,
+) -> Result<Option<Input<'a>>, (Reason, String)> {
+    let distinct = function == Function::CountDistinct;
+    let expected = if distinct { "a string, a number or null" } else { "a number or null" };
     let wrong_type =
-        |kind: JsonKind| (Reason::WrongType, format!("field {name:?} is {}, expected a number or null", kind.name()));
+        |kind: JsonKind| (Reason::WrongType, format!("field {name:?} is {}, expected {expected}", kind.name()));
     match member {
         Member::Missing | Member::Other(JsonKind::Null) => Ok(None),
-        _ if function == Function::CountField => Ok(Some(Number::Int(1))),
-        Member::Number(token) => Number::parse(token).map(Some).ok_or_else(|| {
+        _ if function == Function::CountField => Ok(Some(Input::Number(Number::Int(1)))),
+        Member::Number(token) => Number::parse(token).map(|number| Some(Input::Number(number))).ok_or_else(|| {
             (Reason::OutOfRange, format!("field {name:?} is beyond the range of a 64-bit float: {}", clip(token)))
         }),
+        Member::Text(text) if distinct => Ok(Some(Input::Text(text))),
         Member::TooLong(JsonKind::Number) => {
+            Err((Reason::FieldTooLong, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long")))
+        }
+        Member::TooLong(JsonKind::String) if distinct => {
             Err((Reason::FieldTooLong, format!("field {name:?} is over {MAX_FIELD_BYTES} bytes long")))
         }
         Member::Text(_) => Err(wrong_type(JsonKind::String)),

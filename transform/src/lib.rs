@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod aggregator;
 pub mod config;
 pub mod dead_letter;
+pub mod distinct;
 pub mod duration;
 pub mod engine;
 pub mod event;
