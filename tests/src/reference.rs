@@ -44,12 +44,32 @@ pub enum RefGroup {
     Text(String),
 }
 
-/// An aggregate's result: JSON null, an integer, or a float.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// An aggregate's result: JSON null, an integer, or a float; or, for a percentile, the exact value, which a
+/// float within the sketch's relative accuracy equals.
+#[derive(Debug, Clone, Copy)]
 pub enum RefValue {
     Null,
     Int(i64),
     Float(f64),
+    Approx(f64),
+}
+
+/// The percentile sketch's promise: within 1 % of the exact value (and a tiny margin for rounding).
+const RELATIVE_ACCURACY: f64 = 0.01 * (1.0 + 1e-9);
+
+impl PartialEq for RefValue {
+    fn eq(&self, other: &RefValue) -> bool {
+        match (*self, *other) {
+            (RefValue::Null, RefValue::Null) => true,
+            (RefValue::Int(a), RefValue::Int(b)) => a == b,
+            (RefValue::Float(a), RefValue::Float(b)) | (RefValue::Approx(a), RefValue::Approx(b)) => a == b,
+            (RefValue::Approx(exact), RefValue::Float(estimate))
+            | (RefValue::Float(estimate), RefValue::Approx(exact)) => {
+                (estimate - exact).abs() <= RELATIVE_ACCURACY * exact.abs()
+            }
+            _ => false,
+        }
+    }
 }
 
 /// One output row as the model sees it.
@@ -71,8 +91,16 @@ impl ReferenceConfig {
         let ms = |name: &str, default: &str| {
             clickstream_aggregation::duration::parse_duration_ms(&text(name, default)).expect("a valid duration") as i64
         };
-        let aggregates = text("AGGREGATES", "event_count=count")
-            .split(',')
+        // A comma inside parentheses (`percentile(f, 0.95)`) belongs to the item before it.
+        let mut items: Vec<String> = Vec::new();
+        for piece in text("AGGREGATES", "event_count=count").split(',') {
+            match items.last_mut() {
+                Some(last) if last.matches('(').count() > last.matches(')').count() => *last += &format!(",{piece}"),
+                _ => items.push(piece.to_string()),
+            }
+        }
+        let aggregates = items
+            .iter()
             .map(|item| {
                 let (name, function) = item.split_once('=').expect("NAME=FUNCTION");
                 let function = function.trim().to_lowercase();
@@ -81,6 +109,16 @@ impl ReferenceConfig {
                     Some((count, "1)" | "*)")) if count.trim() == "count" => {
                         (name.trim().to_string(), "count".into(), None)
                     }
+                    // The quantile goes with the function's name: `percentile:0.95`.
+                    Some((percentile, rest)) if percentile.trim() == "percentile" => {
+                        let (field, q) = rest.trim_end_matches(')').split_once(',').expect("percentile(FIELD, Q)");
+                        (name.trim().to_string(), format!("percentile:{}", q.trim()), Some(field.trim().to_string()))
+                    }
+                    Some((median, field)) if median.trim() == "median" => (
+                        name.trim().to_string(),
+                        "percentile:0.5".into(),
+                        Some(field.trim_end_matches(')').trim().to_string()),
+                    ),
                     Some((function, field)) => (
                         name.trim().to_string(),
                         function.trim().to_string(),
@@ -388,7 +426,7 @@ fn top_n_rows(rows: Vec<RefRow>, top_n: &RefTopN, config: &ReferenceConfig) -> V
     let as_num = |value: RefValue| match value {
         RefValue::Null => None,
         RefValue::Int(int) => Some(Num::Int(int)),
-        RefValue::Float(float) => Some(Num::Float(float)),
+        RefValue::Float(float) | RefValue::Approx(float) => Some(Num::Float(float)),
     };
     let mut ranked = Vec::new();
     for (_, mut members) in partitions {
@@ -442,6 +480,16 @@ fn aggregate(function: &str, inputs: &[Num]) -> RefValue {
         "avg" => finite(float_sum() / inputs.len() as f64),
         "min" => extreme(inputs, Ordering::Less),
         "max" => extreme(inputs, Ordering::Greater),
+        // The value at rank ⌊q·(n − 1)⌋ of the sorted values.
+        percentile if percentile.starts_with("percentile:") => {
+            let q: f64 = percentile["percentile:".len()..].parse().expect("a quantile");
+            let mut sorted = inputs.to_vec();
+            sorted.sort_by(|a, b| compare(*a, *b));
+            RefValue::Approx(match sorted[(q * (sorted.len() - 1) as f64).floor() as usize] {
+                Num::Int(int) => int as f64,
+                Num::Float(float) => float,
+            })
+        }
         other => panic!("unknown function {other}"),
     }
 }

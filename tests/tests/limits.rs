@@ -412,3 +412,38 @@ fn count_distinct_of_more_users_than_fit_is_refused_not_fatal() {
     assert!(stats.broker.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.broker.peak_memory_bytes);
     println!("count_distinct of a crowd: peak linear memory {} bytes", stats.broker.peak_memory_bytes);
 }
+
+/// Percentiles of values spread over many orders of magnitude: each new sketch bucket is counted, so the
+/// budget refuses events rather than the VM trapping, with four groups or with one holding the whole budget
+/// (whose rows need the most scratch room: the README's rule for these functions, 1.7 × the budget).
+#[test]
+fn percentile_sketches_beyond_the_budget_are_refused_not_fatal() {
+    for (group_by, factor_tenths) in [("event", 12), ("everyone", 17)] {
+        percentile_sketches_beyond_the_budget(group_by, factor_tenths);
+    }
+}
+
+fn percentile_sketches_beyond_the_budget(group_by: &str, factor_tenths: u64) {
+    let mut values = crowd(40_000);
+    // Values from 1 to 10^256, 3 % apart: nearly every one needs a bucket of its own.
+    for (index, value) in values.iter_mut().enumerate() {
+        let mut event: serde_json::Value = serde_json::from_slice(value).unwrap();
+        if event.get("user_id").is_some() {
+            event["on_site_seconds"] = serde_json::json!(1.03f64.powi((index * 7_919 % 20_000) as i32));
+            event["everyone"] = serde_json::json!("all");
+            *value = event.to_string().into_bytes();
+        }
+    }
+    let env = [
+        ("GROUP_BY", group_by),
+        ("AGGREGATES", "n=count,p99=percentile(on_site_seconds, 0.99),mid=median(on_site_seconds)"),
+    ];
+    let (collected, result) = replay(values, &env, clickstream_config(), Limits::default(), true);
+    let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    let rule = (128 << 10) + 768 * 1024 * factor_tenths / 10;
+    assert!(stats.broker.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.broker.peak_memory_bytes);
+    let over = reasons(&collected).get("over_capacity").copied().unwrap_or(0);
+    assert!(over > 10_000, "the budget refused {over} events");
+    assert!(collected.rows().count() > 10);
+    println!("percentiles by {group_by}: peak linear memory {} bytes, {over} refused", stats.broker.peak_memory_bytes);
+}

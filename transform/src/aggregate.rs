@@ -23,6 +23,33 @@ pub enum Function {
     Avg,
     /// `count_distinct(FIELD)`: the distinct present, non-null values (SQL `COUNT(DISTINCT FIELD)`).
     CountDistinct,
+    /// `percentile(FIELD, q)` and `median(FIELD)`: the value at quantile `q`, within 1 % (`crate::sketch`).
+    Percentile(Quantile),
+}
+
+/// A quantile from 0 to 1, in millionths (so a function stays comparable and hashable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantile(pub u32);
+
+impl Quantile {
+    pub const MEDIAN: Quantile = Quantile(500_000);
+
+    /// Reads `0.95`, `1`, `0`: at most six decimals.
+    pub fn parse(text: &str) -> Option<Quantile> {
+        let q: f64 = text.trim().parse().ok()?;
+        let millionths = (q * 1e6).round();
+        ((0.0..=1.0).contains(&q) && (millionths / 1e6 - q).abs() < 1e-12).then_some(Quantile(millionths as u32))
+    }
+
+    pub fn value(self) -> f64 {
+        f64::from(self.0) / 1e6
+    }
+}
+
+impl fmt::Display for Quantile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.value())
+    }
 }
 
 impl Function {
@@ -44,6 +71,7 @@ impl Function {
             Function::Max => "max",
             Function::Avg => "avg",
             Function::CountDistinct => "count_distinct",
+            Function::Percentile(_) => "percentile",
         }
     }
 
@@ -182,6 +210,8 @@ pub enum Accumulator {
     /// `count_distinct`: the pane's set of values, kept by the engine (`crate::distinct`); `NO_SET` before
     /// the first value. Panes combine there, not here.
     Distinct(u32),
+    /// `percentile`: the pane's sketch, kept by the engine (`crate::sketch`); `NO_SET` before the first value.
+    Sketch(u32),
     /// `count(FIELD)`: the non-null values.
     Values(u64),
     /// `sum` and `avg`: the non-null values, the exact sum of the integers, the sum of the floats (from
@@ -209,6 +239,7 @@ impl Accumulator {
             Function::Min => Accumulator::Min(None),
             Function::Max => Accumulator::Max(None),
             Function::CountDistinct => Accumulator::Distinct(NO_SET),
+            Function::Percentile(_) => Accumulator::Sketch(NO_SET),
         })
     }
 
@@ -233,7 +264,7 @@ impl Accumulator {
             Accumulator::Min(best) => keep_best(best, value, Ordering::Less),
             Accumulator::Max(best) => keep_best(best, value, Ordering::Greater),
             // Added by the engine, which holds the sets (`crate::distinct`).
-            Accumulator::Distinct(_) => debug_assert!(false, "count_distinct is added by the engine"),
+            Accumulator::Distinct(_) | Accumulator::Sketch(_) => debug_assert!(false, "added by the engine"),
         }
     }
 
@@ -279,8 +310,8 @@ impl Accumulator {
                 result.is_finite().then_some(Number::Float(result))
             }
             Accumulator::Min(best) | Accumulator::Max(best) => best,
-            Accumulator::Distinct(_) => {
-                debug_assert!(false, "count_distinct is counted by the engine");
+            Accumulator::Distinct(_) | Accumulator::Sketch(_) => {
+                debug_assert!(false, "combined by the engine");
                 None
             }
         }

@@ -817,6 +817,7 @@ mod tests {
             // Unique users: each group's one user is its own group value, stored once.
             ("event_count=count,users=count_distinct(user_id)", "768KiB", 322, 2_438),
             ("event_count=count,top=10", "768KiB", 567, 1_385),
+            ("event_count=count,p95=percentile(on_site_seconds, 0.95)", "768KiB", 343, 2_289),
         ] {
             let (aggregates, top_n) = aggregates.split_once(",top=").unwrap_or((aggregates, ""));
             let mut settings = vec![("AGGREGATES", aggregates), ("STATE_BUDGET", budget)];

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::aggregate::Function;
+use crate::aggregate::{Function, Quantile};
 use crate::duration::{format_duration_ms, parse_duration_ms, parse_size_bytes};
 use crate::engine::{Engine, WindowSpec};
 use crate::event::MAX_FIELD_BYTES;
@@ -82,9 +82,10 @@ pub struct Aggregate {
 
 impl fmt::Display for Aggregate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.field {
-            Some(field) => write!(f, "{}={}({field})", self.name, self.function.name()),
-            None => write!(f, "{}={}", self.name, self.function.name()),
+        match (&self.field, self.function) {
+            (Some(field), Function::Percentile(q)) => write!(f, "{}=percentile({field}, {q})", self.name),
+            (Some(field), _) => write!(f, "{}={}({field})", self.name, self.function.name()),
+            (None, _) => write!(f, "{}={}", self.name, self.function.name()),
         }
     }
 }
@@ -433,8 +434,22 @@ fn parse_top_n(
 /// Parses `AGGREGATES`: `NAME=FUNCTION` or `NAME=FUNCTION(FIELD)`, comma-separated, in output order.
 /// Function names are case-insensitive; names and fields are taken exactly (trimmed).
 pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate>, String> {
-    const EXPECTED: &str = "expected NAME=FUNCTION, comma-separated, with FUNCTION one of count (or count(1), count(*)), count(FIELD), count_distinct(FIELD), sum(FIELD), min(FIELD), max(FIELD), avg(FIELD)";
-    let items: Vec<&str> = text.split(',').collect();
+    const EXPECTED: &str = "expected NAME=FUNCTION, comma-separated, with FUNCTION one of count (or count(1), count(*)), count(FIELD), count_distinct(FIELD), sum(FIELD), min(FIELD), max(FIELD), avg(FIELD), percentile(FIELD, Q), median(FIELD)";
+    // Commas inside parentheses (`percentile(f, 0.95)`) do not separate aggregates.
+    let mut items: Vec<&str> = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (at, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&text[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&text[start..]);
     if items.len() > MAX_AGGREGATES {
         return Err(format!("{} aggregates, at most {MAX_AGGREGATES} are allowed", items.len()));
     }
@@ -456,6 +471,27 @@ pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate
         if aggregates.iter().any(|aggregate| aggregate.name == name) {
             return Err(format!("the name {name:?} is used twice"));
         }
+        let function_name_only =
+            function.split_once('(').map_or(function, |(name, _)| name).trim().to_ascii_lowercase();
+        // percentile(FIELD, Q): the quantile, then the field as for the others.
+        let (function, quantile) = match (function_name_only.as_str(), function.rsplit_once(',')) {
+            ("percentile", Some((head, q))) => {
+                let q = q.trim().strip_suffix(')').unwrap_or(q).trim();
+                match Quantile::parse(q) {
+                    Some(quantile) => (format!("{head})"), Some(quantile)),
+                    None => {
+                        return Err(format!(
+                            "{function:?}: the quantile {q:?} is not a number from 0 to 1 with at most six decimals"
+                        ))
+                    }
+                }
+            }
+            ("percentile", None) => {
+                return Err(format!("{function:?} needs a field and a quantile: percentile(FIELD, Q)"))
+            }
+            _ => (function.to_string(), None),
+        };
+        let function = function.as_str();
         let (function_name, field) = match function.split_once('(') {
             None => (function, None),
             Some((function_name, rest)) => match rest.strip_suffix(')') {
@@ -484,6 +520,8 @@ pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate
                 None => return Err(format!("unknown function {function:?}; {EXPECTED}")),
             },
             Some("") => return Err(format!("{function:?} names no field; {EXPECTED}")),
+            Some(_) if function_name == "median" => Function::Percentile(Quantile::MEDIAN),
+            Some(_) if function_name == "percentile" => Function::Percentile(quantile.expect("read above")),
             Some(_) => match Function::OF_A_FIELD.iter().find(|(known, _)| *known == function_name) {
                 Some((_, function)) => *function,
                 None => return Err(format!("unknown function {function:?}; {EXPECTED}")),
@@ -557,6 +595,27 @@ mod tests {
 
     fn message(vars: &[(&str, &str)]) -> String {
         with_outputs(vars).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn percentiles_read_their_quantile_and_commas_inside_parentheses_do_not_split() {
+        let aggregates = parse_aggregates("p95=percentile(on_site_seconds, 0.95), mid=MEDIAN(x),n=count", &[]).unwrap();
+        let functions: Vec<Function> = aggregates.iter().map(|aggregate| aggregate.function).collect();
+        assert_eq!(
+            functions,
+            [Function::Percentile(Quantile(950_000)), Function::Percentile(Quantile::MEDIAN), Function::Count]
+        );
+        assert_eq!(aggregates[0].field.as_deref(), Some("on_site_seconds"));
+        assert_eq!(aggregates[0].to_string(), "p95=percentile(on_site_seconds, 0.95)");
+        for (text, problem) in [
+            ("p=percentile(x)", "needs a field and a quantile"),
+            ("p=percentile(x, 1.5)", "not a number from 0 to 1"),
+            ("p=percentile(x, 0.1234567)", "at most six decimals"),
+            ("p=percentile(, 0.5)", "names no field"),
+        ] {
+            let error = parse_aggregates(text, &[]).unwrap_err();
+            assert!(error.contains(problem), "{text}: {error}");
+        }
     }
 
     #[test]
@@ -680,7 +739,7 @@ mod tests {
         let seventeen: Vec<String> = (0..17).map(|i| format!("c{i}=count")).collect();
         let seventeen = seventeen.join(",");
         let cases = [
-            ("n=median(x)", "unknown function \"median(x)\"; expected NAME=FUNCTION"),
+            ("n=mode(x)", "unknown function \"mode(x)\"; expected NAME=FUNCTION"),
             ("n=counts", "unknown function \"counts\""),
             ("n=sum", "\"sum\" needs a field: sum(FIELD)"),
             ("n=sum(x", "\"sum(x\" has unbalanced or extra parentheses"),

@@ -14,9 +14,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::aggregate::NO_SET;
 use crate::aggregate::{Accumulator, Function, Input, Number};
 use crate::distinct::{union_len, DistinctSets, ENTRY_BYTES, SET_BYTES};
 use crate::intern::Interner;
+use crate::sketch::{Sketch, Sketches, BUCKET_BYTES, SKETCH_BYTES};
 use crate::time::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 use crate::top_n::{Candidate, Ranking, TopNSpec};
 
@@ -214,6 +216,10 @@ pub struct Engine {
     distinct: DistinctSets,
     row_distinct: Vec<Vec<u32>>,
     row_distinct_counts: Vec<u64>,
+    /// `percentile`: the sketches of every group and pane, and for the row being made, each such aggregate's
+    /// panes merged.
+    sketches: Sketches,
+    row_sketches: Vec<Sketch>,
     /// Under `TOP_N`: the candidates of the window whose groups are being visited, then its ranked rows
     /// left to write; what each group's state counts for a candidate it may leave behind; the partition
     /// key of the group being offered.
@@ -261,6 +267,8 @@ impl Engine {
             distinct: DistinctSets::default(),
             row_distinct: Vec::new(),
             row_distinct_counts: Vec::new(),
+            sketches: Sketches::default(),
+            row_sketches: Vec::new(),
             top_n: None,
             candidate_reserve: 0,
             partition_key: Vec::new(),
@@ -290,6 +298,8 @@ impl Engine {
         self.cells = CellStore { blocks: self.empty_accumulators.len(), ..CellStore::default() };
         let distinct = functions.iter().filter(|function| **function == Function::CountDistinct).count();
         self.row_distinct = vec![Vec::new(); distinct];
+        let percentiles = functions.iter().filter(|function| matches!(function, Function::Percentile(_))).count();
+        self.row_sketches = vec![Sketch::default(); percentiles];
         self
     }
 
@@ -492,6 +502,7 @@ impl Engine {
                 let mut distinct = self.row_distinct.iter_mut();
                 for (total, pane_state) in self.row_accumulators.iter_mut().zip(self.cells.block(at)) {
                     match pane_state {
+                        Accumulator::Sketch(id) if *id != NO_SET => work += self.sketches.get(*id).buckets(),
                         Accumulator::Distinct(set) => {
                             let values = self.distinct.values(*set);
                             distinct.next().expect("one per count_distinct").extend_from_slice(values);
@@ -507,7 +518,11 @@ impl Engine {
         self.row_distinct_counts.clear();
         for values in &mut self.row_distinct {
             self.row_distinct_counts.push(union_len(values));
+            if values.capacity() > 4_096 {
+                *values = Vec::new(); // no scratch stays large
+            }
         }
+        self.sum_sketches(group, window);
         let go_on = match count {
             0 => true,
             _ if self.top_n.is_some() => {
@@ -519,6 +534,9 @@ impl Engine {
             }
             _ => self.write_row(window, group, count, sink),
         };
+        for sketch in &mut self.row_sketches {
+            sketch.release_if_large();
+        }
         while let Some(first) = Some(self.lists[group as usize].first).filter(|&first| first != NIL) {
             if self.cells.get(first).pane != window {
                 break;
@@ -535,8 +553,13 @@ impl Engine {
         self.row_values.clear();
         let mut accumulators = self.row_accumulators.iter();
         let mut distinct_counts = self.row_distinct_counts.iter();
+        let mut sketches = self.row_sketches.iter();
         for function in &self.functions {
             self.row_values.push(match function {
+                Function::Percentile(q) => {
+                    accumulators.next();
+                    sketches.next().and_then(|sketch| sketch.quantile(q.value()))
+                }
                 Function::Count => Some(Number::Int(i64::try_from(count).unwrap_or(i64::MAX))),
                 Function::CountDistinct => {
                     accumulators.next();
@@ -544,6 +567,26 @@ impl Engine {
                 }
                 function => accumulators.next().and_then(|acc| acc.result(*function)),
             });
+        }
+    }
+
+    /// For each `percentile` aggregate, the sum of the group's sketches of the panes `window` sees.
+    fn sum_sketches(&mut self, group: u32, window: i64) {
+        let end_pane = window + self.spec.panes_per_window();
+        let mut block_of_sketch = 0;
+        for (index, function) in self.functions.iter().filter(|function| function.reads_a_field()).enumerate() {
+            let Function::Percentile(_) = function else { continue };
+            let (cells, sketches) = (&self.cells, &self.sketches);
+            let first = Some(self.lists[group as usize].first).filter(|&at| at != NIL);
+            let panes = std::iter::successors(first, |&at| Some(cells.get(at).next).filter(|&next| next != NIL))
+                .take_while(|&at| cells.get(at).pane < end_pane)
+                .filter(|&at| cells.get(at).visible_from <= window)
+                .filter_map(|at| match cells.block(at)[index] {
+                    Accumulator::Sketch(id) if id != NO_SET => Some(sketches.get(id)),
+                    _ => None,
+                });
+            self.row_sketches[block_of_sketch].sum_of(panes);
+            block_of_sketch += 1;
         }
     }
 
@@ -687,9 +730,9 @@ impl Engine {
         }
         let known_group = if self.group_ids.len() == group.len() { self.groups.find(&self.group_ids) } else { None };
         let known_cell = known_group.and_then(|id| self.find_cell(id, pane, visible_from));
-        new_bytes += self.distinct_bytes(known_cell, inputs);
+        new_bytes += self.side_state_bytes(known_cell, inputs);
         if let Some(cell) = known_cell {
-            // Only new distinct values can need new state here.
+            // Only new distinct values and sketch buckets can need new state here.
             if self.state_bytes + new_bytes > self.budget_bytes {
                 return Err(new_bytes);
             }
@@ -754,8 +797,9 @@ impl Engine {
                 continue;
             }
             match (function, input) {
-                (Function::CountDistinct, None) => {}
+                (Function::CountDistinct | Function::Percentile(_), None) => {}
                 (Function::CountDistinct, Some(value)) => self.add_distinct(cell, block, value),
+                (Function::Percentile(_), Some(value)) => self.add_to_sketch(cell, block, value),
                 (_, input) => self.cells.block_mut(cell)[block].add(input.and_then(Input::number)),
             }
             block += 1;
@@ -781,16 +825,47 @@ impl Engine {
         self.cells.block_mut(cell)[block] = Accumulator::Distinct(set);
     }
 
-    /// The state `count_distinct` values of an event would add to `cell` (a new one when `None`): at most,
-    /// as two such aggregates of one field count its text twice here.
-    fn distinct_bytes(&mut self, cell: Option<u32>, inputs: &[Option<Input<'_>>]) -> usize {
+    /// Adds a number to the cell's sketch of a `percentile` aggregate (its `block`).
+    fn add_to_sketch(&mut self, cell: u32, block: usize, value: Input<'_>) {
+        let (Accumulator::Sketch(mut id), Some(number)) = (self.cells.block(cell)[block], value.number()) else {
+            return;
+        };
+        if id == NO_SET {
+            id = self.sketches.create();
+            self.state_bytes += SKETCH_BYTES;
+            self.cells.block_mut(cell)[block] = Accumulator::Sketch(id);
+        }
+        self.state_bytes += self.sketches.get_mut(id).add(number);
+    }
+
+    /// The state the `count_distinct` and `percentile` inputs of an event would add to `cell` (a new one when
+    /// `None`): at most, as two such aggregates of one field count its text twice here.
+    fn side_state_bytes(&mut self, cell: Option<u32>, inputs: &[Option<Input<'_>>]) -> usize {
         let mut bytes = 0;
         let with_state = self.functions.iter().zip(inputs).filter(|(function, _)| function.reads_a_field());
         for (block, (&function, &input)) in with_state.enumerate() {
+            let state = cell.map(|cell| self.cells.block(cell)[block]);
+            if let (Function::Percentile(_), Some(number)) = (function, input.and_then(Input::number)) {
+                let x = match number {
+                    Number::Int(int) => int as f64,
+                    Number::Float(float) => float,
+                };
+                bytes += match state {
+                    Some(Accumulator::Sketch(id)) if id != NO_SET => {
+                        if self.sketches.get(id).needs_bucket(x) {
+                            BUCKET_BYTES
+                        } else {
+                            0
+                        }
+                    }
+                    _ => SKETCH_BYTES + BUCKET_BYTES,
+                };
+                continue;
+            }
             let (Function::CountDistinct, Some(value)) = (function, input) else { continue };
-            let set = match cell.map(|cell| self.cells.block(cell)[block]) {
+            let set = match state {
                 Some(Accumulator::Distinct(set)) => set,
-                _ => crate::aggregate::NO_SET,
+                _ => NO_SET,
             };
             value.write_tagged(&mut self.tagged);
             match self.values.find(&self.tagged) {
@@ -798,7 +873,7 @@ impl Engine {
                 Some(_) => {}
                 None => bytes += STRING_BYTES + self.tagged.len(),
             }
-            bytes += ENTRY_BYTES + if set == crate::aggregate::NO_SET { SET_BYTES } else { 0 };
+            bytes += ENTRY_BYTES + if set == NO_SET { SET_BYTES } else { 0 };
         }
         bytes
     }
@@ -842,6 +917,12 @@ impl Engine {
 
     fn free_cell(&mut self, cell: u32) {
         for block in 0..self.cells.blocks {
+            if let Accumulator::Sketch(id) = self.cells.block(cell)[block] {
+                if id != NO_SET {
+                    self.state_bytes -= self.sketches.remove(id);
+                }
+                continue;
+            }
             let Accumulator::Distinct(set) = self.cells.block(cell)[block] else { continue };
             let (values, bytes) = self.distinct.remove(set);
             self.state_bytes -= bytes;

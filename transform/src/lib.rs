@@ -1,4 +1,5 @@
-//! Flink-exact hopping-window aggregates (count, sum, min, max, avg) of JSON events, in plain Rust.
+//! Flink-exact hopping-window aggregates (count, sum, min, max, avg, count_distinct; percentiles within 1 %)
+//! of JSON events, with Window Top-N, in plain Rust.
 //!
 //! The module's SDK adapter (`main.rs`) feeds each record to [`aggregator::Aggregator`], which reads the
 //! event ([`event`]), adds it to the window [`engine::Engine`] (whose per-pane state is [`aggregate::Accumulator`]s)
@@ -18,5 +19,6 @@ pub mod intern;
 pub mod json;
 pub mod log_limiter;
 pub mod row_format;
+pub mod sketch;
 pub mod time;
 pub mod top_n;
