@@ -3,7 +3,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 MODULE := clickstream-aggregation.wasm
 
-.PHONY: broker-install build shared-build test lint demo bench fuzz fuzz-check wasm-target clean up down test-redpanda
+.PHONY: broker-install build shared-build test lint demo dashboard bench fuzz fuzz-check wasm-target clean up down test-redpanda
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -58,6 +58,18 @@ demo: build
 		--partitions 3 --shards 2 --output $(DEMO_DIR)/clickstream_aggregated.jsonl \
 		--dlq $(DEMO_DIR)/clickstream_dlq.jsonl --logs $(DEMO_DIR)/module.log --top 10
 	@echo "rows: $(DEMO_DIR)/clickstream_aggregated.jsonl  dead letters: $(DEMO_DIR)/clickstream_dlq.jsonl  module log: $(DEMO_DIR)/module.log"
+
+# The dashboard the window analytics make, on the demo's stream: of each five-minute window, the five pages
+# with the most unique visitors (Window Top-N over count_distinct), with the 95th percentile of time on site.
+DASHBOARD_SETTINGS := --env GROUP_BY=url --env TOP_N=5 --env TOP_N_RANK_FIELD=rank \
+	--env 'AGGREGATES=visitors=count_distinct(user_id),p95_seconds=percentile(on_site_seconds, 0.95),views=count'
+dashboard: build
+	$(BUILD_HARNESS)
+	@mkdir -p $(DEMO_DIR)
+	$(HARNESS) generate --seed 42 --events 36000 --users 200 --event-rate 20 --jitter 3s \
+		--late-percent 0.5 --malformed-percent 0.5 --output $(DEMO_DIR)/clickstream.jsonl
+	$(HARNESS) replay --wasm $(MODULE) --transform-yaml transform.yaml --input $(DEMO_DIR)/clickstream.jsonl \
+		--partitions 3 --shards 2 $(DASHBOARD_SETTINGS) --output $(DEMO_DIR)/dashboard.jsonl --quiet --top 5
 
 # Benchmarks (not tests): each workload through the native record handler and the module in the harness,
 # one table, after the README's previous one. The same build as the demo and the tests.

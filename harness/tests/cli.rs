@@ -738,3 +738,37 @@ fn output_batches_are_compressed_as_the_transform_yaml_or_the_flag_says() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `make dashboard`'s settings, read from the Makefile: the table shows the module's ranking of the last
+/// closed window as written (rank 1 to 5, unique visitors not increasing), with the 95th percentile.
+#[test]
+fn the_dashboard_shows_the_pages_with_the_most_unique_visitors() {
+    let makefile = std::fs::read_to_string(root().join("Makefile")).unwrap();
+    let settings = makefile.split_once("DASHBOARD_SETTINGS := ").unwrap().1;
+    let settings = &settings[..settings.find("dashboard:").unwrap()];
+    let mut args = vec!["replay".to_string(), "--wasm".into(), module().to_str().unwrap().into()];
+    for setting in settings.split("--env").skip(1) {
+        let setting = setting.trim().trim_end_matches('\\').trim().trim_matches('\'');
+        args.extend(["--env".to_string(), setting.to_string()]);
+    }
+    assert_eq!(args.len(), 3 + 2 * 4, "{args:?}");
+    let (dir, file) = generated("dashboard", 6_000);
+    let rows = dir.join("rows.jsonl");
+    args.extend(
+        ["--input", file.to_str().unwrap(), "--output", rows.to_str().unwrap(), "--quiet", "--top", "5"]
+            .map(String::from),
+    );
+    let out = harness(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{args:?}: {}{}", text(&out.stderr), text(&out.stdout));
+    // After the run's summary, on stderr (stdout may carry the rows).
+    let stderr = text(&out.stderr);
+    let table = &stderr[stderr.find("the last closed window's rows").unwrap_or_else(|| panic!("{stderr}"))..];
+    let lines: Vec<Vec<&str>> = table.lines().map(|line| line.split_whitespace().collect()).collect();
+    assert!(table.contains("as the module ranked them"), "{table}");
+    assert_eq!(lines[1], ["url", "rank", "visitors", "p95_seconds", "views"], "{table}");
+    assert_eq!(lines.len(), 2 + 5, "{table}");
+    let visitors: Vec<u64> = lines[2..].iter().map(|line| line[2].parse().unwrap()).collect();
+    assert!(visitors.windows(2).all(|pair| pair[0] >= pair[1]), "{table}");
+    assert_eq!(lines[2..].iter().map(|line| line[1]).collect::<Vec<_>>(), ["1", "2", "3", "4", "5"]);
+    assert!(lines[2..].iter().all(|line| line[3].parse::<f64>().is_ok_and(|p95| p95 > 0.0)), "{table}");
+}
