@@ -52,7 +52,15 @@ pub enum RefValue {
     Int(i64),
     Float(f64),
     Approx(f64),
+    /// An `approx_count_distinct` beyond the sets it counts exactly: the exact count, which an integer within
+    /// six standard errors equals (deterministic hashing: a failure is an error, not bad luck).
+    Estimate(i64),
 }
+
+/// `approx_count_distinct` counts exactly up to this many distinct values in a window, and its standard error
+/// beyond is 1.04 / √2048.
+const EXACT_UP_TO: usize = 256;
+const STANDARD_ERROR: f64 = 0.022_98;
 
 /// The percentile sketch's promise: within 1 % of the exact value (and a tiny margin for rounding).
 const RELATIVE_ACCURACY: f64 = 0.01 * (1.0 + 1e-9);
@@ -67,6 +75,11 @@ impl PartialEq for RefValue {
             | (RefValue::Float(estimate), RefValue::Approx(exact)) => {
                 (estimate - exact).abs() <= RELATIVE_ACCURACY * exact.abs()
             }
+            (RefValue::Estimate(exact), RefValue::Int(estimate))
+            | (RefValue::Int(estimate), RefValue::Estimate(exact)) => {
+                (estimate - exact).abs() as f64 <= 6.0 * STANDARD_ERROR * exact as f64
+            }
+            (RefValue::Estimate(a), RefValue::Estimate(b)) => a == b,
             _ => false,
         }
     }
@@ -325,7 +338,9 @@ impl Reference {
                     None => Num::Float(number.as_f64().expect("serde_json numbers are finite")),
                 })),
                 // COUNT(DISTINCT f) counts strings too, by their text.
-                Some(Some(Value::String(text))) if function == "count_distinct" => {
+                Some(Some(Value::String(text)))
+                    if function == "count_distinct" || function == "approx_count_distinct" =>
+                {
                     if text.len() > 1024 {
                         return Err("field_too_long");
                     }
@@ -362,10 +377,15 @@ impl Reference {
                         match field {
                             None => RefValue::Int(seen.count as i64),
                             // Values of different types, and an integer and a float, are different values.
-                            Some(_) if function == "count_distinct" => {
+                            Some(_) if function == "count_distinct" || function == "approx_count_distinct" => {
                                 let distinct: std::collections::BTreeSet<String> =
                                     inputs.map(|input| format!("{input:?}")).collect();
-                                RefValue::Int(distinct.len() as i64)
+                                match distinct.len() {
+                                    n if function == "approx_count_distinct" && n > EXACT_UP_TO => {
+                                        RefValue::Estimate(n as i64)
+                                    }
+                                    n => RefValue::Int(n as i64),
+                                }
                             }
                             Some(_) => {
                                 let numbers: Vec<Num> = inputs
@@ -427,6 +447,7 @@ fn top_n_rows(rows: Vec<RefRow>, top_n: &RefTopN, config: &ReferenceConfig) -> V
         RefValue::Null => None,
         RefValue::Int(int) => Some(Num::Int(int)),
         RefValue::Float(float) | RefValue::Approx(float) => Some(Num::Float(float)),
+        RefValue::Estimate(int) => Some(Num::Int(int)),
     };
     let mut ranked = Vec::new();
     for (_, mut members) in partitions {

@@ -80,7 +80,8 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
         Just("rows=count(*),secs=count(on_site_seconds),urls=count(url),one=COUNT(1)"),
         // COUNT(DISTINCT f) of text, of numbers (integers, quarters, the 64-bit limits), and of a field that
         // is sometimes text ("55").
-        Just("users=count_distinct(user_id),n=count,secs=count_distinct(on_site_seconds),pages=count_distinct(url)"),
+        Just("users=count_distinct(user_id),n=count,secs=count_distinct(on_site_seconds),pages=approx_count_distinct(url)"),
+        Just("n=count,users=approx_count_distinct(user_id),secs=approx_count_distinct(on_site_seconds)"),
         // Percentiles of values of both signs, zeros and the 64-bit limits (within 1 % of the exact value),
         // neither first nor last: Top-N ranks by those, and a sketch's ties are not the exact values' order.
         Just("n=count,p95=percentile(on_site_seconds, 0.95),mid=median(viewed_percent),p0=percentile(on_site_seconds, 0),lo=min(on_site_seconds)"),

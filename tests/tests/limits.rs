@@ -447,3 +447,15 @@ fn percentile_sketches_beyond_the_budget(group_by: &str, factor_tenths: u64) {
     assert!(collected.rows().count() > 10);
     println!("percentiles by {group_by}: peak linear memory {} bytes, {over} refused", stats.broker.peak_memory_bytes);
 }
+
+/// Unique users per event type over the same crowd, estimated: each HyperLogLog stops growing at 2 KiB, so
+/// where count_distinct runs out of budget, approx_count_distinct counts every event.
+#[test]
+fn approx_count_distinct_of_a_crowd_stays_in_bounded_room() {
+    let env = [("GROUP_BY", "event"), ("AGGREGATES", "n=count,users=approx_count_distinct(user_id)")];
+    let (collected, result) = replay(crowd(60_000), &env, clickstream_config(), Limits::default(), true);
+    let stats = result.unwrap_or_else(|failure| panic!("trapped: {failure}"));
+    assert_eq!(reasons(&collected).get("over_capacity"), None, "every event counted");
+    assert!(stats.broker.peak_memory_bytes <= 1 << 20, "peak {} bytes", stats.broker.peak_memory_bytes);
+    println!("approx_count_distinct of a crowd: peak linear memory {} bytes", stats.broker.peak_memory_bytes);
+}

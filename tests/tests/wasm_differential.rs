@@ -308,3 +308,30 @@ fn percentiles_are_within_one_percent_of_the_exact_ones() {
         "n=count,p50=median(on_site_seconds),p90=percentile(on_site_seconds, 0.9),top=percentile(on_site_seconds, 1)";
     check_values(with_varied_values(generator), &[("AGGREGATES", aggregates), ("STATE_BUDGET", "1536KiB")], 2, 1);
 }
+
+/// approx_count_distinct against count_distinct on windows of thousands of users per event type (the
+/// HyperLogLog's dense form), through the module on 2 partitions: within 3 standard errors (2.3 % each) in
+/// all but a few rows, and every row within the reference model's 6.
+#[test]
+fn approx_count_distinct_tracks_the_exact_count() {
+    let generator =
+        GeneratorConfig { events: 30_000, users: 5_000, rate_per_sec: 40.0, seed: 29, ..Default::default() };
+    let env = [
+        ("GROUP_BY", "event"),
+        ("AGGREGATES", "approx=approx_count_distinct(user_id),exact=count_distinct(user_id)"),
+        ("STATE_BUDGET", "1536KiB"),
+    ];
+    let collected = check(generator, &env, 2, 1);
+    let pairs: Vec<(f64, f64)> = collected
+        .rows()
+        .map(|row| {
+            let value: serde_json::Value = serde_json::from_str(&row.value_text()).unwrap();
+            (value["approx"].as_f64().unwrap(), value["exact"].as_f64().unwrap())
+        })
+        .filter(|(_, exact)| *exact > 256.0)
+        .collect();
+    assert!(pairs.len() > 100, "{} rows beyond the exact sets", pairs.len());
+    let within = pairs.iter().filter(|(approx, exact)| (approx - exact).abs() <= 3.0 * 0.023 * exact).count();
+    println!("{within} of {} rows within 3 standard errors", pairs.len());
+    assert!(within * 100 >= pairs.len() * 98, "{within} of {} rows within 3 standard errors", pairs.len());
+}

@@ -25,6 +25,8 @@ pub enum Function {
     CountDistinct,
     /// `percentile(FIELD, q)` and `median(FIELD)`: the value at quantile `q`, within 1 % (`crate::sketch`).
     Percentile(Quantile),
+    /// `approx_count_distinct(FIELD)`: `count_distinct` estimated in bounded room (`crate::hll`).
+    ApproxCountDistinct,
 }
 
 /// A quantile from 0 to 1, in millionths (so a function stays comparable and hashable).
@@ -54,9 +56,10 @@ impl fmt::Display for Quantile {
 
 impl Function {
     /// The functions that read a field, by name.
-    pub const OF_A_FIELD: [(&'static str, Function); 6] = [
+    pub const OF_A_FIELD: [(&'static str, Function); 7] = [
         ("count", Function::CountField),
         ("count_distinct", Function::CountDistinct),
+        ("approx_count_distinct", Function::ApproxCountDistinct),
         ("sum", Function::Sum),
         ("min", Function::Min),
         ("max", Function::Max),
@@ -72,6 +75,7 @@ impl Function {
             Function::Avg => "avg",
             Function::CountDistinct => "count_distinct",
             Function::Percentile(_) => "percentile",
+            Function::ApproxCountDistinct => "approx_count_distinct",
         }
     }
 
@@ -212,6 +216,9 @@ pub enum Accumulator {
     Distinct(u32),
     /// `percentile`: the pane's sketch, kept by the engine (`crate::sketch`); `NO_SET` before the first value.
     Sketch(u32),
+    /// `approx_count_distinct`: the pane's HyperLogLog, kept by the engine (`crate::hll`); `NO_SET` before the
+    /// first value.
+    Hll(u32),
     /// `count(FIELD)`: the non-null values.
     Values(u64),
     /// `sum` and `avg`: the non-null values, the exact sum of the integers, the sum of the floats (from
@@ -240,6 +247,7 @@ impl Accumulator {
             Function::Max => Accumulator::Max(None),
             Function::CountDistinct => Accumulator::Distinct(NO_SET),
             Function::Percentile(_) => Accumulator::Sketch(NO_SET),
+            Function::ApproxCountDistinct => Accumulator::Hll(NO_SET),
         })
     }
 
@@ -264,7 +272,9 @@ impl Accumulator {
             Accumulator::Min(best) => keep_best(best, value, Ordering::Less),
             Accumulator::Max(best) => keep_best(best, value, Ordering::Greater),
             // Added by the engine, which holds the sets (`crate::distinct`).
-            Accumulator::Distinct(_) | Accumulator::Sketch(_) => debug_assert!(false, "added by the engine"),
+            Accumulator::Distinct(_) | Accumulator::Sketch(_) | Accumulator::Hll(_) => {
+                debug_assert!(false, "added by the engine")
+            }
         }
     }
 
@@ -310,7 +320,7 @@ impl Accumulator {
                 result.is_finite().then_some(Number::Float(result))
             }
             Accumulator::Min(best) | Accumulator::Max(best) => best,
-            Accumulator::Distinct(_) | Accumulator::Sketch(_) => {
+            Accumulator::Distinct(_) | Accumulator::Sketch(_) | Accumulator::Hll(_) => {
                 debug_assert!(false, "combined by the engine");
                 None
             }

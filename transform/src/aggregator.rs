@@ -818,6 +818,7 @@ mod tests {
             ("event_count=count,users=count_distinct(user_id)", "768KiB", 322, 2_438),
             ("event_count=count,top=10", "768KiB", 567, 1_385),
             ("event_count=count,p95=percentile(on_site_seconds, 0.95)", "768KiB", 343, 2_289),
+            ("event_count=count,users=approx_count_distinct(user_id)", "768KiB", 328, 2_397),
         ] {
             let (aggregates, top_n) = aggregates.split_once(",top=").unwrap_or((aggregates, ""));
             let mut settings = vec![("AGGREGATES", aggregates), ("STATE_BUDGET", budget)];

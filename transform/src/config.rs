@@ -434,7 +434,7 @@ fn parse_top_n(
 /// Parses `AGGREGATES`: `NAME=FUNCTION` or `NAME=FUNCTION(FIELD)`, comma-separated, in output order.
 /// Function names are case-insensitive; names and fields are taken exactly (trimmed).
 pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate>, String> {
-    const EXPECTED: &str = "expected NAME=FUNCTION, comma-separated, with FUNCTION one of count (or count(1), count(*)), count(FIELD), count_distinct(FIELD), sum(FIELD), min(FIELD), max(FIELD), avg(FIELD), percentile(FIELD, Q), median(FIELD)";
+    const EXPECTED: &str = "expected NAME=FUNCTION, comma-separated, with FUNCTION one of count (or count(1), count(*)), count(FIELD), count_distinct(FIELD), approx_count_distinct(FIELD), sum(FIELD), min(FIELD), max(FIELD), avg(FIELD), percentile(FIELD, Q), median(FIELD)";
     // Commas inside parentheses (`percentile(f, 0.95)`) do not separate aggregates.
     let mut items: Vec<&str> = Vec::new();
     let (mut depth, mut start) = (0i32, 0);

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use crate::aggregate::NO_SET;
 use crate::aggregate::{Accumulator, Function, Input, Number};
 use crate::distinct::{union_len, DistinctSets, ENTRY_BYTES, SET_BYTES};
+use crate::hll::{self, Hlls, Registers};
 use crate::intern::Interner;
 use crate::sketch::{Sketch, Sketches, BUCKET_BYTES, SKETCH_BYTES};
 use crate::time::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
@@ -220,6 +221,12 @@ pub struct Engine {
     /// panes merged.
     sketches: Sketches,
     row_sketches: Vec<Sketch>,
+    /// `approx_count_distinct`: the HyperLogLogs of every group and pane; for the row being made, each such
+    /// aggregate's estimate, and the scratch a union is made in.
+    hlls: Hlls,
+    row_hll_counts: Vec<u64>,
+    hll_hashes: Vec<u64>,
+    hll_registers: Box<Registers>,
     /// Under `TOP_N`: the candidates of the window whose groups are being visited, then its ranked rows
     /// left to write; what each group's state counts for a candidate it may leave behind; the partition
     /// key of the group being offered.
@@ -269,6 +276,10 @@ impl Engine {
             row_distinct_counts: Vec::new(),
             sketches: Sketches::default(),
             row_sketches: Vec::new(),
+            hlls: Hlls::default(),
+            row_hll_counts: Vec::new(),
+            hll_hashes: Vec::new(),
+            hll_registers: Box::new([0; hll::DENSE_BYTES]),
             top_n: None,
             candidate_reserve: 0,
             partition_key: Vec::new(),
@@ -503,6 +514,7 @@ impl Engine {
                 for (total, pane_state) in self.row_accumulators.iter_mut().zip(self.cells.block(at)) {
                     match pane_state {
                         Accumulator::Sketch(id) if *id != NO_SET => work += self.sketches.get(*id).buckets(),
+                        Accumulator::Hll(id) if *id != NO_SET => work += self.hlls.get(*id).size(),
                         Accumulator::Distinct(set) => {
                             let values = self.distinct.values(*set);
                             distinct.next().expect("one per count_distinct").extend_from_slice(values);
@@ -523,6 +535,7 @@ impl Engine {
             }
         }
         self.sum_sketches(group, window);
+        self.estimate_hlls(group, window);
         let go_on = match count {
             0 => true,
             _ if self.top_n.is_some() => {
@@ -554,8 +567,13 @@ impl Engine {
         let mut accumulators = self.row_accumulators.iter();
         let mut distinct_counts = self.row_distinct_counts.iter();
         let mut sketches = self.row_sketches.iter();
+        let mut hll_counts = self.row_hll_counts.iter();
         for function in &self.functions {
             self.row_values.push(match function {
+                Function::ApproxCountDistinct => {
+                    accumulators.next();
+                    hll_counts.next().map(|&estimate| Number::Int(estimate as i64))
+                }
                 Function::Percentile(q) => {
                     accumulators.next();
                     sketches.next().and_then(|sketch| sketch.quantile(q.value()))
@@ -587,6 +605,30 @@ impl Engine {
                 });
             self.row_sketches[block_of_sketch].sum_of(panes);
             block_of_sketch += 1;
+        }
+    }
+
+    /// For each `approx_count_distinct` aggregate, the estimate of the union of the group's HyperLogLogs of the
+    /// panes `window` sees.
+    fn estimate_hlls(&mut self, group: u32, window: i64) {
+        self.row_hll_counts.clear();
+        let end_pane = window + self.spec.panes_per_window();
+        for (index, function) in self.functions.iter().filter(|function| function.reads_a_field()).enumerate() {
+            let Function::ApproxCountDistinct = function else { continue };
+            let (cells, hlls) = (&self.cells, &self.hlls);
+            let first = Some(self.lists[group as usize].first).filter(|&at| at != NIL);
+            let panes = std::iter::successors(first, |&at| Some(cells.get(at).next).filter(|&next| next != NIL))
+                .take_while(|&at| cells.get(at).pane < end_pane)
+                .filter(|&at| cells.get(at).visible_from <= window)
+                .filter_map(|at| match cells.block(at)[index] {
+                    Accumulator::Hll(id) if id != NO_SET => Some(hlls.get(id)),
+                    _ => None,
+                });
+            let estimate = hll::union_estimate(panes, &mut self.hll_hashes, &mut self.hll_registers);
+            self.row_hll_counts.push(estimate);
+        }
+        if self.hll_hashes.capacity() > 4 * hll::SPARSE_MAX {
+            self.hll_hashes = Vec::new(); // no scratch stays large
         }
     }
 
@@ -797,7 +839,8 @@ impl Engine {
                 continue;
             }
             match (function, input) {
-                (Function::CountDistinct | Function::Percentile(_), None) => {}
+                (Function::CountDistinct | Function::Percentile(_) | Function::ApproxCountDistinct, None) => {}
+                (Function::ApproxCountDistinct, Some(value)) => self.add_to_hll(cell, block, value),
                 (Function::CountDistinct, Some(value)) => self.add_distinct(cell, block, value),
                 (Function::Percentile(_), Some(value)) => self.add_to_sketch(cell, block, value),
                 (_, input) => self.cells.block_mut(cell)[block].add(input.and_then(Input::number)),
@@ -825,6 +868,19 @@ impl Engine {
         self.cells.block_mut(cell)[block] = Accumulator::Distinct(set);
     }
 
+    /// Adds a value's hash to the cell's HyperLogLog of an `approx_count_distinct` aggregate (its `block`).
+    fn add_to_hll(&mut self, cell: u32, block: usize, value: Input<'_>) {
+        let Accumulator::Hll(mut id) = self.cells.block(cell)[block] else { return };
+        if id == NO_SET {
+            id = self.hlls.create();
+            self.state_bytes += hll::SKETCH_BYTES;
+            self.cells.block_mut(cell)[block] = Accumulator::Hll(id);
+        }
+        value.write_tagged(&mut self.tagged);
+        let change = self.hlls.get_mut(id).add(hll::hash(&self.tagged));
+        self.state_bytes = self.state_bytes.saturating_add_signed(change);
+    }
+
     /// Adds a number to the cell's sketch of a `percentile` aggregate (its `block`).
     fn add_to_sketch(&mut self, cell: u32, block: usize, value: Input<'_>) {
         let (Accumulator::Sketch(mut id), Some(number)) = (self.cells.block(cell)[block], value.number()) else {
@@ -845,6 +901,14 @@ impl Engine {
         let with_state = self.functions.iter().zip(inputs).filter(|(function, _)| function.reads_a_field());
         for (block, (&function, &input)) in with_state.enumerate() {
             let state = cell.map(|cell| self.cells.block(cell)[block]);
+            if let (Function::ApproxCountDistinct, Some(value)) = (function, input) {
+                value.write_tagged(&mut self.tagged);
+                bytes += match state {
+                    Some(Accumulator::Hll(id)) if id != NO_SET => self.hlls.get(id).growth(hll::hash(&self.tagged)),
+                    _ => hll::SKETCH_BYTES + hll::HASH_BYTES,
+                };
+                continue;
+            }
             if let (Function::Percentile(_), Some(number)) = (function, input.and_then(Input::number)) {
                 let x = match number {
                     Number::Int(int) => int as f64,
@@ -917,11 +981,10 @@ impl Engine {
 
     fn free_cell(&mut self, cell: u32) {
         for block in 0..self.cells.blocks {
-            if let Accumulator::Sketch(id) = self.cells.block(cell)[block] {
-                if id != NO_SET {
-                    self.state_bytes -= self.sketches.remove(id);
-                }
-                continue;
+            match self.cells.block(cell)[block] {
+                Accumulator::Sketch(id) if id != NO_SET => self.state_bytes -= self.sketches.remove(id),
+                Accumulator::Hll(id) if id != NO_SET => self.state_bytes -= self.hlls.remove(id),
+                _ => {}
             }
             let Accumulator::Distinct(set) = self.cells.block(cell)[block] else { continue };
             let (values, bytes) = self.distinct.remove(set);
@@ -1542,5 +1605,45 @@ mod tests {
             Admission::OverCapacity { needed_bytes: needed }
         );
         assert_eq!(engine.stats().state_bytes, full);
+    }
+
+    #[test]
+    fn approx_count_distinct_is_exact_for_small_sets_and_frees_all_it_held() {
+        let functions = [Function::ApproxCountDistinct];
+        let mut engine =
+            Engine::new(WindowSpec::new(20_000, 10_000, 0).unwrap(), usize::MAX).with_aggregates(&functions);
+        let texts: Vec<String> = (0..2_000).map(|i| format!("visitor{i}")).collect();
+        for (i, text) in texts.iter().enumerate() {
+            // 200 distinct in the first pane, 1,000 others in the second.
+            let time = if i < 1_000 { "19:00:01" } else { "19:00:11" };
+            let value = if i < 1_000 { &texts[i % 200] } else { text };
+            engine.observe(at(time), &[GroupValue::Text("page")], &[Some(Input::Text(value))]);
+        }
+        struct Values(Vec<Option<Number>>);
+        impl RowSink for Values {
+            fn row(&mut self, row: &Row<'_>) -> bool {
+                self.0.push(row.values[0]);
+                true
+            }
+        }
+        let mut values = Values(Vec::new());
+        engine.advance(at("19:01:00"));
+        while !engine.emit(&mut values) {}
+        let counts: Vec<i64> = values
+            .0
+            .iter()
+            .map(|value| match value {
+                Some(Number::Int(count)) => *count,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(counts[0], 200, "exact while small");
+        for (count, exact) in counts[1..].iter().zip([1_200, 1_000]) {
+            assert!(
+                (count - exact).abs() as f64 <= 3.0 * crate::hll::STANDARD_ERROR * exact as f64,
+                "{count} for {exact}"
+            );
+        }
+        assert_eq!(engine.stats().state_bytes, 0);
     }
 }

@@ -218,7 +218,7 @@ fn aggregate_input<'a>(
     name: &str,
     function: Function,
 ) -> Result<Option<Input<'a>>, (Reason, String)> {
-    let distinct = function == Function::CountDistinct;
+    let distinct = matches!(function, Function::CountDistinct | Function::ApproxCountDistinct);
     let expected = if distinct { "a string, a number or null" } else { "a number or null" };
     let wrong_type =
         |kind: JsonKind| (Reason::WrongType, format!("field {name:?} is {}, expected {expected}", kind.name()));
