@@ -32,21 +32,37 @@ fn generated(events: u64, users: u32, rate_per_sec: f64) -> Vec<Vec<u8>> {
     Generator::new(GeneratorConfig { seed: 7, events, users, rate_per_sec, ..Default::default() }).collect()
 }
 
+/// The window analytics on the seed's stream: unique users, estimated unique users, the 95th percentile,
+/// and the top ten of each window.
+const ANALYTICS: &str =
+    "users=count_distinct(user_id),approx_users=approx_count_distinct(user_id),p95=percentile(on_site_seconds, 0.95)";
+
 fn workloads() -> Vec<Workload> {
     let seed = generated(300_000, 10, 4.0);
+    let wide = generated(100_000, u32::MAX, 1_000.0);
+    let wide_with = |name, aggregates| Workload {
+        name,
+        env: vec![("STATE_BUDGET", "1536KiB"), ("AGGREGATES", aggregates)],
+        values: wide.clone(),
+    };
     vec![
         Workload { name: "seed (10 users, 250 ms apart)", env: vec![], values: seed.clone() },
-        Workload { name: "seed, five aggregates", env: vec![("AGGREGATES", FIVE_AGGREGATES)], values: seed },
+        Workload { name: "seed, five aggregates", env: vec![("AGGREGATES", FIVE_AGGREGATES)], values: seed.clone() },
+        Workload {
+            name: "seed, analytics by url, top 10",
+            env: vec![("GROUP_BY", "url"), ("AGGREGATES", ANALYTICS), ("TOP_N", "10")],
+            values: seed,
+        },
         Workload {
             name: "dense (50 groups, 1 ms apart)",
             env: vec![("GROUP_BY", "user_id")],
             values: generated(300_000, 50, 1_000.0),
         },
-        Workload {
-            name: "wide (a new user each event)",
-            env: vec![("STATE_BUDGET", "1536KiB")],
-            values: generated(100_000, u32::MAX, 1_000.0),
-        },
+        Workload { name: "wide (a new user each event)", env: vec![("STATE_BUDGET", "1536KiB")], values: wide.clone() },
+        wide_with("wide, count_distinct(user_id)", "n=count,users=count_distinct(user_id)"),
+        wide_with("wide, approx_count_distinct(user_id)", "n=count,users=approx_count_distinct(user_id)"),
+        wide_with("wide, percentile(on_site_seconds, 0.95)", "n=count,p95=percentile(on_site_seconds, 0.95)"),
+        Workload { name: "wide, TOP_N=10", env: vec![("STATE_BUDGET", "1536KiB"), ("TOP_N", "10")], values: wide },
     ]
 }
 
@@ -179,7 +195,7 @@ fn main() {
     println!("| Workload | Native events/s | Native rows/s | ns/row | Module events/s | Module rows/s | Module rows/s, guard pages | Module/native | Peak memory | Slowest record |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let only = std::env::args().nth(1).unwrap_or_default();
-    let mut wide = Run::default();
+    let mut wide = Vec::new();
     let workloads = workloads();
     for workload in workloads.iter().filter(|workload| workload.name.starts_with(&only)) {
         let native = native(workload);
@@ -199,17 +215,17 @@ fn main() {
             module.worst_record_ms,
         );
         if workload.name.starts_with("wide") {
-            wide = native;
+            wide.push((workload.name, native));
         }
     }
     if "identity".starts_with(&only) {
         identity_rows(&workloads[0]);
     }
-    if wide.open_groups > 0 {
-        println!(
-        "\nWide stream: at most {} open groups at STATE_BUDGET=1536KiB (what fits a 2 MiB VM), {} bytes per open group.",
-        wide.open_groups, wide.bytes_per_group
-    );
+    if !wide.is_empty() {
+        println!("\nState per open group on the wide stream at STATE_BUDGET=1536KiB (what fits a 2 MiB VM):");
+        for (name, run) in wide {
+            println!("- {name}: at most {} open groups, {} bytes each", run.open_groups, run.bytes_per_group);
+        }
     }
 }
 
