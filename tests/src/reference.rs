@@ -503,10 +503,12 @@ fn aggregate(function: &str, inputs: &[Num]) -> RefValue {
         "max" => extreme(inputs, Ordering::Greater),
         // The value at rank ⌊q·(n − 1)⌋ of the sorted values.
         percentile if percentile.starts_with("percentile:") => {
+            // In millionths, as the setting allows six decimals: 0.58 · 50 in floats is 28.999999999999996.
             let q: f64 = percentile["percentile:".len()..].parse().expect("a quantile");
+            let millionths = (q * 1e6).round() as usize;
             let mut sorted = inputs.to_vec();
             sorted.sort_by(|a, b| compare(*a, *b));
-            RefValue::Approx(match sorted[(q * (sorted.len() - 1) as f64).floor() as usize] {
+            RefValue::Approx(match sorted[millionths * (sorted.len() - 1) / 1_000_000] {
                 Num::Int(int) => int as f64,
                 Num::Float(float) => float,
             })

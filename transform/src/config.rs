@@ -476,7 +476,9 @@ pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate
         // percentile(FIELD, Q): the quantile, then the field as for the others.
         let (function, quantile) = match (function_name_only.as_str(), function.rsplit_once(',')) {
             ("percentile", Some((head, q))) => {
-                let q = q.trim().strip_suffix(')').unwrap_or(q).trim();
+                let Some(q) = q.trim().strip_suffix(')').map(str::trim) else {
+                    return Err(format!("{function:?} has unbalanced or extra parentheses; {EXPECTED}"));
+                };
                 match Quantile::parse(q) {
                     Some(quantile) => (format!("{head})"), Some(quantile)),
                     None => {
@@ -492,6 +494,9 @@ pub fn parse_aggregates(text: &str, group_by: &[String]) -> Result<Vec<Aggregate
             _ => (function.to_string(), None),
         };
         let function = function.as_str();
+        if function.contains(',') {
+            return Err(format!("{function:?} names more than one field; {EXPECTED}"));
+        }
         let (function_name, field) = match function.split_once('(') {
             None => (function, None),
             Some((function_name, rest)) => match rest.strip_suffix(')') {
@@ -612,6 +617,10 @@ mod tests {
             ("p=percentile(x, 1.5)", "not a number from 0 to 1"),
             ("p=percentile(x, 0.1234567)", "at most six decimals"),
             ("p=percentile(, 0.5)", "names no field"),
+            ("p=percentile(x, 0.5", "unbalanced or extra parentheses"),
+            ("p=percentile(x, y, 0.5)", "names more than one field"),
+            ("n=count_distinct(a, b)", "names more than one field"),
+            ("m=median(x, 0.9)", "names more than one field"),
         ] {
             let error = parse_aggregates(text, &[]).unwrap_err();
             assert!(error.contains(problem), "{text}: {error}");

@@ -37,6 +37,9 @@ impl DistinctSets {
         }
         let values = &mut self.sets[*set as usize];
         let at = values.binary_search(&value).err()?;
+        if values.capacity() == 0 {
+            values.reserve_exact(1); // a vector's first room is otherwise four values, counted as one
+        }
         values.insert(at, value);
         Some(grown + ENTRY_BYTES)
     }

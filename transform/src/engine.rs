@@ -576,7 +576,7 @@ impl Engine {
                 }
                 Function::Percentile(q) => {
                     accumulators.next();
-                    sketches.next().and_then(|sketch| sketch.quantile(q.value()))
+                    sketches.next().and_then(|sketch| sketch.quantile(*q))
                 }
                 Function::Count => Some(Number::Int(i64::try_from(count).unwrap_or(i64::MAX))),
                 Function::CountDistinct => {

@@ -73,6 +73,9 @@ impl Hll {
             Hll::Sparse(hashes) => match hashes.binary_search(&hash) {
                 Ok(_) => 0,
                 Err(at) if hashes.len() < SPARSE_MAX => {
+                    if hashes.capacity() == 0 {
+                        hashes.reserve_exact(1); // a vector's first room is otherwise four hashes, counted as one
+                    }
                     hashes.insert(at, hash);
                     HASH_BYTES as isize
                 }

@@ -6,7 +6,7 @@
 //! Code of our own: the published crates keep dense stores that grow by hundreds of buckets at once, too
 //! coarse to account in a 2 MiB VM.
 
-use crate::aggregate::Number;
+use crate::aggregate::{Number, Quantile};
 
 /// The relative accuracy promised.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
@@ -41,7 +41,8 @@ fn bucket(x: f64) -> i32 {
 
 /// The value that stands for a bucket: within α of every magnitude in it, to four significant digits.
 fn representative(bucket: i32) -> f64 {
-    let value = ((f64::from(bucket) * GAMMA.ln()).exp() * 2.0 / (GAMMA + 1.0)).min(f64::MAX);
+    // In logarithms, so a bucket near the largest float does not overflow on the way (9e307 read as f64::MAX).
+    let value = (f64::from(bucket) * GAMMA.ln() + (2.0 / (GAMMA + 1.0)).ln()).exp().min(f64::MAX);
     let scale = 10f64.powi(3 - value.log10().floor() as i32);
     let rounded = (value * scale).round() / scale;
     if rounded.is_finite() && rounded > 0.0 {
@@ -82,6 +83,9 @@ impl Sketch {
             self.zeros += 1;
             return 0;
         };
+        if store.capacity() == 0 {
+            store.reserve_exact(1); // a vector's first room is otherwise four buckets, counted as one
+        }
         match store.binary_search_by_key(&index, |&(index, _)| index) {
             Ok(at) => {
                 store[at].1 = store[at].1.saturating_add(1);
@@ -133,15 +137,16 @@ impl Sketch {
         SKETCH_BYTES + BUCKET_BYTES * (self.positive.len() + self.negative.len())
     }
 
-    /// The value at quantile `q` (0 to 1), within α of the exact one; `None` when the sketch is empty.
-    pub fn quantile(&self, q: f64) -> Option<Number> {
+    /// The value at quantile `q`, within α of the exact one; `None` when the sketch is empty.
+    pub fn quantile(&self, q: Quantile) -> Option<Number> {
         let negatives: u64 = self.negative.iter().map(|&(_, count)| u64::from(count)).sum();
         let positives: u64 = self.positive.iter().map(|&(_, count)| u64::from(count)).sum();
         let total = negatives + self.zeros + positives;
         if total == 0 {
             return None;
         }
-        let rank = (q * (total - 1) as f64).floor() as u64;
+        // ⌊q·(n − 1)⌋ in integers: in floats, 0.58 · 50 is 28.999999999999996.
+        let rank = (u128::from(q.0) * u128::from(total - 1) / 1_000_000) as u64;
         // Ascending: the negatives from the largest magnitude, then the zeros, then the positives.
         let mut seen = 0;
         for &(index, count) in self.negative.iter().rev() {
@@ -204,8 +209,8 @@ impl Sketches {
 mod tests {
     use super::*;
 
-    fn exact(sorted: &[f64], q: f64) -> f64 {
-        sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
+    fn exact(sorted: &[f64], q: Quantile) -> f64 {
+        sorted[(u128::from(q.0) * (sorted.len() - 1) as u128 / 1_000_000) as usize]
     }
 
     #[test]
@@ -219,7 +224,8 @@ mod tests {
             sketch.add(Number::Float(value));
         }
         values.sort_by(f64::total_cmp);
-        for q in [0.0, 0.01, 0.1, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
+        for q in [0, 10_000, 100_000, 250_000, 500_000, 580_000, 900_000, 950_000, 990_000, 999_000, 1_000_000] {
+            let q = Quantile(q);
             let (Some(Number::Float(estimate)), expected) = (sketch.quantile(q), exact(&values, q)) else { panic!() };
             assert!(
                 (estimate - expected).abs() <= RELATIVE_ACCURACY * expected.abs() * (1.0 + 1e-9),
@@ -239,7 +245,7 @@ mod tests {
         let mut sum = Sketch::default();
         sum.sum_of([&a, &b].into_iter());
         assert_eq!(sum, both);
-        assert_eq!(Sketch::default().quantile(0.5), None);
+        assert_eq!(Sketch::default().quantile(Quantile::MEDIAN), None);
     }
 
     #[test]
@@ -257,5 +263,23 @@ mod tests {
             wide.add(Number::Float(10f64.powf(f64::from(i) / 10_000.0)));
         }
         assert!(wide.buckets() <= 750, "{} buckets", wide.buckets());
+    }
+
+    /// Regressions found in review: the rank of 0.58 of 51 values came out 28 (floats), not 29; and 9e307
+    /// came out as the largest float (the representative overflowed on the way).
+    #[test]
+    fn ranks_are_exact_and_huge_values_do_not_overflow() {
+        let mut sketch = Sketch::default();
+        for x in 1..=51 {
+            sketch.add(Number::Int(x));
+        }
+        let Some(Number::Float(answer)) = sketch.quantile(Quantile(580_000)) else { panic!() };
+        assert!((answer - 30.0).abs() <= 0.3, "{answer} for 30");
+        for huge in [9e307, -9e307, 1e308, f64::MAX] {
+            let mut sketch = Sketch::default();
+            sketch.add(Number::Float(huge));
+            let Some(Number::Float(answer)) = sketch.quantile(Quantile::MEDIAN) else { panic!() };
+            assert!((answer - huge).abs() <= RELATIVE_ACCURACY * huge.abs(), "{answer} for {huge}");
+        }
     }
 }
