@@ -3,7 +3,7 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
 MODULE := clickstream-aggregation.wasm
 
-.PHONY: broker-install build shared-build test lint demo dashboard bench fuzz fuzz-check wasm-target clean up down test-redpanda
+.PHONY: broker-install build flink shared-build test lint demo dashboard bench fuzz fuzz-check wasm-target clean up down test-redpanda
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -17,10 +17,16 @@ build: wasm-target
 # the live pipeline tests; they are compiled first, while tansu's first install may still be going. The
 # container tests (their own package, so the container stack's features stay out of the build the demo
 # shares) run on their own with --nocapture, so their SKIPPED line shows where Docker is missing.
+# tests/tests/flink.rs compares the module with Flink SQL itself, run by the Python `make flink` makes.
 test: broker-install build shared-build fuzz-check lint
 	$(CARGO) test --workspace --exclude container-tests --no-run
-	./.ci/with-broker $(CARGO) test --workspace --exclude container-tests
+	./.ci/flink > target/flink-python
+	FLINK_PYTHON=$$(cat target/flink-python) ./.ci/with-broker $(CARGO) test --workspace --exclude container-tests
 	$(CARGO) test -p container-tests -- --nocapture
+
+# A Python with Apache Flink 2.3 (in target/flink-venv; Java 17 installed if missing) for the Flink comparison.
+flink:
+	@./.ci/flink
 
 # Fails when the tests would compile again something the demo built (a feature one of their
 # dependencies adds): compares cargo's plans, compiles nothing.

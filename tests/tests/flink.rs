@@ -1,0 +1,250 @@
+//! The module against Flink 2.x SQL itself: the same events through the module (in the harness) and through
+//! Flink's window table functions (`flink/run_queries.py`, Flink in-process, a watermark after every record),
+//! row for row. Needs `FLINK_PYTHON`, a Python with `apache-flink` (`make flink` makes one; `make test` sets
+//! it); without it the test says so and checks nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clickstream_aggregation::time::parse_timestamp_ms;
+use harness::generate::{Generator, GeneratorConfig};
+use integration_tests::replay::{clickstream_config, replay};
+use serde_json::{json, Value};
+use transform_host::Limits;
+
+type Row = BTreeMap<String, Value>;
+
+const WATERMARK_DELAY_MS: i64 = 5_000;
+const HOP: &str = "TABLE(HOP(TABLE clickstream, DESCRIPTOR(`timestamp`), INTERVAL '10' SECOND, INTERVAL '5' MINUTE))";
+
+/// How a Window Top-N query ranks, to compare its rows up to Flink's undefined order among ties.
+struct Ranking {
+    n: usize,
+    by: &'static str,
+    partition_by: &'static [&'static str],
+    rank_field: &'static str,
+}
+
+struct Case {
+    name: &'static str,
+    env: Vec<(&'static str, &'static str)>,
+    sql: String,
+    events: Vec<Vec<u8>>,
+    ranking: Option<Ranking>,
+    /// As the README says.
+    rows: usize,
+}
+
+/// A stream with disorder (up to 20 s behind), partly late events (the watermark waits 5 s) and wholly late
+/// ones (10 minutes behind), two events a second for about 20 minutes.
+fn disordered_stream(seed: u64) -> Vec<Vec<u8>> {
+    let generator = GeneratorConfig {
+        seed,
+        events: 2_400,
+        users: 40,
+        rate_per_sec: 2.0,
+        jitter_ms: 20_000,
+        late_percent: 2.0,
+        ..Default::default()
+    };
+    Generator::new(generator).collect()
+}
+
+/// The same with some `user_id`s null and some absent, which `COUNT(DISTINCT user_id)` does not count.
+fn with_missing_users(events: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let mut event: serde_json::Map<String, Value> = serde_json::from_slice(&line).unwrap();
+            match index % 11 {
+                3 => drop(event.insert("user_id".into(), Value::Null)),
+                7 => drop(event.remove("user_id")),
+                _ => {}
+            }
+            Value::Object(event).to_string().into_bytes()
+        })
+        .collect()
+}
+
+fn top_n_sql(inner: &str, ranking: &Ranking) -> String {
+    let partition: String = ranking.partition_by.iter().map(|field| format!(", {field}")).collect();
+    format!(
+        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end{partition} \
+         ORDER BY {} DESC) AS {} FROM ({inner})) WHERE {} <= {}",
+        ranking.by, ranking.rank_field, ranking.rank_field, ranking.n
+    )
+}
+
+fn cases() -> Vec<Case> {
+    let stream = disordered_stream(21);
+    let distinct_inner = format!(
+        "SELECT window_start, window_end, url, COUNT(DISTINCT user_id) AS visitors FROM {HOP} \
+         GROUP BY window_start, window_end, url"
+    );
+    let top_pages = Ranking { n: 3, by: "visitors", partition_by: &[], rank_field: "row_num" };
+    let by_event_inner = format!(
+        "SELECT window_start, window_end, event, url, COUNT(*) AS hits, COUNT(DISTINCT user_id) AS visitors \
+         FROM {HOP} GROUP BY window_start, window_end, event, url"
+    );
+    let top_per_event = Ranking { n: 2, by: "hits", partition_by: &["event"], rank_field: "row_num" };
+    vec![
+        Case {
+            name: "seed job: count per user, event and url",
+            env: vec![],
+            sql: format!(
+                "SELECT window_start, window_end, user_id, event, url, COUNT(1) AS event_count FROM {HOP} \
+                 GROUP BY window_start, window_end, user_id, event, url"
+            ),
+            events: stream.clone(),
+            ranking: None,
+            rows: 48_498,
+        },
+        Case {
+            name: "COUNT(DISTINCT user_id) per site and url, null and absent users",
+            env: vec![("GROUP_BY", "site_id,url"), ("AGGREGATES", "visitors=count_distinct(user_id),hits=count")],
+            sql: format!(
+                "SELECT window_start, window_end, site_id, url, COUNT(DISTINCT user_id) AS visitors, \
+                 COUNT(*) AS hits FROM {HOP} GROUP BY window_start, window_end, site_id, url"
+            ),
+            events: with_missing_users(stream.clone()),
+            ranking: None,
+            rows: 4_391,
+        },
+        Case {
+            name: "Top-3 pages by unique visitors",
+            env: vec![
+                ("GROUP_BY", "url"),
+                ("AGGREGATES", "visitors=count_distinct(user_id)"),
+                ("TOP_N", "3"),
+                ("TOP_N_RANK_FIELD", "row_num"),
+            ],
+            sql: top_n_sql(&distinct_inner, &top_pages),
+            events: stream.clone(),
+            ranking: Some(top_pages),
+            rows: 453,
+        },
+        Case {
+            name: "Top-2 pages by views per event type",
+            env: vec![
+                ("GROUP_BY", "event,url"),
+                ("AGGREGATES", "hits=count,visitors=count_distinct(user_id)"),
+                ("TOP_N", "2"),
+                ("TOP_N_PARTITION_BY", "event"),
+                ("TOP_N_RANK_FIELD", "row_num"),
+            ],
+            sql: top_n_sql(&by_event_inner, &top_per_event),
+            events: stream,
+            ranking: Some(top_per_event),
+            rows: 1_201,
+        },
+    ]
+}
+
+/// The module's rows for a case, windows closed at the end of the input as Flink closes them.
+fn module_rows(case: &Case) -> Vec<Row> {
+    let delay = format!("{WATERMARK_DELAY_MS}ms");
+    let mut env = case.env.clone();
+    env.push(("WATERMARK_DELAY", &delay));
+    let (collected, result) = replay(case.events.clone(), &env, clickstream_config(), Limits::default(), true);
+    result.unwrap_or_else(|failure| panic!("{}: the module failed: {failure}", case.name));
+    collected
+        .rows()
+        .map(|row| {
+            let mut row: Row = serde_json::from_str(&row.value_text()).unwrap();
+            for bound in ["window_start", "window_end"] {
+                let text = row[bound].as_str().unwrap().to_string();
+                row.insert(bound.into(), json!(parse_timestamp_ms(&text).unwrap()));
+            }
+            row
+        })
+        .collect()
+}
+
+/// Runs every case's query on Flink; rows by case name.
+fn flink_rows(python: &Path, cases: &[Case], dir: &Path) -> BTreeMap<String, Vec<Row>> {
+    let mut queries = Vec::new();
+    for (index, case) in cases.iter().enumerate() {
+        let events = dir.join(format!("events-{index}.jsonl"));
+        let mut text = Vec::new();
+        for line in &case.events {
+            text.extend_from_slice(line);
+            text.push(b'\n');
+        }
+        std::fs::write(&events, text).unwrap();
+        queries.push(json!({
+            "name": case.name, "events": events, "watermark_delay_ms": WATERMARK_DELAY_MS, "sql": case.sql,
+        }));
+    }
+    let queries_path = dir.join("queries.json");
+    std::fs::write(&queries_path, serde_json::to_vec(&queries).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flink/run_queries.py");
+    let output = Command::new(python).arg(script).arg(&queries_path).output().expect("FLINK_PYTHON runs");
+    assert!(output.status.success(), "Flink failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let mut rows: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let mut line: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+        let name = line["query"].as_str().unwrap().to_string();
+        rows.entry(name).or_default().push(serde_json::from_value(line.remove("row").unwrap()).unwrap());
+    }
+    rows
+}
+
+/// What both sides must agree on. Without a ranking, every row. With one, per window and partition: the
+/// ranked-by value at each rank, and the rows (rank left out) except those tied with the last kept row of a
+/// full partition, which Flink may choose among as it likes.
+fn comparable(rows: &[Row], ranking: Option<&Ranking>) -> Vec<String> {
+    let Some(ranking) = ranking else {
+        let mut rows: Vec<String> = rows.iter().map(|row| serde_json::to_string(row).unwrap()).collect();
+        rows.sort();
+        return rows;
+    };
+    let mut partitions: BTreeMap<Vec<String>, Vec<&Row>> = BTreeMap::new();
+    for row in rows {
+        let mut key = vec![row["window_start"].to_string(), row["window_end"].to_string()];
+        key.extend(ranking.partition_by.iter().map(|field| row[*field].to_string()));
+        partitions.entry(key).or_default().push(row);
+    }
+    let mut out = Vec::new();
+    for (key, mut rows) in partitions {
+        rows.sort_by_key(|row| row[ranking.rank_field].as_u64());
+        let values: Vec<String> = rows.iter().map(|row| row[ranking.by].to_string()).collect();
+        out.push(format!("{key:?} ranked values {values:?}"));
+        let boundary = (rows.len() == ranking.n).then(|| values[values.len() - 1].clone());
+        for row in rows {
+            if Some(row[ranking.by].to_string()) == boundary {
+                continue;
+            }
+            let mut row = row.clone();
+            row.remove(ranking.rank_field);
+            out.push(serde_json::to_string(&row).unwrap());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn module_agrees_with_flink_sql() {
+    let Some(python) = std::env::var_os("FLINK_PYTHON").map(PathBuf::from) else {
+        eprintln!("SKIPPED module_agrees_with_flink_sql: FLINK_PYTHON is not set (`make flink` makes a Python with Flink; `make test` sets it)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("flink-comparison-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = cases();
+    let flink = flink_rows(&python, &cases, &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    for case in &cases {
+        let module = module_rows(case);
+        let flink = flink.get(case.name).map(Vec::as_slice).unwrap_or_default();
+        assert_eq!(module.len(), case.rows, "{}: the module's rows, as the README counts them", case.name);
+        let (ours, theirs) = (comparable(&module, case.ranking.as_ref()), comparable(flink, case.ranking.as_ref()));
+        if let Some(at) = ours.iter().zip(&theirs).position(|(ours, theirs)| ours != theirs) {
+            panic!("{}: differs from Flink\n  module: {}\n  flink:  {}", case.name, ours[at], theirs[at]);
+        }
+        assert_eq!(ours.len(), theirs.len(), "{}: as many rows as Flink", case.name);
+        eprintln!("{}: {} rows, as Flink's", case.name, module.len());
+    }
+}
