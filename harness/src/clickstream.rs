@@ -164,7 +164,7 @@ mod tests {
         aggregator.on_record(Some(event.as_bytes()), AT_MS, &mut Ignored);
         let summary = aggregator.summary();
         assert_eq!(SummaryLine.read(&summary), Some(WindowState { backlog: 0, open: 1 }), "{summary}");
-        assert_eq!(SummaryLine.read("clickstream-aggregation started: window=300000ms"), None);
+        assert_eq!(SummaryLine.read("clickstream-aggregation started: window=hop size=300000ms"), None);
     }
 
     #[test]

@@ -4,7 +4,8 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
-/// Keeps the rows of the latest window seen (by `window_start`), to rank them at the end by the first
+/// Keeps the rows of the latest window seen (by `window_end`, then `window_start`: cumulating windows share
+/// their start), to rank them at the end by the first
 /// aggregate (or, for a Window Top-N stream, to show them as the module ranked them); the row's other
 /// fields, but the window bounds, the aggregates and the rank, are its group. Rows are kept as written and
 /// read whole only for the table: most windows are replaced by the next one.
@@ -12,7 +13,8 @@ pub struct TopGroups {
     aggregates: Vec<String>,
     /// The rows come ranked (`TOP_N`): shown in their order, with this rank field among the values if any.
     ranked_by_the_module: Option<Option<String>>,
-    window_start: Option<String>,
+    /// The latest window's end and start.
+    window: Option<(String, String)>,
     /// The latest window's rows, one after another, and where each ends.
     rows: Vec<u8>,
     ends: Vec<usize>,
@@ -24,7 +26,7 @@ type RankedRow = (Vec<(String, String)>, Vec<String>, Option<f64>);
 impl TopGroups {
     /// Ranks by the first of `aggregates` (the names in the rows, in order) and shows them all.
     pub fn new(aggregates: Vec<String>) -> TopGroups {
-        TopGroups { aggregates, ranked_by_the_module: None, window_start: None, rows: Vec::new(), ends: Vec::new() }
+        TopGroups { aggregates, ranked_by_the_module: None, window: None, rows: Vec::new(), ends: Vec::new() }
     }
 
     /// For the rows of a Window Top-N (`TOP_N`): already ranked, so shown in the order written, partition
@@ -39,12 +41,17 @@ impl TopGroups {
 
     /// Takes one output value; values that are not aggregate rows are ignored.
     pub fn add(&mut self, value: &[u8]) {
-        let Some(Value::String(start)) = transform_host::producer::top_field(value, "window_start") else { return };
-        match &self.window_start {
-            Some(latest) if start < *latest => return,
-            Some(latest) if start == *latest => {}
+        let field = |name| match transform_host::producer::top_field(value, name) {
+            Some(Value::String(text)) => Some(text),
+            _ => None,
+        };
+        let (Some(end), Some(start)) = (field("window_end"), field("window_start")) else { return };
+        let window = (end, start);
+        match &self.window {
+            Some(latest) if window < *latest => return,
+            Some(latest) if window == *latest => {}
             _ => {
-                self.window_start = Some(start);
+                self.window = Some(window);
                 self.rows.clear();
                 self.ends.clear();
             }
@@ -156,6 +163,22 @@ mod tests {
         assert!(lines[1].contains("user_id") && lines[1].ends_with("event_count"), "{table}");
         assert!(lines[2].contains('b') && lines[2].trim_end().ends_with('5'), "{table}");
         assert!(!table.contains("old") && !table.contains("late"));
+    }
+
+    /// Cumulating windows share their start: the latest is the one that ends last.
+    #[test]
+    fn the_latest_cumulating_window_is_the_one_that_ends_last() {
+        let mut top = TopGroups::new(vec!["views".into()]);
+        let row = |end: &str, url: &str, views: u64| {
+            format!(r#"{{"window_start":"19:40:00","window_end":"{end}","url":"{url}","views":{views}}}"#)
+        };
+        top.add(row("19:40:20", "/early", 1).as_bytes());
+        top.add(row("19:40:40", "/a", 2).as_bytes());
+        top.add(row("19:40:40", "/b", 3).as_bytes());
+        let table = top.table(10);
+        assert!(table.contains("[19:40:00, 19:40:40)"), "{table}");
+        assert_eq!(table.lines().count(), 4, "{table}");
+        assert!(!table.contains("/early"), "{table}");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use serde_json::Value;
 /// The settings the model needs, in milliseconds.
 #[derive(Debug, Clone)]
 pub struct ReferenceConfig {
+    /// `CUMULATE` windows, growing by `slide_ms` up to `size_ms`; otherwise `HOP` (`TUMBLE`: slide = size).
+    pub cumulate: bool,
     pub size_ms: i64,
     pub slide_ms: i64,
     pub delay_ms: i64,
@@ -143,8 +145,13 @@ impl ReferenceConfig {
             .collect();
         let field = text("TIMESTAMP_FIELD", "timestamp").trim().to_string();
         ReferenceConfig {
+            cumulate: text("WINDOW", "hop").trim() == "cumulate",
             size_ms: ms("WINDOW_SIZE", "5m"),
-            slide_ms: ms("WINDOW_SLIDE", "10s"),
+            slide_ms: match text("WINDOW", "hop").trim() {
+                "tumble" => ms("WINDOW_SIZE", "5m"),
+                "cumulate" => ms("WINDOW_STEP", ""),
+                _ => ms("WINDOW_SLIDE", "10s"),
+            },
             delay_ms: ms("WATERMARK_DELAY", "1ms"),
             restart_margin_ms: ms("RESTART_MARGIN", "10s"),
             group_by: text("GROUP_BY", "user_id,event,url").split(',').map(|name| name.trim().to_string()).collect(),
@@ -203,8 +210,8 @@ pub struct RefTotals {
 
 pub struct Reference {
     config: ReferenceConfig,
-    /// Window start → group → what was seen, for windows that hold events and have not fired.
-    windows: BTreeMap<i64, BTreeMap<Vec<RefGroup>, Seen>>,
+    /// Window (start, end) → group → what was seen, for windows that hold events and have not fired.
+    windows: BTreeMap<(i64, i64), BTreeMap<Vec<RefGroup>, Seen>>,
     max_event_ms: Option<i64>,
     first_event_ms: Option<i64>,
     pub rows: Vec<RefRow>,
@@ -234,28 +241,25 @@ impl Reference {
                 "heartbeat".into()
             }
             Ok((event_ms, Some((group, inputs)))) => {
-                let starts = self.window_starts_of(event_ms);
-                if starts.iter().any(|start| *start < MIN_MS || start + self.config.size_ms > MAX_MS) {
+                let windows = self.windows_of(event_ms);
+                if windows.iter().any(|&(start, end)| start < MIN_MS || end > MAX_MS) {
                     return "out_of_range".into();
                 }
                 if self.first_event_ms.is_none() {
                     self.first_event_ms = Some(event_ms);
                 }
                 let watermark = self.watermark();
-                let open: Vec<i64> = starts
-                    .iter()
-                    .copied()
-                    .filter(|&start| watermark.is_none_or(|wm| wm < start + self.config.size_ms - 1))
-                    .collect();
+                let open: Vec<(i64, i64)> =
+                    windows.iter().copied().filter(|&(_, end)| watermark.is_none_or(|wm| wm < end - 1)).collect();
                 if open.is_empty() {
                     return "late".into();
                 }
-                if open.len() < starts.len() {
+                if open.len() < windows.len() {
                     self.totals.partly_late += 1;
-                    self.totals.missed_windows += (starts.len() - open.len()) as u64;
+                    self.totals.missed_windows += (windows.len() - open.len()) as u64;
                 }
-                for start in open {
-                    let seen = self.windows.entry(start).or_default().entry(group.clone()).or_default();
+                for window in open {
+                    let seen = self.windows.entry(window).or_default().entry(group.clone()).or_default();
                     seen.count += 1;
                     seen.inputs.push(inputs.clone());
                 }
@@ -359,10 +363,10 @@ impl Reference {
         }
         self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |max| max.max(event_ms)));
         let watermark = self.watermark().expect("just set");
-        let due: Vec<i64> =
-            self.windows.keys().copied().filter(|start| watermark >= start + self.config.size_ms - 1).collect();
-        for start in due {
-            let groups = self.windows.remove(&start).expect("listed");
+        // In (start, end) order, which is end order: windows of one period end before the next period's.
+        let due: Vec<(i64, i64)> = self.windows.keys().copied().filter(|&(_, end)| watermark >= end - 1).collect();
+        for (start, end) in due {
+            let groups = self.windows.remove(&(start, end)).expect("listed");
             let first = self.first_event_ms.expect("set");
             let complete = start > first + self.config.delay_ms + self.config.restart_margin_ms;
             let mut rows = Vec::new();
@@ -401,7 +405,7 @@ impl Reference {
                     .collect();
                 rows.push(RefRow {
                     window_start: format_time(start),
-                    window_end: format_time(start + self.config.size_ms),
+                    window_end: format_time(end),
                     group,
                     values,
                     complete,
@@ -419,10 +423,18 @@ impl Reference {
         self.max_event_ms.map(|max| max - self.config.delay_ms)
     }
 
-    fn window_starts_of(&self, event_ms: i64) -> Vec<i64> {
-        let slide = self.config.slide_ms;
+    /// Every window holding the event, as (start, end).
+    fn windows_of(&self, event_ms: i64) -> Vec<(i64, i64)> {
+        let (size, slide) = (self.config.size_ms, self.config.slide_ms);
+        if self.config.cumulate {
+            let period = event_ms - event_ms.rem_euclid(size);
+            return (1..=size / slide)
+                .map(|j| (period, period + j * slide))
+                .filter(|&(_, end)| end > event_ms)
+                .collect();
+        }
         let last_start = event_ms - event_ms.rem_euclid(slide);
-        (0..self.config.size_ms / slide).map(|i| last_start - i * slide).collect()
+        (0..size / slide).map(|i| (last_start - i * slide, last_start - i * slide + size)).collect()
     }
 }
 

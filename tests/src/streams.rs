@@ -1,5 +1,5 @@
 //! Random event streams for property tests: in order, out of order, late, malformed, heartbeats, few or
-//! many keys, under several window, group-by, aggregate and event-time configurations.
+//! many keys, under several window kinds and sizes, group-by, aggregate and event-time configurations.
 //!
 //! Aggregated values are small integers, integers near the 64-bit limits, and quarters (`12.75`): their
 //! float sums are exact in any order, so the transform (which adds pane by pane) and the reference (which
@@ -62,12 +62,16 @@ enum TimeForm {
 }
 
 fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
+    // (WINDOW, WINDOW_SIZE, the setting and value of its slide or step, if any).
     let windows = prop_oneof![
-        Just(("5m", "10s")),
-        Just(("1m", "1m")),
-        Just(("30s", "10s")),
-        Just(("20s", "5s")),
-        Just(("3s", "1s")),
+        Just(("hop", "5m", Some(("WINDOW_SLIDE", "10s")))),
+        Just(("hop", "1m", Some(("WINDOW_SLIDE", "1m")))),
+        Just(("hop", "30s", Some(("WINDOW_SLIDE", "10s")))),
+        Just(("hop", "3s", Some(("WINDOW_SLIDE", "1s")))),
+        Just(("tumble", "20s", None)),
+        Just(("cumulate", "1m", Some(("WINDOW_STEP", "10s")))),
+        Just(("cumulate", "20s", Some(("WINDOW_STEP", "5s")))),
+        Just(("cumulate", "3s", Some(("WINDOW_STEP", "1s")))),
     ];
     let delays = prop_oneof![Just("0ms"), Just("1ms"), Just("2s")];
     let groups = prop_oneof![Just("user_id,event,url"), Just("user_id"), Just("site_id,event"), Just("store,user_id")];
@@ -98,14 +102,15 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
     // float or null one in some), either order, partitioned by the first group field or not, ranks or not.
     let top_n = (0u8..4, 1u8..4, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
     (windows, delays, groups, aggregates, forms, top_n).prop_map(
-        |((size, slide), delay, group_by, aggregates, form, top_n)| {
+        |((window, size, pane), delay, group_by, aggregates, form, top_n)| {
             let mut vars = vec![
+                ("WINDOW", window.to_string()),
                 ("WINDOW_SIZE", size.to_string()),
-                ("WINDOW_SLIDE", slide.to_string()),
                 ("WATERMARK_DELAY", delay.to_string()),
                 ("GROUP_BY", group_by.to_string()),
                 ("AGGREGATES", aggregates.to_string()),
             ];
+            vars.extend(pane.map(|(setting, value)| (setting, value.to_string())));
             if let (0, n, by_last, ascending, partitioned, ranked) = top_n {
                 vars.push(("TOP_N", n.to_string()));
                 if by_last {

@@ -134,7 +134,8 @@ fn one_record_fires_every_window(
     value_of: impl Fn(usize) -> String,
     env: &[(&str, &str)],
     limits: Limits,
-    windows_per_pane: usize,
+    // The windows that hold the first pane, and those that hold the later event.
+    (windows_of_groups, windows_of_jump): (usize, usize),
     writes: WriteConfig,
 ) -> RunStats {
     let event = |time: &str, value: &str| {
@@ -159,7 +160,7 @@ fn one_record_fires_every_window(
     assert_eq!(reasons(&collected), Default::default(), "every event counted");
     let mut keys: Vec<&[u8]> = collected.rows().filter_map(|row| row.payload.key.as_deref()).collect();
     let rows = keys.len();
-    assert_eq!(rows, (groups + 1) * windows_per_pane, "one row per group and window");
+    assert_eq!(rows, groups * windows_of_groups + windows_of_jump, "one row per group and window");
     keys.sort_unstable();
     keys.dedup();
     assert_eq!(keys.len(), rows, "no row written twice");
@@ -182,7 +183,7 @@ fn a_record_that_fires_90_000_rows_writes_them_over_the_following_records() {
         let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
         let user = |group| format!("user{group:05}");
         let fuel =
-            one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes).broker.max_record_fuel;
+            one_record_fires_every_window(3_000, user, &[], Limits::default(), (30, 30), writes).broker.max_record_fuel;
         assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
     }
 }
@@ -194,7 +195,7 @@ fn the_rows_largest_batch_compresses_by_the_factors_the_readme_gives() {
     let stored = |compression: Compression| {
         let writes = WriteConfig { compression, ..WriteConfig::default() };
         let user = |group| format!("user{group:05}");
-        one_record_fires_every_window(3_000, user, &[], Limits::default(), 30, writes).broker.largest_batch[0].1
+        one_record_fires_every_window(3_000, user, &[], Limits::default(), (30, 30), writes).broker.largest_batch[0].1
     };
     let uncompressed = stored(Compression::None);
     // The README's factors, rounded down.
@@ -219,7 +220,7 @@ const WRITE_LATENCIES_MS: [u64; 3] = [0, 5, 100];
 #[test]
 fn rows_of_escaped_control_characters_cannot_exhaust_the_fuel() {
     let value_of = |group: usize| format!("{group:04}{}", "\u{1}".repeat(1_020));
-    let fuel = one_record_fires_every_window(230, value_of, &[], Limits::default(), 30, WriteConfig::default())
+    let fuel = one_record_fires_every_window(230, value_of, &[], Limits::default(), (30, 30), WriteConfig::default())
         .broker
         .max_record_fuel;
     assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
@@ -233,11 +234,23 @@ fn a_one_second_slide_with_2_000_groups_stays_inside_the_cpu_budget() {
         |group| format!("user{group:05}"),
         &[("WINDOW_SLIDE", "1s")],
         Limits::default(),
-        300,
+        (300, 300),
         WriteConfig::default(),
     )
     .broker
     .max_record_fuel;
+    assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+}
+
+/// CUMULATE over a day by the minute (1,440 windows a period): 2,000 groups at 19:00 are in the 300 windows
+/// that end from 19:01 to midnight, each combining up to 300 panes.
+#[test]
+fn a_day_cumulated_by_the_minute_with_2_000_groups_stays_inside_the_cpu_budget() {
+    let env = [("WINDOW", "cumulate"), ("WINDOW_SIZE", "1d"), ("WINDOW_STEP", "1m")];
+    let user = |group| format!("user{group:05}");
+    let fuel = one_record_fires_every_window(2_000, user, &env, Limits::default(), (300, 290), WriteConfig::default())
+        .broker
+        .max_record_fuel;
     assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
 }
 
@@ -249,7 +262,7 @@ fn the_5_mib_sizing_with_12_000_groups_stays_inside_the_cpu_budget() {
     for latency_ms in WRITE_LATENCIES_MS {
         let writes = WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, ..WriteConfig::default() };
         let user = |group| format!("user{group:05}");
-        let fuel = one_record_fires_every_window(12_000, user, &[("STATE_BUDGET", "4MiB")], limits, 30, writes)
+        let fuel = one_record_fires_every_window(12_000, user, &[("STATE_BUDGET", "4MiB")], limits, (30, 30), writes)
             .broker
             .max_record_fuel;
         assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
@@ -267,7 +280,7 @@ fn a_larger_share_fits_an_output_topic_with_a_larger_batch_limit() {
     for latency_ms in WRITE_LATENCIES_MS {
         let writes =
             WriteConfig { latency_fuel: latency_ms * FUEL_PER_MS, batch_max_bytes: 4 << 20, ..WriteConfig::default() };
-        let stats = one_record_fires_every_window(2_000, value_of, &env, limits, 30, writes);
+        let stats = one_record_fires_every_window(2_000, value_of, &env, limits, (30, 30), writes);
         largest = largest.max(stats.broker.largest_batch[0].1);
         assert!(stats.broker.max_record_fuel < WORST_RECORD_MS * FUEL_PER_MS, "{} fuel", stats.broker.max_record_fuel);
     }

@@ -121,3 +121,18 @@ fn the_top_n_example_gives_the_rows_the_readme_shows() {
     let rows: Vec<String> = collected.rows().map(|row| row.value_text()).collect();
     assert_eq!(rows, block("top-n output"));
 }
+
+#[test]
+fn the_window_kind_examples_give_the_rows_the_readme_shows() {
+    let input: Vec<Vec<u8>> = block("windows input").iter().map(|line| line.as_bytes().to_vec()).collect();
+    for kind in ["tumble", "cumulate"] {
+        let command = block(&format!("{kind} command")).join(" ");
+        let settings = settings_of(&command);
+        assert_eq!(settings[0], ("WINDOW", kind), "{command}");
+        assert!(command.contains("--close-windows"));
+        let (collected, result) = replay(input.clone(), &settings, clickstream_config(), Limits::default(), true);
+        result.unwrap_or_else(|failure| panic!("{kind}: {failure}"));
+        let rows: Vec<String> = collected.rows().map(|row| row.value_text()).collect();
+        assert_eq!(rows, block(&format!("{kind} output")), "{kind}");
+    }
+}

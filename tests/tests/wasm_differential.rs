@@ -135,6 +135,34 @@ fn tumbling_windows_grouped_by_site() {
     check(generator, &[("WINDOW_SIZE", "1m"), ("WINDOW_SLIDE", "1m"), ("GROUP_BY", "site_id,event")], 2, 1);
 }
 
+#[test]
+fn cumulating_windows_with_disorder_and_late_events() {
+    let generator = GeneratorConfig {
+        events: 4_000,
+        users: 40,
+        jitter_ms: 30_000,
+        late_percent: 2.0,
+        seed: 23,
+        ..Default::default()
+    };
+    let env = [
+        ("WINDOW", "cumulate"),
+        ("WINDOW_SIZE", "2m"),
+        ("WINDOW_STEP", "20s"),
+        ("WATERMARK_DELAY", "10s"),
+        ("GROUP_BY", "event,url"),
+        ("AGGREGATES", "n=count,users=count_distinct(user_id),p90=percentile(on_site_seconds, 0.9)"),
+    ];
+    check(generator, &env, 3, 2);
+}
+
+#[test]
+fn tumbling_windows_by_their_own_setting() {
+    let generator =
+        GeneratorConfig { events: 3_000, jitter_ms: 5_000, late_percent: 1.0, seed: 29, ..Default::default() };
+    check(generator, &[("WINDOW", "tumble"), ("WINDOW_SIZE", "30s"), ("GROUP_BY", "site_id")], 2, 1);
+}
+
 /// Seed-shaped events whose numeric fields are sometimes absent, null, negative, fractional (quarters,
 /// so float sums are exact in any order) or at the 64-bit limits, and whose store is an integer.
 fn with_varied_values(generator: GeneratorConfig) -> Vec<Vec<u8>> {

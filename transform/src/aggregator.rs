@@ -2,7 +2,7 @@
 
 use crate::config::{Config, EventTime, IncompletePolicy};
 use crate::dead_letter::Reason;
-use crate::engine::{Admission, Engine, Row, RowSink};
+use crate::engine::{Admission, Engine, Row, RowSink, WindowKind};
 use crate::event::{Event, EventReader};
 use crate::log_limiter::LogLimiter;
 use crate::row_format::{RowFormatter, INCOMPLETE_HEADER};
@@ -107,8 +107,14 @@ impl Aggregator {
         };
         let aggregates: Vec<String> = self.config.aggregates.iter().map(ToString::to_string).collect();
         format!(
-            "clickstream-aggregation started: window={}ms slide={}ms watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B (fixed {}B) max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={} row_bytes_per_record={}{}",
+            "clickstream-aggregation started: window={} size={}ms {}={}ms watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B (fixed {}B) max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={} row_bytes_per_record={}{}",
+            match window.kind() {
+                WindowKind::Hop if window.slide_ms() == window.size_ms() => "tumble",
+                WindowKind::Hop => "hop",
+                WindowKind::Cumulate => "cumulate",
+            },
             window.size_ms(),
+            if window.kind() == WindowKind::Cumulate { "step" } else { "slide" },
             window.slide_ms(),
             window.delay_ms(),
             self.config.group_by.join(","),
@@ -624,6 +630,33 @@ mod tests {
             r#"{"window_start":"2022-10-30 19:40:00","window_end":"2022-10-30 19:40:20","user_id":"u","s":1.0}"#
         );
         assert_eq!((1e16_f64 + 1.0) + -1e16, 0.0, "arrival order would give 0.0");
+    }
+
+    /// Cumulating windows of one period share their start, so their keys name the end as well.
+    #[test]
+    fn cumulating_windows_are_keyed_by_start_and_end() {
+        let mut agg = aggregator(&[
+            ("GROUP_BY", "store_id"),
+            ("WINDOW", "cumulate"),
+            ("WINDOW_SIZE", "4m"),
+            ("WINDOW_STEP", "2m"),
+        ]);
+        let mut out = Collected::default();
+        for time in ["19:40:01", "19:43:00", "19:50:00"] {
+            let value = format!(r#"{{"timestamp":"2022-10-30 {time}","store_id":7}}"#);
+            agg.on_record(Some(value.as_bytes()), NOW, &mut out);
+        }
+        let keys: Vec<&str> = out.rows.iter().map(|(key, _, _)| key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                r#"["2022-10-30 19:40:00","2022-10-30 19:42:00",7]"#,
+                r#"["2022-10-30 19:40:00","2022-10-30 19:44:00",7]"#
+            ]
+        );
+        assert!(values(&out)[1].starts_with(
+            r#"{"window_start":"2022-10-30 19:40:00","window_end":"2022-10-30 19:44:00","store_id":7,"event_count":2}"#
+        ));
     }
 
     #[test]

@@ -20,8 +20,9 @@ pub const RECORD_TIMESTAMP: &str = "@record";
 /// The largest state budget: the module's 32-bit address space less its code, stack and buffers.
 pub const MAX_STATE_BUDGET_BYTES: u64 = 4095 << 20;
 
-/// Refuse windows that split into more panes than this: each event is counted in that many windows.
-pub const MAX_PANES_PER_WINDOW: u64 = 1_000;
+/// Refuse windows that split into more panes than this (a day by the minute): each event is counted in
+/// that many windows.
+pub const MAX_PANES_PER_WINDOW: u64 = 1_440;
 /// Refuse windows, delays and tolerances longer than this.
 pub const MAX_DURATION_MS: u64 = 7 * 86_400_000;
 
@@ -31,9 +32,11 @@ pub fn default_of(name: &str) -> Option<&'static str> {
 }
 
 /// Every variable the module reads, with its default (`None`: derived, see [`Config::from_env`]).
-pub const VARIABLES: [(&str, Option<&str>); 19] = [
+pub const VARIABLES: [(&str, Option<&str>); 21] = [
+    ("WINDOW", Some("hop")),
     ("WINDOW_SIZE", Some("5m")),
-    ("WINDOW_SLIDE", Some("10s")),
+    ("WINDOW_SLIDE", None),
+    ("WINDOW_STEP", None),
     ("WATERMARK_DELAY", Some("1ms")),
     ("GROUP_BY", Some("user_id,event,url")),
     ("AGGREGATES", Some("event_count=count")),
@@ -168,6 +171,68 @@ impl Config {
         self.aggregates.iter().map(|aggregate| aggregate.function).collect()
     }
 
+    /// `WINDOW` and its sizes. A hop's slide defaults to 10 s; a tumble's is its size (set, it must equal
+    /// it); a cumulation grows by `WINDOW_STEP`. Each setting that the kind does not read must be unset.
+    fn window(
+        lookup: &impl Fn(&str) -> Option<String>,
+        duration: impl Fn((String, &'static str), u64) -> Result<u64, ConfigError>,
+        delay: u64,
+    ) -> Result<WindowSpec, ConfigError> {
+        let set = |variable: &'static str| lookup(variable).map(|value| (value, variable));
+        let error =
+            |(value, variable): (String, &'static str), allowed: String| ConfigError { variable, value, allowed };
+        let kind = set("WINDOW").unwrap_or_else(|| ("hop".to_string(), "WINDOW"));
+        let size_setting = set("WINDOW_SIZE").unwrap_or_else(|| ("5m".to_string(), "WINDOW_SIZE"));
+        let size = duration(size_setting.clone(), 1)?;
+        let refuse_unless = |variable: &'static str, allowed: bool, why: &str| match set(variable) {
+            Some(setting) if !allowed => {
+                Err(error(setting, format!("WINDOW={} {why}; leave {variable} unset", kind.0.trim())))
+            }
+            _ => Ok(()),
+        };
+        let (pane_setting, pane, cumulate) = match kind.0.trim() {
+            "hop" => {
+                refuse_unless("WINDOW_STEP", false, "slides by WINDOW_SLIDE")?;
+                let slide = set("WINDOW_SLIDE").unwrap_or_else(|| ("10s".to_string(), "WINDOW_SLIDE"));
+                (slide.1, duration(slide, 1)?, false)
+            }
+            "tumble" => {
+                refuse_unless("WINDOW_STEP", false, "takes WINDOW_SIZE only")?;
+                if let Some(slide) = set("WINDOW_SLIDE") {
+                    if duration(slide.clone(), 1)? != size {
+                        return Err(error(
+                            slide,
+                            "WINDOW=tumble takes WINDOW_SIZE only: leave WINDOW_SLIDE unset or equal to it".into(),
+                        ));
+                    }
+                }
+                ("WINDOW_SIZE", size, false)
+            }
+            "cumulate" => {
+                refuse_unless("WINDOW_SLIDE", false, "grows by WINDOW_STEP")?;
+                let step = set("WINDOW_STEP").ok_or_else(|| {
+                    error(
+                        (String::new(), "WINDOW_STEP"),
+                        "WINDOW=cumulate needs a step: a duration that divides WINDOW_SIZE".into(),
+                    )
+                })?;
+                (step.1, duration(step, 1)?, true)
+            }
+            _ => return Err(error(kind, "expected hop, tumble or cumulate".into())),
+        };
+        if size % pane != 0 || size / pane > MAX_PANES_PER_WINDOW {
+            return Err(error(
+                size_setting,
+                format!(
+                    "the window size must be a whole multiple of {pane_setting} ({}), at most {MAX_PANES_PER_WINDOW} times it",
+                    format_duration_ms(pane)
+                ),
+            ));
+        }
+        let spec = if cumulate { WindowSpec::cumulate } else { WindowSpec::new };
+        Ok(spec(size as i64, pane as i64, delay as i64).expect("validated above"))
+    }
+
     /// Reads the configuration through `lookup` (the process environment in the module).
     /// The dead-letter topic defaults to the second output topic, `REDPANDA_OUTPUT_TOPIC_1`, if there is one;
     /// `none` turns dead-lettering off; any other value must name one of the output topics.
@@ -191,20 +256,8 @@ impl Config {
                 )),
             }
         };
-        let size_setting = read("WINDOW_SIZE");
-        let size = duration(size_setting.clone(), 1)?;
-        let slide = duration(read("WINDOW_SLIDE"), 1)?;
         let delay = duration(read("WATERMARK_DELAY"), 0)?;
-        if size % slide != 0 || size / slide > MAX_PANES_PER_WINDOW {
-            return Err(error(
-                size_setting,
-                format!(
-                    "the window size must be a whole multiple of WINDOW_SLIDE ({}), at most {MAX_PANES_PER_WINDOW} times it; equal makes tumbling windows",
-                    format_duration_ms(slide)
-                ),
-            ));
-        }
-        let window = WindowSpec::new(size as i64, slide as i64, delay as i64).expect("validated above");
+        let window = Self::window(&lookup, duration, delay)?;
 
         let timestamp_setting = read("TIMESTAMP_FIELD");
         let timestamp_field = timestamp_setting.0.trim().to_string();
@@ -590,12 +643,19 @@ mod tests {
     }
 
     #[test]
-    fn accepts_tumbling_windows_and_custom_groups() {
-        let config =
+    fn accepts_each_window_kind_and_custom_groups() {
+        let custom =
             config(&[("WINDOW_SIZE", "1m"), ("WINDOW_SLIDE", "60s"), ("GROUP_BY", " site_id , event ")]).unwrap();
-        assert_eq!(config.window, WindowSpec::new(60_000, 60_000, 1).unwrap());
-        assert_eq!(config.group_by, ["site_id", "event"]);
-        assert_eq!(config.dead_letter_topic, None);
+        assert_eq!(custom.window, WindowSpec::new(60_000, 60_000, 1).unwrap());
+        assert_eq!(custom.group_by, ["site_id", "event"]);
+        assert_eq!(custom.dead_letter_topic, None);
+        let tumble = config(&[("WINDOW", "tumble"), ("WINDOW_SIZE", "1m")]).unwrap();
+        assert_eq!(tumble.window, WindowSpec::new(60_000, 60_000, 1).unwrap());
+        let tumble = config(&[("WINDOW", "tumble"), ("WINDOW_SIZE", "1m"), ("WINDOW_SLIDE", "60s")]).unwrap();
+        assert_eq!(tumble.window, WindowSpec::new(60_000, 60_000, 1).unwrap());
+        let cumulate = config(&[("WINDOW", " cumulate "), ("WINDOW_SIZE", "1d"), ("WINDOW_STEP", "1h")]).unwrap();
+        assert_eq!(cumulate.window, WindowSpec::cumulate(86_400_000, 3_600_000, 1).unwrap());
+        assert_eq!(config(&[]).unwrap().window, WindowSpec::new(300_000, 10_000, 1).unwrap());
     }
 
     fn message(vars: &[(&str, &str)]) -> String {
@@ -678,13 +738,19 @@ mod tests {
 
     #[test]
     fn each_bad_setting_names_the_variable_its_value_and_what_is_allowed() {
-        let cases: [(&[(&str, &str)], &str); 17] = [
+        let cases: [(&[(&str, &str)], &str); 23] = [
+            (&[("WINDOW", "session")], "WINDOW=\"session\": expected hop, tumble or cumulate"),
+            (&[("WINDOW", "tumble"), ("WINDOW_SLIDE", "10s")], "WINDOW_SLIDE=\"10s\": WINDOW=tumble takes WINDOW_SIZE only: leave WINDOW_SLIDE unset or equal to it"),
+            (&[("WINDOW", "tumble"), ("WINDOW_STEP", "10s")], "WINDOW_STEP=\"10s\": WINDOW=tumble takes WINDOW_SIZE only; leave WINDOW_STEP unset"),
+            (&[("WINDOW", "cumulate")], "WINDOW_STEP=\"\": WINDOW=cumulate needs a step: a duration that divides WINDOW_SIZE"),
+            (&[("WINDOW", "cumulate"), ("WINDOW_STEP", "1m"), ("WINDOW_SLIDE", "1m")], "WINDOW_SLIDE=\"1m\": WINDOW=cumulate grows by WINDOW_STEP; leave WINDOW_SLIDE unset"),
+            (&[("WINDOW", "cumulate"), ("WINDOW_STEP", "7s")], "WINDOW_SIZE=\"5m\": the window size must be a whole multiple of WINDOW_STEP (7s)"),
             (&[("WINDOW_SIZE", "5x")], "WINDOW_SIZE=\"5x\": expected a duration from 1ms to 7d"),
             (&[("WINDOW_SIZE", "0s")], "WINDOW_SIZE=\"0s\": expected a duration"),
             (&[("WINDOW_SIZE", "8d")], "WINDOW_SIZE=\"8d\": expected a duration"),
             (&[("WINDOW_SLIDE", "10")], "WINDOW_SLIDE=\"10\": expected a duration"),
             (&[("WINDOW_SLIDE", "7s")], "WINDOW_SIZE=\"5m\": the window size must be a whole multiple of WINDOW_SLIDE (7s)"),
-            (&[("WINDOW_SLIDE", "10ms")], "at most 1000 times it"),
+            (&[("WINDOW_SLIDE", "10ms")], "at most 1440 times it"),
             (&[("WATERMARK_DELAY", "-1ms")], "WATERMARK_DELAY=\"-1ms\": expected a duration from 0ms"),
             (&[("WATERMARK_DELAY", "99999999999999999999h")], "WATERMARK_DELAY="),
             (&[("GROUP_BY", "user_id,window_end")], "GROUP_BY=\"user_id,window_end\": \"window_end\" is a name the output row uses itself; expected 1 to 8 distinct top-level field names"),

@@ -1,8 +1,8 @@
-//! The hop-window engine: Flink's `HOP` with `COUNT`, `SUM`, `MIN`, `MAX` and `AVG` on event time, record
+//! The window engine: Flink's `HOP`, `TUMBLE` and `CUMULATE` with their aggregates on event time, record
 //! by record.
 //!
-//! Events are aggregated per group in cells one slide (a pane) wide; window `k` covers panes
-//! `k .. k + size/slide`, so a group's row for it combines the group's cells of those panes. A late event
+//! Events are aggregated per group in cells one pane (a slide or a step) wide; a window covers a run of
+//! panes (see [`WindowSpec`]), so a group's row for it combines the group's cells of those panes. A late event
 //! lands in its pane and is therefore counted by exactly the windows containing it that have not fired
 //! yet, which is Flink's rule.
 //!
@@ -23,25 +23,56 @@ use crate::sketch::{Sketch, Sketches, BUCKET_BYTES, SKETCH_BYTES};
 use crate::time::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 use crate::top_n::{Candidate, Ranking, TopNSpec};
 
-/// Window size, slide and watermark delay in milliseconds. Build it with [`WindowSpec::new`].
+/// Which windows an event belongs to, as Flink SQL's window table functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `HOP` (and `TUMBLE`, the slide equal to the size): windows `[k·slide, k·slide + size)`.
+    Hop,
+    /// `CUMULATE`: in each period `[p, p + size)` aligned to the epoch, the windows `[p, p + j·step)` for
+    /// j = 1 … size/step, each firing at its own end.
+    Cumulate,
+}
+
+/// The window kind, size, pane width (the hop's slide or the cumulation's step) and watermark delay in
+/// milliseconds. Build it with [`WindowSpec::new`] or [`WindowSpec::cumulate`].
+///
+/// Every window ends at the end of a pane, and no two windows end together, so the engine names a window
+/// by its last pane: window `w` is `[first_pane(w)·pane, (w + 1)·pane)` and fires when the watermark
+/// reaches its end − 1 ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
+    kind: WindowKind,
     size_ms: i64,
     slide_ms: i64,
     delay_ms: i64,
 }
 
 impl WindowSpec {
-    /// `None` unless the slide is positive and the size a positive whole multiple of it.
+    /// Hopping windows; `None` unless the slide is positive and the size a positive whole multiple of it.
     pub fn new(size_ms: i64, slide_ms: i64, delay_ms: i64) -> Option<WindowSpec> {
-        let valid = slide_ms > 0 && size_ms > 0 && size_ms % slide_ms == 0 && delay_ms >= 0;
-        valid.then_some(WindowSpec { size_ms, slide_ms, delay_ms })
+        Self::of_kind(WindowKind::Hop, size_ms, slide_ms, delay_ms)
     }
 
+    /// Cumulating windows of at most `size_ms`, growing by `step_ms`; the same conditions.
+    pub fn cumulate(size_ms: i64, step_ms: i64, delay_ms: i64) -> Option<WindowSpec> {
+        Self::of_kind(WindowKind::Cumulate, size_ms, step_ms, delay_ms)
+    }
+
+    fn of_kind(kind: WindowKind, size_ms: i64, slide_ms: i64, delay_ms: i64) -> Option<WindowSpec> {
+        let valid = slide_ms > 0 && size_ms > 0 && size_ms % slide_ms == 0 && delay_ms >= 0;
+        valid.then_some(WindowSpec { kind, size_ms, slide_ms, delay_ms })
+    }
+
+    pub fn kind(&self) -> WindowKind {
+        self.kind
+    }
+
+    /// The largest window's size.
     pub fn size_ms(&self) -> i64 {
         self.size_ms
     }
 
+    /// The pane width: the hop's slide, the cumulation's step.
     pub fn slide_ms(&self) -> i64 {
         self.slide_ms
     }
@@ -58,10 +89,26 @@ impl WindowSpec {
         event_ms.div_euclid(self.slide_ms)
     }
 
-    /// The last window index that has fired once the watermark is `watermark_ms`:
-    /// window `k` fires when `watermark ≥ k·slide + size − 1`.
+    /// The first pane of window `window`.
+    fn first_pane(&self, window: i64) -> i64 {
+        match self.kind {
+            WindowKind::Hop => window - self.panes_per_window() + 1,
+            WindowKind::Cumulate => window - window.rem_euclid(self.panes_per_window()),
+        }
+    }
+
+    /// The last window that holds `pane`; the first is `pane` itself.
+    fn last_window_of(&self, pane: i64) -> i64 {
+        match self.kind {
+            WindowKind::Hop => pane + self.panes_per_window() - 1,
+            WindowKind::Cumulate => self.first_pane(pane) + self.panes_per_window() - 1,
+        }
+    }
+
+    /// The last window that has fired once the watermark is `watermark_ms`: window `w` fires when
+    /// `watermark ≥ (w + 1)·pane − 1`.
     fn fired_through(&self, watermark_ms: i64) -> i64 {
-        (watermark_ms + 1 - self.size_ms).div_euclid(self.slide_ms)
+        (watermark_ms + 1).div_euclid(self.slide_ms) - 1
     }
 }
 
@@ -333,29 +380,29 @@ impl Engine {
     /// [`Engine::emit`].
     pub fn observe(&mut self, event_ms: i64, group: &[GroupValue<'_>], inputs: &[Option<Input<'_>>]) -> Admission {
         let pane = self.spec.pane_of(event_ms);
-        let panes_per_window = self.spec.panes_per_window();
-        let first_window = pane - panes_per_window + 1;
-        let first_start = first_window.checked_mul(self.spec.slide_ms);
-        let last_end = pane.checked_mul(self.spec.slide_ms).and_then(|start| start.checked_add(self.spec.size_ms));
+        let last_window = self.spec.last_window_of(pane);
+        let first_start = self.spec.first_pane(pane).checked_mul(self.spec.slide_ms);
+        let last_end = (last_window + 1).checked_mul(self.spec.slide_ms);
         if first_start.is_none_or(|start| start < MIN_TIMESTAMP_MS) || last_end.is_none_or(|end| end > MAX_TIMESTAMP_MS)
         {
             return Admission::OutOfRange;
         }
         let fired = self.fired_through();
-        if fired.is_some_and(|fired| pane <= fired) {
+        if fired.is_some_and(|fired| last_window <= fired) {
             return Admission::Late;
         }
-        // Windows that fired but are not all written must not see this event.
+        // Windows that fired but are not all written must not see this event. The first window that holds
+        // it is the one ending with its pane.
         let visible_from = match (fired, self.written_through) {
-            (Some(fired), written) if written.is_none_or(|written| written < fired) => (fired + 1).max(first_window),
-            _ => first_window,
+            (Some(fired), written) if written.is_none_or(|written| written < fired) => (fired + 1).max(pane),
+            _ => pane,
         };
         let counted = self.count(pane, visible_from, group, inputs);
         self.advance(event_ms);
         if let Err(needed_bytes) = counted {
             return Admission::OverCapacity { needed_bytes };
         }
-        let missed = fired.map_or(0, |fired| (fired - first_window + 1).clamp(0, panes_per_window));
+        let missed = fired.map_or(0, |fired| (fired - pane + 1).clamp(0, last_window - pane + 1));
         Admission::Counted { missed_windows: missed as u32 }
     }
 
@@ -445,8 +492,9 @@ impl Engine {
     /// The first window after those written that holds any event, if it has fired.
     fn next_window(&self, fired: i64) -> Option<i64> {
         let after = self.written_through.map_or(i64::MIN, |written| written + 1);
-        let (&pane, _) = self.panes.range(after..).next()?;
-        let window = (pane - self.spec.panes_per_window() + 1).max(after);
+        let lowest = self.written_through.map_or(i64::MIN, |written| self.spec.first_pane(written + 1));
+        let (&pane, _) = self.panes.range(lowest..).next()?;
+        let window = pane.max(after);
         (window <= fired).then_some(window)
     }
 
@@ -492,11 +540,11 @@ impl Engine {
         a.len().cmp(&b.len())
     }
 
-    /// Writes the group's row of `window` if it has events there, then frees its cells of the window's
-    /// first pane, which no later window covers. Returns the work done and whether the sink wants more.
+    /// Writes the group's row of `window` if it has events there, then frees its cells that no later window
+    /// holds (a hop's first pane; a cumulation's whole period after its last window). Returns the work done and whether the sink wants more.
     fn visit(&mut self, group: u32, position: usize, window: i64, sink: &mut impl RowSink) -> (usize, bool) {
         let blocks = self.empty_accumulators.len();
-        let end_pane = window + self.spec.panes_per_window();
+        let end_pane = window + 1;
         self.row_accumulators.clear();
         self.row_accumulators.extend_from_slice(&self.empty_accumulators);
         let mut count = 0u64;
@@ -539,9 +587,9 @@ impl Engine {
         let go_on = match count {
             0 => true,
             _ if self.top_n.is_some() => {
-                // The group is freed below when all its cells are in the window's first pane (it has cells:
-                // its count is not 0).
-                let freed = self.cells.get(self.lists[group as usize].last).pane == window;
+                // The group is freed below when no later window holds any of its cells (it has cells: its
+                // count is not 0).
+                let freed = self.cells.get(self.lists[group as usize].last).pane < self.spec.first_pane(window + 1);
                 work += self.offer(group, position as u64, count, freed);
                 true
             }
@@ -550,8 +598,9 @@ impl Engine {
         for sketch in &mut self.row_sketches {
             sketch.release_if_large();
         }
+        let kept_from = self.spec.first_pane(window + 1);
         while let Some(first) = Some(self.lists[group as usize].first).filter(|&first| first != NIL) {
-            if self.cells.get(first).pane != window {
+            if self.cells.get(first).pane >= kept_from {
                 break;
             }
             self.lists[group as usize].first = self.cells.get(first).next;
@@ -590,7 +639,7 @@ impl Engine {
 
     /// For each `percentile` aggregate, the sum of the group's sketches of the panes `window` sees.
     fn sum_sketches(&mut self, group: u32, window: i64) {
-        let end_pane = window + self.spec.panes_per_window();
+        let end_pane = window + 1;
         let mut block_of_sketch = 0;
         for (index, function) in self.functions.iter().filter(|function| function.reads_a_field()).enumerate() {
             let Function::Percentile(_) = function else { continue };
@@ -612,7 +661,7 @@ impl Engine {
     /// panes `window` sees.
     fn estimate_hlls(&mut self, group: u32, window: i64) {
         self.row_hll_counts.clear();
-        let end_pane = window + self.spec.panes_per_window();
+        let end_pane = window + 1;
         for (index, function) in self.functions.iter().filter(|function| function.reads_a_field()).enumerate() {
             let Function::ApproxCountDistinct = function else { continue };
             let (cells, hlls) = (&self.cells, &self.hlls);
@@ -649,19 +698,11 @@ impl Engine {
         values: &'r [Option<Number>],
         rank: Option<u64>,
     ) -> Row<'r> {
-        let window_start_ms = window * self.spec.slide_ms;
+        let window_start_ms = self.spec.first_pane(window) * self.spec.slide_ms;
         let complete = self
             .first_event_ms
             .is_some_and(|first| window_start_ms > first + self.spec.delay_ms + self.restart_margin_ms);
-        Row {
-            window_start_ms,
-            window_end_ms: window_start_ms + self.spec.size_ms,
-            group,
-            count,
-            values,
-            complete,
-            rank,
-        }
+        Row { window_start_ms, window_end_ms: (window + 1) * self.spec.slide_ms, group, count, values, complete, rank }
     }
 
     /// Offers the group's row to the Top-N ranking; returns the work it took. A kept candidate holds a use of
@@ -1254,6 +1295,47 @@ mod tests {
         observe(&mut engine, at("19:10:00"), &["D"], &mut rows);
         let c_windows = rows.0.iter().filter(|row| row.2 == ["C"]).count();
         assert_eq!(c_windows, 29);
+    }
+
+    /// CUMULATE over one minute by 20 s: each period's windows grow from its start, fire at their own
+    /// ends, and the period's state is freed once its last window is written.
+    #[test]
+    fn cumulating_windows_grow_from_the_period_start_and_free_it_at_its_end() {
+        let mut engine = Engine::new(WindowSpec::cumulate(60_000, 20_000, 1).unwrap(), usize::MAX);
+        let mut rows = Collect::default();
+        // The first period began before the first event: its rows are marked incomplete (`false`).
+        let row = |start: &str, end: &str, group: &str, count| {
+            (at(start), at(end), vec![group.to_string()], count, at(start) > at("19:00:05"))
+        };
+        observe(&mut engine, at("19:00:05"), &["A"], &mut rows);
+        observe(&mut engine, at("19:00:25"), &["A"], &mut rows);
+        observe(&mut engine, at("19:00:45"), &["B"], &mut rows);
+        assert_eq!(rows.0, [row("19:00:00", "19:00:20", "A", 1), row("19:00:00", "19:00:40", "A", 2)]);
+        // Behind the watermark: [19:00:00, 19:00:40) has fired, [19:00:00, 19:01:00) has not.
+        assert_eq!(observe(&mut engine, at("19:00:39"), &["C"], &mut rows), Admission::Counted { missed_windows: 1 });
+        observe(&mut engine, at("19:01:02"), &["A"], &mut rows);
+        assert_eq!(
+            rows.0[2..],
+            [
+                row("19:00:00", "19:01:00", "A", 2),
+                row("19:00:00", "19:01:00", "B", 1),
+                row("19:00:00", "19:01:00", "C", 1)
+            ]
+        );
+        assert_eq!(observe(&mut engine, at("19:00:59"), &["D"], &mut rows), Admission::Late);
+        assert_eq!(engine.stats().open_groups, 1, "only the new period's group is kept");
+        // A quiet step still gives the period's rows: the window holds what came before it.
+        advance(&mut engine, at("19:02:00"), &mut rows);
+        assert_eq!(
+            rows.0[5..],
+            [
+                row("19:01:00", "19:01:20", "A", 1),
+                row("19:01:00", "19:01:40", "A", 1),
+                row("19:01:00", "19:02:00", "A", 1)
+            ]
+        );
+        let stats = engine.stats();
+        assert_eq!((stats.open_panes, stats.open_groups, stats.state_bytes), (0, 0, 0));
     }
 
     #[test]

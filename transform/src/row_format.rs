@@ -2,7 +2,7 @@
 
 use crate::aggregate::Number;
 use crate::config::{Config, IncompletePolicy};
-use crate::engine::{GroupValue, Row};
+use crate::engine::{GroupValue, Row, WindowKind};
 use crate::time::format_timestamp_ms;
 
 /// Header on rows of windows that may be missing events (see [`Row::complete`]).
@@ -16,8 +16,10 @@ pub(crate) struct RowFormatter {
     /// `,"rank":` under `TOP_N_RANK_FIELD`.
     rank_prefix: Option<String>,
     incomplete_in_value: bool,
-    /// The window the heads below were written for, and the start of its keys and values.
-    window_start_ms: Option<i64>,
+    /// Cumulating windows share their start: their keys name the end too.
+    key_has_end: bool,
+    /// The window (start, end) the heads below were written for, and the start of its keys and values.
+    window: Option<(i64, i64)>,
     key_head: String,
     value_head: String,
     key: String,
@@ -37,7 +39,8 @@ impl RowFormatter {
             aggregate_prefixes: config.aggregates.iter().map(|aggregate| prefix(&aggregate.name)).collect(),
             rank_prefix: config.top_n.as_ref().and_then(|top_n| top_n.rank_field.as_deref()).map(prefix),
             incomplete_in_value: config.incomplete == IncompletePolicy::MarkValue,
-            window_start_ms: None,
+            key_has_end: config.window.kind() == WindowKind::Cumulate,
+            window: None,
             key_head: String::new(),
             value_head: String::new(),
             key: String::new(),
@@ -48,12 +51,16 @@ impl RowFormatter {
     /// The row's value, `{"window_start":…,"window_end":…,<group fields>,<aggregates>}`, and its key,
     /// `[window_start, <group values>]`: a unique name for (window, group) so duplicates can be compacted away.
     pub(crate) fn format(&mut self, row: &Row<'_>) -> (&str, &str) {
-        if self.window_start_ms != Some(row.window_start_ms) {
+        if self.window != Some((row.window_start_ms, row.window_end_ms)) {
             // Rows come window by window: the window's bounds are written once.
-            self.window_start_ms = Some(row.window_start_ms);
+            self.window = Some((row.window_start_ms, row.window_end_ms));
             self.key_head.clear();
             self.key_head.push_str("[\"");
             format_timestamp_ms(row.window_start_ms, &mut self.key_head);
+            if self.key_has_end {
+                self.key_head.push_str("\",\"");
+                format_timestamp_ms(row.window_end_ms, &mut self.key_head);
+            }
             self.key_head.push('"');
             self.value_head.clear();
             self.value_head.push_str("{\"window_start\":\"");
