@@ -12,6 +12,8 @@ use serde_json::Value;
 /// The settings the model needs, in milliseconds.
 #[derive(Debug, Clone)]
 pub struct ReferenceConfig {
+    /// `SESSION` windows with this gap, partitioned by the group; `None` for the other kinds.
+    pub session_gap_ms: Option<i64>,
     /// `CUMULATE` windows, growing by `slide_ms` up to `size_ms`; otherwise `HOP` (`TUMBLE`: slide = size).
     pub cumulate: bool,
     pub size_ms: i64,
@@ -146,6 +148,7 @@ impl ReferenceConfig {
         let field = text("TIMESTAMP_FIELD", "timestamp").trim().to_string();
         ReferenceConfig {
             cumulate: text("WINDOW", "hop").trim() == "cumulate",
+            session_gap_ms: (text("WINDOW", "hop").trim() == "session").then(|| ms("SESSION_GAP", "")),
             size_ms: ms("WINDOW_SIZE", "5m"),
             slide_ms: match text("WINDOW", "hop").trim() {
                 "tumble" => ms("WINDOW_SIZE", "5m"),
@@ -210,7 +213,8 @@ pub struct RefTotals {
 
 pub struct Reference {
     config: ReferenceConfig,
-    /// Window (start, end) → group → what was seen, for windows that hold events and have not fired.
+    /// Window (start, end) → group → what was seen, for windows that hold events and have not fired (under
+    /// `SESSION`, each group's open sessions).
     windows: BTreeMap<(i64, i64), BTreeMap<Vec<RefGroup>, Seen>>,
     max_event_ms: Option<i64>,
     first_event_ms: Option<i64>,
@@ -239,6 +243,9 @@ impl Reference {
             Ok((event_ms, None)) => {
                 self.advance(event_ms);
                 "heartbeat".into()
+            }
+            Ok((event_ms, Some((group, inputs)))) if self.config.session_gap_ms.is_some() => {
+                self.add_to_session(event_ms, group, inputs)
             }
             Ok((event_ms, Some((group, inputs)))) => {
                 let windows = self.windows_of(event_ms);
@@ -356,7 +363,44 @@ impl Reference {
         Ok((event_ms, Some((group, inputs))))
     }
 
-    /// Advances the watermark and fires, in start order, every window it has passed.
+    /// Flink's session rule, literally: the event's window `[t, t + gap)` merges with every open session of
+    /// its group that it intersects (`a.start <= b.end && a.end >= b.start`); on its own and already passed by
+    /// the watermark, it is late.
+    fn add_to_session(&mut self, event_ms: i64, group: Vec<RefGroup>, inputs: Inputs) -> String {
+        let gap = self.config.session_gap_ms.expect("sessions");
+        let (mut start, mut end) = (event_ms, event_ms + gap);
+        if end > MAX_MS {
+            return "out_of_range".into();
+        }
+        let touched: Vec<(i64, i64)> = self
+            .windows
+            .iter()
+            .filter(|(&(s, e), groups)| groups.contains_key(&group) && start <= e && end >= s)
+            .map(|(&window, _)| window)
+            .collect();
+        if touched.is_empty() && self.watermark().is_some_and(|wm| wm >= end - 1) {
+            return "late".into();
+        }
+        let mut merged = Seen::default();
+        for window in touched {
+            let groups = self.windows.get_mut(&window).expect("listed");
+            let seen = groups.remove(&group).expect("listed");
+            if groups.is_empty() {
+                self.windows.remove(&window);
+            }
+            (start, end) = (start.min(window.0), end.max(window.1));
+            merged.count += seen.count;
+            merged.inputs.extend(seen.inputs);
+        }
+        merged.count += 1;
+        merged.inputs.push(inputs);
+        self.windows.entry((start, end)).or_default().insert(group, merged);
+        self.advance(event_ms);
+        "counted".into()
+    }
+
+    /// Advances the watermark and fires, in start order, every window it has passed (sessions: in order of
+    /// their end, then group order).
     fn advance(&mut self, event_ms: i64) {
         if self.first_event_ms.is_none() {
             self.first_event_ms = Some(event_ms);
@@ -365,6 +409,7 @@ impl Reference {
         let watermark = self.watermark().expect("just set");
         // In (start, end) order, which is end order: windows of one period end before the next period's.
         let due: Vec<(i64, i64)> = self.windows.keys().copied().filter(|&(_, end)| watermark >= end - 1).collect();
+        let fired_from = self.rows.len();
         for (start, end) in due {
             let groups = self.windows.remove(&(start, end)).expect("listed");
             let first = self.first_event_ms.expect("set");
@@ -416,6 +461,10 @@ impl Reference {
                 Some(top_n) => self.rows.extend(top_n_rows(rows, top_n, &self.config)),
                 None => self.rows.extend(rows),
             }
+        }
+        if self.config.session_gap_ms.is_some() {
+            let end_ms = |row: &RefRow| parse_time(&row.window_end, "sql").expect("written by format_time");
+            self.rows[fired_from..].sort_by(|a, b| end_ms(a).cmp(&end_ms(b)).then_with(|| a.group.cmp(&b.group)));
         }
     }
 

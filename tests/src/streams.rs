@@ -72,6 +72,8 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
         Just(("cumulate", "1m", Some(("WINDOW_STEP", "10s")))),
         Just(("cumulate", "20s", Some(("WINDOW_STEP", "5s")))),
         Just(("cumulate", "3s", Some(("WINDOW_STEP", "1s")))),
+        Just(("session", "5m", Some(("SESSION_GAP", "20s")))),
+        Just(("session", "5m", Some(("SESSION_GAP", "2s")))),
     ];
     let delays = prop_oneof![Just("0ms"), Just("1ms"), Just("2s")];
     let groups = prop_oneof![Just("user_id,event,url"), Just("user_id"), Just("site_id,event"), Just("store,user_id")];
@@ -111,6 +113,8 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
                 ("AGGREGATES", aggregates.to_string()),
             ];
             vars.extend(pane.map(|(setting, value)| (setting, value.to_string())));
+            // Window Top-N ranks one window's rows: not for sessions, one window per group.
+            let top_n = if window == "session" { (1, 0, false, false, false, false) } else { top_n };
             if let (0, n, by_last, ascending, partitioned, ranked) = top_n {
                 vars.push(("TOP_N", n.to_string()));
                 if by_last {

@@ -18,6 +18,38 @@ type Row = BTreeMap<String, Value>;
 const WATERMARK_DELAY_MS: i64 = 5_000;
 const HOP: &str = "TABLE(HOP(TABLE clickstream, DESCRIPTOR(`timestamp`), INTERVAL '10' SECOND, INTERVAL '5' MINUTE))";
 
+const SESSION_BY_USER: &str =
+    "TABLE(SESSION(TABLE clickstream PARTITION BY user_id, DESCRIPTOR(`timestamp`), INTERVAL '30' SECOND))";
+
+/// Sessions' edge cases with a 30 s gap and the 5 s delay, seconds after 19:00:00 in arrival order: u1's
+/// second event touches its first session's end (one session); u2's is 1 s past it (two); u3's third
+/// bridges its two sessions; u5's first fires u2's and u4's first sessions, and u4's next event, within
+/// the gap of its fired session, opens a new one.
+fn session_edges() -> Vec<Vec<u8>> {
+    let clicks = [
+        ("u1", 0),
+        ("u2", 0),
+        ("u3", 0),
+        ("u4", 0),
+        ("u1", 30),
+        ("u2", 31),
+        ("u3", 33),
+        ("u3", 16),
+        ("u5", 40),
+        ("u4", 25),
+        ("u5", 200),
+    ];
+    clicks
+        .iter()
+        .map(|(user, second)| {
+            json!({"timestamp": format!("2020-11-16 19:0{}:{:02}", second / 60, second % 60), "event": "view_item",
+                   "user_id": user, "site_id": "s", "url": "/item/1", "on_site_seconds": 5, "viewed_percent": 50})
+            .to_string()
+            .into_bytes()
+        })
+        .collect()
+}
+
 /// How a Window Top-N query ranks, to compare its rows up to Flink's undefined order among ties.
 struct Ranking {
     n: usize,
@@ -191,9 +223,36 @@ fn cases() -> Vec<Case> {
                  GROUP BY window_start, window_end, url",
                 &top_cumulated,
             ),
-            events: stream,
+            events: stream.clone(),
             ranking: Some(top_cumulated),
             rows: 62,
+        },
+        Case {
+            name: "SESSION: each user's sessions ended by 30 s without a click",
+            env: vec![
+                ("WINDOW", "session"),
+                ("SESSION_GAP", "30s"),
+                ("GROUP_BY", "user_id"),
+                ("AGGREGATES", "n=count,secs=sum(on_site_seconds),pages=count_distinct(url)"),
+            ],
+            sql: format!(
+                "SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(on_site_seconds) AS secs, \
+                 COUNT(DISTINCT url) AS pages FROM {SESSION_BY_USER} GROUP BY window_start, window_end, user_id"
+            ),
+            events: stream,
+            ranking: None,
+            rows: 598,
+        },
+        Case {
+            name: "SESSION: touching, bridging, and near a session that fired",
+            env: vec![("WINDOW", "session"), ("SESSION_GAP", "30s"), ("GROUP_BY", "user_id")],
+            sql: format!(
+                "SELECT window_start, window_end, user_id, COUNT(1) AS event_count FROM {SESSION_BY_USER} \
+                 GROUP BY window_start, window_end, user_id"
+            ),
+            events: session_edges(),
+            ranking: None,
+            rows: 8,
         },
     ]
 }

@@ -254,6 +254,18 @@ fn a_day_cumulated_by_the_minute_with_2_000_groups_stays_inside_the_cpu_budget()
     assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
 }
 
+/// SESSION: 2,000 groups' sessions all end together, fired by one record, and are written over the
+/// following records.
+#[test]
+fn sessions_of_2_000_groups_ending_together_stay_inside_the_cpu_budget() {
+    let env = [("WINDOW", "session"), ("SESSION_GAP", "1m")];
+    let user = |group| format!("user{group:05}");
+    let fuel = one_record_fires_every_window(2_000, user, &env, Limits::default(), (1, 1), WriteConfig::default())
+        .broker
+        .max_record_fuel;
+    assert!(fuel < WORST_RECORD_MS * FUEL_PER_MS, "{fuel} fuel");
+}
+
 /// Regression (five_mib_sizing_exhausted_the_fuel): the README's 5 MiB sizing holds 12,000 groups, whose
 /// 360,000 rows one record used to write.
 #[test]

@@ -125,7 +125,7 @@ fn the_top_n_example_gives_the_rows_the_readme_shows() {
 #[test]
 fn the_window_kind_examples_give_the_rows_the_readme_shows() {
     let input: Vec<Vec<u8>> = block("windows input").iter().map(|line| line.as_bytes().to_vec()).collect();
-    for kind in ["tumble", "cumulate"] {
+    for kind in ["tumble", "cumulate", "session"] {
         let command = block(&format!("{kind} command")).join(" ");
         let settings = settings_of(&command);
         assert_eq!(settings[0], ("WINDOW", kind), "{command}");

@@ -157,6 +157,30 @@ fn cumulating_windows_with_disorder_and_late_events() {
 }
 
 #[test]
+fn sessions_with_disorder_and_late_events() {
+    let generator = GeneratorConfig {
+        events: 4_000,
+        users: 60,
+        rate_per_sec: 5.0,
+        jitter_ms: 20_000,
+        late_percent: 2.0,
+        seed: 31,
+        ..Default::default()
+    };
+    let env = [
+        ("WINDOW", "session"),
+        ("SESSION_GAP", "15s"),
+        ("WATERMARK_DELAY", "5s"),
+        ("GROUP_BY", "user_id"),
+        (
+            "AGGREGATES",
+            "n=count,pages=approx_count_distinct(url),p50=median(on_site_seconds),longest=max(on_site_seconds)",
+        ),
+    ];
+    check(generator, &env, 3, 2);
+}
+
+#[test]
 fn tumbling_windows_by_their_own_setting() {
     let generator =
         GeneratorConfig { events: 3_000, jitter_ms: 5_000, late_percent: 1.0, seed: 29, ..Default::default() };

@@ -101,21 +101,20 @@ impl Aggregator {
     /// One line describing the configuration, for the log at start-up.
     pub fn describe(&self) -> String {
         let window = self.config.window;
+        let size = window.size_ms();
         let event_time = match &self.config.event_time {
             EventTime::Field { name, format } => format!("timestamp_field={name} timestamp_format={}", format.name()),
             EventTime::RecordTimestamp => "timestamp_field=@record".to_string(),
         };
         let aggregates: Vec<String> = self.config.aggregates.iter().map(ToString::to_string).collect();
         format!(
-            "clickstream-aggregation started: window={} size={}ms {}={}ms watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B (fixed {}B) max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={} row_bytes_per_record={}{}",
+            "clickstream-aggregation started: window={} watermark_delay={}ms group_by={} aggregates={} {event_time} restart_margin={}ms state_budget={}B (fixed {}B) max_event_ahead={}ms incomplete_windows={} dead_letter_topic={} dead_letter_max_bytes={} row_bytes_per_record={}{}",
             match window.kind() {
-                WindowKind::Hop if window.slide_ms() == window.size_ms() => "tumble",
-                WindowKind::Hop => "hop",
-                WindowKind::Cumulate => "cumulate",
+                WindowKind::Hop if window.slide_ms() == window.size_ms() => format!("tumble size={size}ms"),
+                WindowKind::Hop => format!("hop size={size}ms slide={}ms", window.slide_ms()),
+                WindowKind::Cumulate => format!("cumulate size={size}ms step={}ms", window.slide_ms()),
+                WindowKind::Session => format!("session gap={size}ms"),
             },
-            window.size_ms(),
-            if window.kind() == WindowKind::Cumulate { "step" } else { "slide" },
-            window.slide_ms(),
             window.delay_ms(),
             self.config.group_by.join(","),
             aggregates.join(","),

@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::aggregate::{Function, Quantile};
 use crate::duration::{format_duration_ms, parse_duration_ms, parse_size_bytes};
-use crate::engine::{Engine, WindowSpec};
+use crate::engine::{Engine, WindowKind, WindowSpec};
 use crate::event::MAX_FIELD_BYTES;
 use crate::time::TimestampFormat;
 use crate::top_n::TopNSpec;
@@ -32,11 +32,12 @@ pub fn default_of(name: &str) -> Option<&'static str> {
 }
 
 /// Every variable the module reads, with its default (`None`: derived, see [`Config::from_env`]).
-pub const VARIABLES: [(&str, Option<&str>); 21] = [
+pub const VARIABLES: [(&str, Option<&str>); 22] = [
     ("WINDOW", Some("hop")),
     ("WINDOW_SIZE", Some("5m")),
     ("WINDOW_SLIDE", None),
     ("WINDOW_STEP", None),
+    ("SESSION_GAP", None),
     ("WATERMARK_DELAY", Some("1ms")),
     ("GROUP_BY", Some("user_id,event,url")),
     ("AGGREGATES", Some("event_count=count")),
@@ -190,7 +191,19 @@ impl Config {
             }
             _ => Ok(()),
         };
+        if kind.0.trim() != "session" {
+            refuse_unless("SESSION_GAP", false, "has no sessions")?;
+        }
         let (pane_setting, pane, cumulate) = match kind.0.trim() {
+            "session" => {
+                refuse_unless("WINDOW_SLIDE", false, "ends a session after SESSION_GAP")?;
+                refuse_unless("WINDOW_STEP", false, "ends a session after SESSION_GAP")?;
+                let gap = set("SESSION_GAP").ok_or_else(|| {
+                    error((String::new(), "SESSION_GAP"), "WINDOW=session needs a gap: a duration".into())
+                })?;
+                let gap = duration(gap, 1)?;
+                return Ok(WindowSpec::session(gap as i64, delay as i64).expect("validated above"));
+            }
             "hop" => {
                 refuse_unless("WINDOW_STEP", false, "slides by WINDOW_SLIDE")?;
                 let slide = set("WINDOW_SLIDE").unwrap_or_else(|| ("10s".to_string(), "WINDOW_SLIDE"));
@@ -218,7 +231,7 @@ impl Config {
                 })?;
                 (step.1, duration(step, 1)?, true)
             }
-            _ => return Err(error(kind, "expected hop, tumble or cumulate".into())),
+            _ => return Err(error(kind, "expected hop, tumble, cumulate or session".into())),
         };
         if size % pane != 0 || size / pane > MAX_PANES_PER_WINDOW {
             return Err(error(
@@ -311,6 +324,13 @@ impl Config {
         let restart_margin_ms = duration(read("RESTART_MARGIN"), 0)? as i64;
 
         let top_n = parse_top_n(&lookup, &group_by, &aggregates)?;
+        if let (Some(_), WindowKind::Session) = (&top_n, window.kind()) {
+            return Err(ConfigError {
+                variable: "TOP_N",
+                value: lookup("TOP_N").unwrap_or_default(),
+                allowed: "Window Top-N ranks the rows of one window, and each session is a window of one group: leave TOP_N unset with WINDOW=session".into(),
+            });
+        }
 
         let budget_setting = read("STATE_BUDGET");
         // Checked against the module's 32-bit address space, so a native build refuses the same values.
@@ -656,6 +676,8 @@ mod tests {
         let cumulate = config(&[("WINDOW", " cumulate "), ("WINDOW_SIZE", "1d"), ("WINDOW_STEP", "1h")]).unwrap();
         assert_eq!(cumulate.window, WindowSpec::cumulate(86_400_000, 3_600_000, 1).unwrap());
         assert_eq!(config(&[]).unwrap().window, WindowSpec::new(300_000, 10_000, 1).unwrap());
+        let session = config(&[("WINDOW", "session"), ("SESSION_GAP", "30m")]).unwrap();
+        assert_eq!(session.window, WindowSpec::session(1_800_000, 1).unwrap());
     }
 
     fn message(vars: &[(&str, &str)]) -> String {
@@ -738,8 +760,12 @@ mod tests {
 
     #[test]
     fn each_bad_setting_names_the_variable_its_value_and_what_is_allowed() {
-        let cases: [(&[(&str, &str)], &str); 23] = [
-            (&[("WINDOW", "session")], "WINDOW=\"session\": expected hop, tumble or cumulate"),
+        let cases: [(&[(&str, &str)], &str); 27] = [
+            (&[("WINDOW", "sessions")], "WINDOW=\"sessions\": expected hop, tumble, cumulate or session"),
+            (&[("WINDOW", "session")], "SESSION_GAP=\"\": WINDOW=session needs a gap: a duration"),
+            (&[("WINDOW", "session"), ("SESSION_GAP", "1m"), ("WINDOW_SLIDE", "1m")], "WINDOW_SLIDE=\"1m\": WINDOW=session ends a session after SESSION_GAP; leave WINDOW_SLIDE unset"),
+            (&[("SESSION_GAP", "1m")], "SESSION_GAP=\"1m\": WINDOW=hop has no sessions; leave SESSION_GAP unset"),
+            (&[("WINDOW", "session"), ("SESSION_GAP", "1m"), ("TOP_N", "3")], "TOP_N=\"3\": Window Top-N ranks the rows of one window"),
             (&[("WINDOW", "tumble"), ("WINDOW_SLIDE", "10s")], "WINDOW_SLIDE=\"10s\": WINDOW=tumble takes WINDOW_SIZE only: leave WINDOW_SLIDE unset or equal to it"),
             (&[("WINDOW", "tumble"), ("WINDOW_STEP", "10s")], "WINDOW_STEP=\"10s\": WINDOW=tumble takes WINDOW_SIZE only; leave WINDOW_STEP unset"),
             (&[("WINDOW", "cumulate")], "WINDOW_STEP=\"\": WINDOW=cumulate needs a step: a duration that divides WINDOW_SIZE"),

@@ -12,7 +12,9 @@
 //! the following calls, in the same order. Events that arrive in between are kept out of the windows
 //! that fired before them.
 
-use std::collections::BTreeMap;
+mod session;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::NO_SET;
 use crate::aggregate::{Accumulator, Function, Input, Number};
@@ -31,6 +33,9 @@ pub enum WindowKind {
     /// `CUMULATE`: in each period `[p, p + size)` aligned to the epoch, the windows `[p, p + j·step)` for
     /// j = 1 … size/step, each firing at its own end.
     Cumulate,
+    /// `SESSION` (partitioned by the group): a group's events closer than the gap (the size) to each
+    /// other make one window, from the first event to the last plus the gap (see [`session`]).
+    Session,
 }
 
 /// The window kind, size, pane width (the hop's slide or the cumulation's step) and watermark delay in
@@ -56,6 +61,11 @@ impl WindowSpec {
     /// Cumulating windows of at most `size_ms`, growing by `step_ms`; the same conditions.
     pub fn cumulate(size_ms: i64, step_ms: i64, delay_ms: i64) -> Option<WindowSpec> {
         Self::of_kind(WindowKind::Cumulate, size_ms, step_ms, delay_ms)
+    }
+
+    /// Session windows that close after `gap_ms` without an event of their group; the gap is the size.
+    pub fn session(gap_ms: i64, delay_ms: i64) -> Option<WindowSpec> {
+        Self::of_kind(WindowKind::Session, gap_ms, 1, delay_ms)
     }
 
     fn of_kind(kind: WindowKind, size_ms: i64, slide_ms: i64, delay_ms: i64) -> Option<WindowSpec> {
@@ -92,7 +102,7 @@ impl WindowSpec {
     /// The first pane of window `window`.
     fn first_pane(&self, window: i64) -> i64 {
         match self.kind {
-            WindowKind::Hop => window - self.panes_per_window() + 1,
+            WindowKind::Hop | WindowKind::Session => window - self.panes_per_window() + 1,
             WindowKind::Cumulate => window - window.rem_euclid(self.panes_per_window()),
         }
     }
@@ -100,7 +110,7 @@ impl WindowSpec {
     /// The last window that holds `pane`; the first is `pane` itself.
     fn last_window_of(&self, pane: i64) -> i64 {
         match self.kind {
-            WindowKind::Hop => pane + self.panes_per_window() - 1,
+            WindowKind::Hop | WindowKind::Session => pane + self.panes_per_window() - 1,
             WindowKind::Cumulate => self.first_pane(pane) + self.panes_per_window() - 1,
         }
     }
@@ -218,11 +228,31 @@ struct CellList {
 
 const EMPTY_LIST: CellList = CellList { first: NIL, last: NIL };
 
-/// The window whose rows are being written, and how far through the groups.
+/// The window whose rows are being written (under `SESSION`, the end of the sessions), and how far
+/// through the groups.
 #[derive(Debug, Clone, Copy)]
 struct Pass {
     window: i64,
     position: usize,
+}
+
+/// The cells, from the first of a group's list, that one row combines.
+#[derive(Debug, Clone, Copy)]
+enum Span {
+    /// Window `w`: the cells of its panes (those before `w + 1`) that it sees.
+    Window(i64),
+    /// The session ending then: the leading cells that carry that end.
+    Session(i64),
+}
+
+impl Span {
+    /// Whether the row walks `cell` (the walk stops at the first it does not) and then counts it.
+    fn walks(self, cell: &Cell) -> Option<bool> {
+        match self {
+            Span::Window(window) => (cell.pane <= window).then_some(cell.visible_from <= window),
+            Span::Session(end) => (cell.visible_from == end).then_some(true),
+        }
+    }
 }
 
 pub struct Engine {
@@ -280,6 +310,10 @@ pub struct Engine {
     top_n: Option<Ranking<Held>>,
     candidate_reserve: usize,
     partition_key: Vec<u32>,
+    /// Under `SESSION`: every session not yet written, by (end, group), and the groups of those ending
+    /// together that are being written.
+    sessions: BTreeSet<(i64, u32)>,
+    session_batch: Vec<u32>,
 }
 
 /// A Top-N candidate's group: its value ids (each holding a use of its value, so the text outlives the
@@ -330,6 +364,8 @@ impl Engine {
             top_n: None,
             candidate_reserve: 0,
             partition_key: Vec::new(),
+            sessions: BTreeSet::new(),
+            session_batch: Vec::new(),
         }
     }
 
@@ -379,6 +415,9 @@ impl Engine {
     /// ignored by `count`), then advances the watermark. Rows of the windows that fire are written by
     /// [`Engine::emit`].
     pub fn observe(&mut self, event_ms: i64, group: &[GroupValue<'_>], inputs: &[Option<Input<'_>>]) -> Admission {
+        if self.spec.kind == WindowKind::Session {
+            return self.observe_session(event_ms, group, inputs);
+        }
         let pane = self.spec.pane_of(event_ms);
         let last_window = self.spec.last_window_of(pane);
         let first_start = self.spec.first_pane(pane).checked_mul(self.spec.slide_ms);
@@ -426,7 +465,13 @@ impl Engine {
 
     /// Whether fired windows still have rows to write.
     pub fn has_backlog(&self) -> bool {
-        self.backlog_windows() > 0
+        match self.spec.kind {
+            WindowKind::Session => {
+                let watermark = self.watermark_ms().unwrap_or(i64::MIN);
+                self.pass.is_some() || self.sessions.first().is_some_and(|(end, _)| end - 1 <= watermark)
+            }
+            _ => self.backlog_windows() > 0,
+        }
     }
 
     /// Fired windows from the next one with rows to write (some may hold no event).
@@ -436,14 +481,20 @@ impl Engine {
         next.map_or(0, |window| (fired - window + 1) as u64)
     }
 
+    /// Under `SESSION`, `open_panes` counts the sessions not yet written and `backlog_windows` those that
+    /// fired.
     pub fn stats(&self) -> EngineStats {
+        let (open_panes, backlog_windows) = match self.spec.kind {
+            WindowKind::Session => self.session_counts(),
+            _ => (self.panes.len(), self.backlog_windows()),
+        };
         EngineStats {
-            open_panes: self.panes.len(),
+            open_panes,
             open_groups: self.groups.len(),
             open_strings: self.values.len(),
             state_bytes: self.state_bytes,
             watermark_ms: self.watermark_ms(),
-            backlog_windows: self.backlog_windows(),
+            backlog_windows,
         }
     }
 
@@ -451,6 +502,9 @@ impl Engine {
     /// (true), or its work share ([`WORK_PER_EMIT`]) is spent or the sink asks to stop (false); the next call goes on
     /// from there. Each fired window that holds any event gives one row per group with events in it.
     pub fn emit(&mut self, sink: &mut impl RowSink) -> bool {
+        if self.spec.kind == WindowKind::Session {
+            return self.emit_sessions(sink);
+        }
         let Some(fired) = self.fired_through() else { return true };
         let mut work = 0;
         loop {
@@ -470,7 +524,7 @@ impl Engine {
                     return false;
                 }
                 let group = self.ordered[pass.position];
-                let (cost, go_on) = self.visit(group, pass.position, pass.window, sink);
+                let (cost, go_on) = self.visit(group, pass.position, Span::Window(pass.window), sink);
                 if self.lists[group as usize].first == NIL {
                     self.ordered[pass.position] = NIL;
                 }
@@ -542,9 +596,8 @@ impl Engine {
 
     /// Writes the group's row of `window` if it has events there, then frees its cells that no later window
     /// holds (a hop's first pane; a cumulation's whole period after its last window). Returns the work done and whether the sink wants more.
-    fn visit(&mut self, group: u32, position: usize, window: i64, sink: &mut impl RowSink) -> (usize, bool) {
+    fn visit(&mut self, group: u32, position: usize, span: Span, sink: &mut impl RowSink) -> (usize, bool) {
         let blocks = self.empty_accumulators.len();
-        let end_pane = window + 1;
         self.row_accumulators.clear();
         self.row_accumulators.extend_from_slice(&self.empty_accumulators);
         let mut count = 0u64;
@@ -553,10 +606,12 @@ impl Engine {
             values.clear();
         }
         let mut at = self.lists[group as usize].first;
-        while at != NIL && self.cells.get(at).pane < end_pane {
+        let mut session_start = i64::MAX;
+        while let Some(counted) = Some(at).filter(|&at| at != NIL).and_then(|at| span.walks(&self.cells.get(at))) {
             let cell = self.cells.get(at);
             work += 1; // every cell walked, seen by this window or not
-            if cell.visible_from <= window {
+            if counted {
+                session_start = session_start.min(cell.pane);
                 count += u64::from(cell.count);
                 let mut distinct = self.row_distinct.iter_mut();
                 for (total, pane_state) in self.row_accumulators.iter_mut().zip(self.cells.block(at)) {
@@ -582,25 +637,33 @@ impl Engine {
                 *values = Vec::new(); // no scratch stays large
             }
         }
-        self.sum_sketches(group, window);
-        self.estimate_hlls(group, window);
-        let go_on = match count {
-            0 => true,
-            _ if self.top_n.is_some() => {
+        self.sum_sketches(group, span);
+        self.estimate_hlls(group, span);
+        let bounds = match span {
+            Span::Window(window) => self.window_bounds(window),
+            Span::Session(end) => (session_start, end),
+        };
+        let go_on = match (count, span) {
+            (0, _) => true,
+            (_, Span::Window(window)) if self.top_n.is_some() => {
                 // The group is freed below when no later window holds any of its cells (it has cells: its
                 // count is not 0).
                 let freed = self.cells.get(self.lists[group as usize].last).pane < self.spec.first_pane(window + 1);
                 work += self.offer(group, position as u64, count, freed);
                 true
             }
-            _ => self.write_row(window, group, count, sink),
+            _ => self.write_row(bounds, group, count, sink),
         };
         for sketch in &mut self.row_sketches {
             sketch.release_if_large();
         }
-        let kept_from = self.spec.first_pane(window + 1);
         while let Some(first) = Some(self.lists[group as usize].first).filter(|&first| first != NIL) {
-            if self.cells.get(first).pane >= kept_from {
+            let cell = self.cells.get(first);
+            let later_rows_need_it = match span {
+                Span::Window(window) => cell.pane >= self.spec.first_pane(window + 1),
+                Span::Session(end) => cell.visible_from != end,
+            };
+            if later_rows_need_it {
                 break;
             }
             self.lists[group as usize].first = self.cells.get(first).next;
@@ -638,16 +701,15 @@ impl Engine {
     }
 
     /// For each `percentile` aggregate, the sum of the group's sketches of the panes `window` sees.
-    fn sum_sketches(&mut self, group: u32, window: i64) {
-        let end_pane = window + 1;
+    fn sum_sketches(&mut self, group: u32, span: Span) {
         let mut block_of_sketch = 0;
         for (index, function) in self.functions.iter().filter(|function| function.reads_a_field()).enumerate() {
             let Function::Percentile(_) = function else { continue };
             let (cells, sketches) = (&self.cells, &self.sketches);
             let first = Some(self.lists[group as usize].first).filter(|&at| at != NIL);
             let panes = std::iter::successors(first, |&at| Some(cells.get(at).next).filter(|&next| next != NIL))
-                .take_while(|&at| cells.get(at).pane < end_pane)
-                .filter(|&at| cells.get(at).visible_from <= window)
+                .map_while(|at| span.walks(&cells.get(at)).map(|counted| (at, counted)))
+                .filter_map(|(at, counted)| counted.then_some(at))
                 .filter_map(|at| match cells.block(at)[index] {
                     Accumulator::Sketch(id) if id != NO_SET => Some(sketches.get(id)),
                     _ => None,
@@ -659,16 +721,15 @@ impl Engine {
 
     /// For each `approx_count_distinct` aggregate, the estimate of the union of the group's HyperLogLogs of the
     /// panes `window` sees.
-    fn estimate_hlls(&mut self, group: u32, window: i64) {
+    fn estimate_hlls(&mut self, group: u32, span: Span) {
         self.row_hll_counts.clear();
-        let end_pane = window + 1;
         for (index, function) in self.functions.iter().filter(|function| function.reads_a_field()).enumerate() {
             let Function::ApproxCountDistinct = function else { continue };
             let (cells, hlls) = (&self.cells, &self.hlls);
             let first = Some(self.lists[group as usize].first).filter(|&at| at != NIL);
             let panes = std::iter::successors(first, |&at| Some(cells.get(at).next).filter(|&next| next != NIL))
-                .take_while(|&at| cells.get(at).pane < end_pane)
-                .filter(|&at| cells.get(at).visible_from <= window)
+                .map_while(|at| span.walks(&cells.get(at)).map(|counted| (at, counted)))
+                .filter_map(|(at, counted)| counted.then_some(at))
                 .filter_map(|at| match cells.block(at)[index] {
                     Accumulator::Hll(id) if id != NO_SET => Some(hlls.get(id)),
                     _ => None,
@@ -681,28 +742,32 @@ impl Engine {
         }
     }
 
-    fn write_row(&mut self, window: i64, group: u32, count: u64, sink: &mut impl RowSink) -> bool {
+    fn write_row(&mut self, bounds: (i64, i64), group: u32, count: u64, sink: &mut impl RowSink) -> bool {
         self.fill_row_values(count);
         let mut fields = recycle(std::mem::take(&mut self.row_group));
         fields.extend(self.groups.get(group).iter().map(|&value| Self::untag(self.values.get(value))));
-        let go_on = sink.row(&self.row(window, &fields, count, &self.row_values, None));
+        let go_on = sink.row(&self.row(bounds, &fields, count, &self.row_values, None));
         self.row_group = recycle(fields);
         go_on
     }
 
+    /// Window `window`'s start and end.
+    fn window_bounds(&self, window: i64) -> (i64, i64) {
+        (self.spec.first_pane(window) * self.spec.slide_ms, (window + 1) * self.spec.slide_ms)
+    }
+
     fn row<'r>(
         &self,
-        window: i64,
+        (window_start_ms, window_end_ms): (i64, i64),
         group: &'r [GroupValue<'r>],
         count: u64,
         values: &'r [Option<Number>],
         rank: Option<u64>,
     ) -> Row<'r> {
-        let window_start_ms = self.spec.first_pane(window) * self.spec.slide_ms;
         let complete = self
             .first_event_ms
             .is_some_and(|first| window_start_ms > first + self.spec.delay_ms + self.restart_margin_ms);
-        Row { window_start_ms, window_end_ms: (window + 1) * self.spec.slide_ms, group, count, values, complete, rank }
+        Row { window_start_ms, window_end_ms, group, count, values, complete, rank }
     }
 
     /// Offers the group's row to the Top-N ranking; returns the work it took. A kept candidate holds a use of
@@ -761,7 +826,8 @@ impl Engine {
             *work += 1 + candidate.group.values.len();
             let mut fields = recycle(std::mem::take(&mut self.row_group));
             fields.extend(candidate.group.values.iter().map(|&value| Self::untag(self.values.get(value))));
-            let go_on = sink.row(&self.row(window, &fields, candidate.count, &candidate.values, Some(rank)));
+            let bounds = self.window_bounds(window);
+            let go_on = sink.row(&self.row(bounds, &fields, candidate.count, &candidate.values, Some(rank)));
             self.row_group = recycle(fields);
             self.drop_candidate(candidate);
             if !go_on {
@@ -802,16 +868,7 @@ impl Engine {
         group: &[GroupValue<'_>],
         inputs: &[Option<Input<'_>>],
     ) -> Result<(), usize> {
-        let mut new_bytes = 0;
-        self.group_ids.clear();
-        for value in group {
-            Self::tag(value, &mut self.tagged);
-            match self.values.find(&self.tagged) {
-                Some(id) => self.group_ids.push(id),
-                None => new_bytes += STRING_BYTES + self.tagged.len(),
-            }
-        }
-        let known_group = if self.group_ids.len() == group.len() { self.groups.find(&self.group_ids) } else { None };
+        let (mut new_bytes, known_group) = self.find_group(group);
         let known_cell = known_group.and_then(|id| self.find_cell(id, pane, visible_from));
         new_bytes += self.side_state_bytes(known_cell, inputs);
         if let Some(cell) = known_cell {
@@ -850,6 +907,21 @@ impl Engine {
         });
         *cells_in_pane += 1;
         Ok(())
+    }
+
+    /// The group's id if it is open, and the bytes its values not yet interned would need.
+    fn find_group(&mut self, group: &[GroupValue<'_>]) -> (usize, Option<u32>) {
+        let mut new_bytes = 0;
+        self.group_ids.clear();
+        for value in group {
+            Self::tag(value, &mut self.tagged);
+            match self.values.find(&self.tagged) {
+                Some(id) => self.group_ids.push(id),
+                None => new_bytes += STRING_BYTES + self.tagged.len(),
+            }
+        }
+        let known = if self.group_ids.len() == group.len() { self.groups.find(&self.group_ids) } else { None };
+        (new_bytes, known)
     }
 
     /// The group's cell for `pane` whose events are visible from `visible_from`.
@@ -995,24 +1067,35 @@ impl Engine {
         id
     }
 
-    /// Puts a new cell in its group's list, in pane order (a late event's cell goes before later panes).
+    /// Where a cell goes in its group's list: its pane, or under `SESSION` its session's end.
+    fn list_order(&self, cell: u32) -> i64 {
+        let cell = self.cells.get(cell);
+        if self.spec.kind == WindowKind::Session {
+            cell.visible_from
+        } else {
+            cell.pane
+        }
+    }
+
+    /// Puts a new cell in its group's list in [`Engine::list_order`] (a late event's cell goes before later
+    /// panes).
     fn link_cell(&mut self, group: u32, cell: u32) {
         if self.lists.len() <= group as usize {
             self.lists.resize(group as usize + 1, EMPTY_LIST);
         }
-        let pane = self.cells.get(cell).pane;
+        let order = self.list_order(cell);
         let list = self.lists[group as usize];
         if list.first == NIL {
             self.lists[group as usize] = CellList { first: cell, last: cell };
-        } else if self.cells.get(list.last).pane <= pane {
+        } else if self.list_order(list.last) <= order {
             self.cells.get_mut(list.last).next = cell;
             self.lists[group as usize].last = cell;
-        } else if self.cells.get(list.first).pane > pane {
+        } else if self.list_order(list.first) > order {
             self.cells.get_mut(cell).next = list.first;
             self.lists[group as usize].first = cell;
         } else {
             let mut at = list.first;
-            while self.cells.get(self.cells.get(at).next).pane <= pane {
+            while self.list_order(self.cells.get(at).next) <= order {
                 at = self.cells.get(at).next;
             }
             self.cells.get_mut(cell).next = self.cells.get(at).next;
@@ -1078,7 +1161,9 @@ impl Engine {
         let id = self.groups.acquire(&self.group_ids);
         if self.groups.len() > before {
             self.state_bytes += self.group_bytes(group.len());
-            self.unordered.push(id);
+            if self.spec.kind != WindowKind::Session {
+                self.unordered.push(id); // sessions are put in order when they fire
+            }
         } else {
             // The group already existed: the value users taken above are not needed.
             for &value in &self.group_ids {
@@ -1334,6 +1419,40 @@ mod tests {
                 row("19:01:00", "19:02:00", "A", 1)
             ]
         );
+        let stats = engine.stats();
+        assert_eq!((stats.open_panes, stats.open_groups, stats.state_bytes), (0, 0, 0));
+    }
+
+    /// SESSION with a 10 s gap and a 20 s watermark delay: events of a group closer than the gap make one
+    /// session (touching counts), an event that bridges two sessions merges them, and a fired session takes
+    /// no more events.
+    #[test]
+    fn sessions_grow_merge_fire_and_free_their_state() {
+        let mut engine = Engine::new(WindowSpec::session(10_000, 20_000).unwrap(), usize::MAX);
+        let mut rows = Collect::default();
+        let second = |s: i64| at("19:00:00") + s * 1_000;
+        let row = |start: i64, end: i64, group: &str, count| {
+            (second(start), second(end), vec![group.to_string()], count, start > 20)
+        };
+        for (time, group) in [(0, "A"), (8, "A"), (30, "A"), (2, "B")] {
+            assert_eq!(observe(&mut engine, second(time), &[group], &mut rows), COUNTED);
+        }
+        // 18 touches [0, 18) and not [30, 40).
+        observe(&mut engine, second(18), &["A"], &mut rows);
+        assert_eq!(engine.stats().open_panes, 3);
+        // 20 touches [0, 28) and [30, 40): one session.
+        observe(&mut engine, second(20), &["A"], &mut rows);
+        assert_eq!(engine.stats().open_panes, 2);
+        assert_eq!(rows.0, []);
+        observe(&mut engine, second(35), &["C"], &mut rows);
+        assert_eq!(rows.0, [row(2, 12, "B", 1)]);
+        observe(&mut engine, second(61), &["C"], &mut rows);
+        assert_eq!(rows.0[1..], [row(0, 40, "A", 5)]);
+        // Within the gap of A's fired session, but its own window is open: a new session.
+        assert_eq!(observe(&mut engine, second(45), &["A"], &mut rows), COUNTED);
+        assert_eq!(observe(&mut engine, second(20), &["B"], &mut rows), Admission::Late);
+        advance(&mut engine, at("19:02:00"), &mut rows);
+        assert_eq!(rows.0[2..], [row(35, 45, "C", 1), row(45, 55, "A", 1), row(61, 71, "C", 1)]);
         let stats = engine.stats();
         assert_eq!((stats.open_panes, stats.open_groups, stats.state_bytes), (0, 0, 0));
     }
