@@ -18,7 +18,7 @@ struct Counting {
 }
 
 impl Output for Counting {
-    fn row(&mut self, key: &[u8], value: &[u8], _incomplete: bool) {
+    fn row(&mut self, key: &[u8], value: &[u8], _incomplete: bool, _early: bool) {
         assert!(key.starts_with(b"[\"") && value.starts_with(b"{\"window_start\":\""));
         self.row_bytes += key.len() + value.len();
         self.largest_row = self.largest_row.max(key.len() + value.len());

@@ -150,7 +150,7 @@ mod tests {
     struct Ignored;
 
     impl Output for Ignored {
-        fn row(&mut self, _key: &[u8], _value: &[u8], _incomplete: bool) {}
+        fn row(&mut self, _key: &[u8], _value: &[u8], _incomplete: bool, _early: bool) {}
         fn dead_letter(&mut self, _topic: &str, _reason: Reason, _detail: &str, _keep_value: bool) {}
         fn log(&mut self, _line: &str) {}
     }

@@ -12,6 +12,8 @@ use serde_json::Value;
 /// The settings the model needs, in milliseconds.
 #[derive(Debug, Clone)]
 pub struct ReferenceConfig {
+    /// `EMIT_EARLY`: the period of early rows.
+    pub early_every_ms: Option<i64>,
     /// `SESSION` windows with this gap, partitioned by the group; `None` for the other kinds.
     pub session_gap_ms: Option<i64>,
     /// `CUMULATE` windows, growing by `slide_ms` up to `size_ms`; otherwise `HOP` (`TUMBLE`: slide = size).
@@ -99,6 +101,8 @@ pub struct RefRow {
     pub complete: bool,
     /// Under Top-N with a rank field: the row's rank in its partition.
     pub rank: Option<u64>,
+    /// An early row (`EMIT_EARLY`) of a window still open.
+    pub early: bool,
 }
 
 impl ReferenceConfig {
@@ -149,6 +153,7 @@ impl ReferenceConfig {
         ReferenceConfig {
             cumulate: text("WINDOW", "hop").trim() == "cumulate",
             session_gap_ms: (text("WINDOW", "hop").trim() == "session").then(|| ms("SESSION_GAP", "")),
+            early_every_ms: lookup("EMIT_EARLY").map(|_| ms("EMIT_EARLY", "")),
             size_ms: ms("WINDOW_SIZE", "5m"),
             slide_ms: match text("WINDOW", "hop").trim() {
                 "tumble" => ms("WINDOW_SIZE", "5m"),
@@ -202,6 +207,8 @@ type Inputs = Vec<Option<Input>>;
 struct Seen {
     count: u64,
     inputs: Vec<Inputs>,
+    /// An event came since the group's last early row of the window.
+    changed: bool,
 }
 
 /// Running totals the transform also keeps.
@@ -218,6 +225,8 @@ pub struct Reference {
     windows: BTreeMap<(i64, i64), BTreeMap<Vec<RefGroup>, Seen>>,
     max_event_ms: Option<i64>,
     first_event_ms: Option<i64>,
+    /// Under `EMIT_EARLY`: the last multiple of its period the watermark passed.
+    early_tick: Option<i64>,
     pub rows: Vec<RefRow>,
     pub totals: RefTotals,
 }
@@ -232,6 +241,7 @@ impl Reference {
             windows: BTreeMap::new(),
             max_event_ms: None,
             first_event_ms: None,
+            early_tick: None,
             rows: Vec::new(),
             totals: RefTotals::default(),
         }
@@ -269,6 +279,7 @@ impl Reference {
                     let seen = self.windows.entry(window).or_default().entry(group.clone()).or_default();
                     seen.count += 1;
                     seen.inputs.push(inputs.clone());
+                    seen.changed = true;
                 }
                 self.advance(event_ms);
                 "counted".into()
@@ -412,51 +423,8 @@ impl Reference {
         let fired_from = self.rows.len();
         for (start, end) in due {
             let groups = self.windows.remove(&(start, end)).expect("listed");
-            let first = self.first_event_ms.expect("set");
-            let complete = start > first + self.config.delay_ms + self.config.restart_margin_ms;
-            let mut rows = Vec::new();
-            for (group, seen) in groups {
-                let values = self
-                    .config
-                    .aggregates
-                    .iter()
-                    .enumerate()
-                    .map(|(index, (_, function, field))| {
-                        let inputs = seen.inputs.iter().filter_map(|inputs| inputs[index].as_ref());
-                        match field {
-                            None => RefValue::Int(seen.count as i64),
-                            // Values of different types, and an integer and a float, are different values.
-                            Some(_) if function == "count_distinct" || function == "approx_count_distinct" => {
-                                let distinct: std::collections::BTreeSet<String> =
-                                    inputs.map(|input| format!("{input:?}")).collect();
-                                match distinct.len() {
-                                    n if function == "approx_count_distinct" && n > EXACT_UP_TO => {
-                                        RefValue::Estimate(n as i64)
-                                    }
-                                    n => RefValue::Int(n as i64),
-                                }
-                            }
-                            Some(_) => {
-                                let numbers: Vec<Num> = inputs
-                                    .map(|input| match input {
-                                        Input::Num(number) => *number,
-                                        Input::Text(_) => panic!("text only for count_distinct"),
-                                    })
-                                    .collect();
-                                aggregate(function, &numbers)
-                            }
-                        }
-                    })
-                    .collect();
-                rows.push(RefRow {
-                    window_start: format_time(start),
-                    window_end: format_time(end),
-                    group,
-                    values,
-                    complete,
-                    rank: None,
-                });
-            }
+            let rows: Vec<RefRow> =
+                groups.into_iter().map(|(group, seen)| self.row_of((start, end), group, &seen, false)).collect();
             match &self.config.top_n {
                 Some(top_n) => self.rows.extend(top_n_rows(rows, top_n, &self.config)),
                 None => self.rows.extend(rows),
@@ -465,6 +433,75 @@ impl Reference {
         if self.config.session_gap_ms.is_some() {
             let end_ms = |row: &RefRow| parse_time(&row.window_end, "sql").expect("written by format_time");
             self.rows[fired_from..].sort_by(|a, b| end_ms(a).cmp(&end_ms(b)).then_with(|| a.group.cmp(&b.group)));
+        }
+        self.write_early_rows(watermark);
+    }
+
+    /// `EMIT_EARLY`: each time the watermark passes a multiple of the period, every open window (in order)
+    /// writes the current row of each group (in group order) that had an event in it since its last early
+    /// row.
+    fn write_early_rows(&mut self, watermark: i64) {
+        let Some(every) = self.config.early_every_ms else { return };
+        let tick = watermark.div_euclid(every);
+        let passed = self.early_tick.is_some_and(|last| tick > last);
+        self.early_tick = Some(tick);
+        if !passed {
+            return;
+        }
+        let mut rows = Vec::new();
+        for (&window, groups) in &self.windows {
+            for (group, seen) in groups.iter().filter(|(_, seen)| seen.changed) {
+                rows.push(self.row_of(window, group.clone(), seen, true));
+            }
+        }
+        self.rows.extend(rows);
+        for seen in self.windows.values_mut().flat_map(|groups| groups.values_mut()) {
+            seen.changed = false;
+        }
+    }
+
+    /// The row of one group in one window.
+    fn row_of(&self, (start, end): (i64, i64), group: Vec<RefGroup>, seen: &Seen, early: bool) -> RefRow {
+        let first = self.first_event_ms.expect("set");
+        let complete = start > first + self.config.delay_ms + self.config.restart_margin_ms;
+        let values = self
+            .config
+            .aggregates
+            .iter()
+            .enumerate()
+            .map(|(index, (_, function, field))| {
+                let inputs = seen.inputs.iter().filter_map(|inputs| inputs[index].as_ref());
+                match field {
+                    None => RefValue::Int(seen.count as i64),
+                    // Values of different types, and an integer and a float, are different values.
+                    Some(_) if function == "count_distinct" || function == "approx_count_distinct" => {
+                        let distinct: std::collections::BTreeSet<String> =
+                            inputs.map(|input| format!("{input:?}")).collect();
+                        match distinct.len() {
+                            n if function == "approx_count_distinct" && n > EXACT_UP_TO => RefValue::Estimate(n as i64),
+                            n => RefValue::Int(n as i64),
+                        }
+                    }
+                    Some(_) => {
+                        let numbers: Vec<Num> = inputs
+                            .map(|input| match input {
+                                Input::Num(number) => *number,
+                                Input::Text(_) => panic!("text only for count_distinct"),
+                            })
+                            .collect();
+                        aggregate(function, &numbers)
+                    }
+                }
+            })
+            .collect();
+        RefRow {
+            window_start: format_time(start),
+            window_end: format_time(end),
+            group,
+            values,
+            complete,
+            rank: None,
+            early,
         }
     }
 
@@ -709,7 +746,7 @@ pub fn format_time(ms: i64) -> String {
 
 /// Reads a row the transform wrote back into the model's terms, checking its shape: window bounds, the
 /// group fields in order, then the aggregates in order, and nothing else but the incomplete flag.
-pub fn row_from_json(value: &[u8], config: &ReferenceConfig, incomplete: bool) -> RefRow {
+pub fn row_from_json(value: &[u8], config: &ReferenceConfig, incomplete: bool, early: bool) -> RefRow {
     let parsed: serde_json::Map<String, Value> = serde_json::from_slice(value).expect("rows are JSON objects");
     let names: Vec<&str> = parsed.keys().map(String::as_str).filter(|name| *name != "incomplete").collect();
     let rank_field = config.top_n.as_ref().and_then(|top_n| top_n.rank_field.as_deref());
@@ -748,5 +785,6 @@ pub fn row_from_json(value: &[u8], config: &ReferenceConfig, incomplete: bool) -
         values,
         complete: !incomplete,
         rank,
+        early,
     }
 }

@@ -103,8 +103,10 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
     // Window Top-N in a quarter of the configurations: N, ranked by the first or the last aggregate (a
     // float or null one in some), either order, partitioned by the first group field or not, ranks or not.
     let top_n = (0u8..4, 1u8..4, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
-    (windows, delays, groups, aggregates, forms, top_n).prop_map(
-        |((window, size, pane), delay, group_by, aggregates, form, top_n)| {
+    // Early rows in a third of the other configurations, every 5 s or every minute of watermark time.
+    let early = prop_oneof![4 => Just(None), 1 => Just(Some("5s")), 1 => Just(Some("1m"))];
+    (windows, delays, groups, aggregates, forms, top_n, early).prop_map(
+        |((window, size, pane), delay, group_by, aggregates, form, top_n, early)| {
             let mut vars = vec![
                 ("WINDOW", window.to_string()),
                 ("WINDOW_SIZE", size.to_string()),
@@ -115,6 +117,9 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
             vars.extend(pane.map(|(setting, value)| (setting, value.to_string())));
             // Window Top-N ranks one window's rows: not for sessions, one window per group.
             let top_n = if window == "session" { (1, 0, false, false, false, false) } else { top_n };
+            if let (Some(every), false, 1..) = (early, window == "session", top_n.0) {
+                vars.push(("EMIT_EARLY", every.to_string()));
+            }
             if let (0, n, by_last, ascending, partitioned, ranked) = top_n {
                 vars.push(("TOP_N", n.to_string()));
                 if by_last {

@@ -484,3 +484,30 @@ fn approx_count_distinct_of_a_crowd_stays_in_bounded_room() {
     assert!(stats.broker.peak_memory_bytes <= 1 << 20, "peak {} bytes", stats.broker.peak_memory_bytes);
     println!("approx_count_distinct of a crowd: peak linear memory {} bytes", stats.broker.peak_memory_bytes);
 }
+
+/// EMIT_EARLY on the seed's job and stream (the generator's defaults, with its disorder): the final rows
+/// are the rows written without it, in order; early rows are the given share; every record stays inside
+/// the CPU and the output batch limits.
+#[test]
+fn early_rows_on_the_seed_stream_keep_the_final_rows_and_the_bounds() {
+    let stream: Vec<Vec<u8>> =
+        Generator::new(GeneratorConfig { events: 6_000, jitter_ms: 2_000, ..Default::default() }).collect();
+    let finals = |env: &[(&str, &str)]| {
+        let (collected, result) = replay(stream.clone(), env, clickstream_config(), Limits::default(), true);
+        let stats = result.unwrap_or_else(|failure| panic!("failed: {failure}"));
+        assert!(stats.broker.max_record_fuel < WORST_RECORD_MS * FUEL_PER_MS, "{}", stats.broker.max_record_fuel);
+        assert!(stats.broker.largest_batch[0].1 <= WriteConfig::default().batch_max_bytes);
+        let (early, finals): (Vec<_>, Vec<_>) = collected.rows().partition(|row| row.header("window-early").is_some());
+        let finals: Vec<String> = finals.iter().map(|row| row.value_text()).collect();
+        let worst_ms = stats.broker.max_record_fuel as f64 / FUEL_PER_MS as f64;
+        eprintln!("{env:?}: {} final rows, {} early rows, worst record {worst_ms:.1} ms", finals.len(), early.len());
+        (finals, early.len())
+    };
+    let (without, _) = finals(&[]);
+    for (every, share) in [("1m", 1.45..1.47), ("10s", 2.32..2.34)] {
+        let (with, early) = finals(&[("EMIT_EARLY", every)]);
+        assert_eq!(with, without, "EMIT_EARLY={every}: the final rows");
+        let ratio = early as f64 / without.len() as f64;
+        assert!(share.contains(&ratio), "EMIT_EARLY={every}: {ratio:.2} early rows per final row");
+    }
+}

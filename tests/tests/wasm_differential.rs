@@ -11,11 +11,11 @@ use transform_host::pipeline::PipelineConfig;
 use transform_host::Limits;
 
 /// The rows the native aggregator writes for what one shard's VM was given.
-fn native_rows(env: &[(&str, &str)], delivered: &[(Option<Vec<u8>>, i64)]) -> Vec<(String, bool)> {
-    struct Rows(Vec<(String, bool)>);
+fn native_rows(env: &[(&str, &str)], delivered: &[(Option<Vec<u8>>, i64)]) -> Vec<(String, bool, bool)> {
+    struct Rows(Vec<(String, bool, bool)>);
     impl Output for Rows {
-        fn row(&mut self, _key: &[u8], value: &[u8], incomplete: bool) {
-            self.0.push((String::from_utf8(value.to_vec()).unwrap(), incomplete));
+        fn row(&mut self, _key: &[u8], value: &[u8], incomplete: bool, early: bool) {
+            self.0.push((String::from_utf8(value.to_vec()).unwrap(), incomplete, early));
         }
         fn dead_letter(&mut self, _topic: &str, _reason: Reason, _detail: &str, _keep_value: bool) {}
         fn log(&mut self, _line: &str) {}
@@ -59,18 +59,23 @@ fn check_values(values: Vec<Vec<u8>>, env: &[(&str, &str)], partitions: u32, sha
     let reference = ReferenceConfig::from_env(|name| meta.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
     let mut total_rows = 0;
     for (shard, delivered) in collected.delivered.iter().enumerate() {
-        let wasm: Vec<(String, bool)> = collected
+        let wasm: Vec<(String, bool, bool)> = collected
             .rows()
             .filter(|row| row.shard == shard as u32)
-            .map(|row| (row.value_text(), row.header("window-incomplete").is_some()))
+            .map(|row| {
+                let marked = |header| row.header(header).is_some();
+                (row.value_text(), marked("window-incomplete"), marked("window-early"))
+            })
             .collect();
         let native = native_rows(env, delivered);
         assert_eq!(wasm.len(), native.len(), "shard {shard}: row counts, wasm vs native");
         if let Some(at) = wasm.iter().zip(&native).position(|(wasm, native)| wasm != native) {
             panic!("shard {shard}: row {at} differs\n  wasm:   {:?}\n  native: {:?}", wasm[at], native[at]);
         }
-        let as_reference: Vec<RefRow> =
-            wasm.iter().map(|(value, incomplete)| row_from_json(value.as_bytes(), &reference, *incomplete)).collect();
+        let as_reference: Vec<RefRow> = wasm
+            .iter()
+            .map(|(value, incomplete, early)| row_from_json(value.as_bytes(), &reference, *incomplete, *early))
+            .collect();
         let expected = reference_rows(&reference, delivered);
         assert_eq!(as_reference.len(), expected.len(), "shard {shard}: row counts, wasm vs reference");
         if let Some(at) = as_reference.iter().zip(&expected).position(|(wasm, reference)| wasm != reference) {
@@ -178,6 +183,26 @@ fn sessions_with_disorder_and_late_events() {
         ),
     ];
     check(generator, &env, 3, 2);
+}
+
+#[test]
+fn early_rows_every_twenty_seconds() {
+    let generator = GeneratorConfig {
+        events: 3_000,
+        users: 30,
+        jitter_ms: 10_000,
+        late_percent: 1.0,
+        seed: 37,
+        ..Default::default()
+    };
+    let env = [
+        ("EMIT_EARLY", "20s"),
+        ("WATERMARK_DELAY", "5s"),
+        ("GROUP_BY", "user_id"),
+        ("AGGREGATES", "n=count,users=count_distinct(url)"),
+    ];
+    let collected = check(generator, &env, 2, 1);
+    assert!(collected.rows().any(|row| row.header("window-early").is_some()), "early rows were written");
 }
 
 #[test]

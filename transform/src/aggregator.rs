@@ -5,7 +5,7 @@ use crate::dead_letter::Reason;
 use crate::engine::{Admission, Engine, Row, RowSink, WindowKind};
 use crate::event::{Event, EventReader};
 use crate::log_limiter::LogLimiter;
-use crate::row_format::{RowFormatter, INCOMPLETE_HEADER};
+use crate::row_format::{RowFormatter, EARLY_HEADER, INCOMPLETE_HEADER};
 use crate::time::format_log_time;
 
 /// The most a record's framing in a batch can take beyond its key and value: its length, attributes,
@@ -14,8 +14,9 @@ const RECORD_FRAMING_BYTES: usize = 15;
 
 /// Where the handler's results go. The module implements it with the SDK's writer; tests collect.
 pub trait Output {
-    /// One aggregate row for the first output topic.
-    fn row(&mut self, key: &[u8], value: &[u8], incomplete: bool);
+    /// One aggregate row for the first output topic: of a window that may miss events (`incomplete`), or an
+    /// early row of a window still open (`early`, under `EMIT_EARLY`).
+    fn row(&mut self, key: &[u8], value: &[u8], incomplete: bool, early: bool);
     /// The record being handled goes, unchanged but for the reason headers, to `topic`; without its
     /// value when `keep_value` is false (a value over DEAD_LETTER_MAX_BYTES).
     fn dead_letter(&mut self, topic: &str, reason: Reason, detail: &str, keep_value: bool);
@@ -45,6 +46,8 @@ pub struct Totals {
     pub rows: u64,
     pub incomplete_rows: u64,
     pub dropped_incomplete_rows: u64,
+    /// Rows written early (`EMIT_EARLY`), among `rows`.
+    pub early_rows: u64,
     /// Dead letters by reason, indexed by `reason as usize` ([`Reason::ALL`] order).
     pub dead_letters: Vec<u64>,
     /// Dead letters that were only counted because no dead-letter topic is configured.
@@ -70,6 +73,9 @@ impl Aggregator {
             .with_restart_margin(config.restart_margin_ms);
         if let Some(top_n) = &config.top_n {
             engine = engine.with_top_n(top_n.spec.clone());
+        }
+        if let Some(every_ms) = config.early_every_ms {
+            engine = engine.with_early_rows(every_ms);
         }
         Aggregator {
             engine,
@@ -190,13 +196,14 @@ impl Aggregator {
             .collect();
         let watermark = stats.watermark_ms.map_or_else(|| "none".to_string(), format_log_time);
         format!(
-            "summary: records={} counted={} partly_late={} missed_windows={} heartbeats={} rows={} incomplete_rows={} dropped_incomplete_rows={} dead_letters={} [{}] dead_letters_skipped={} open_panes={} open_groups={} state_bytes={}/{} watermark={:?} backlog_windows={} suppressed_warnings={}",
+            "summary: records={} counted={} partly_late={} missed_windows={} heartbeats={} rows={} early_rows={} incomplete_rows={} dropped_incomplete_rows={} dead_letters={} [{}] dead_letters_skipped={} open_panes={} open_groups={} state_bytes={}/{} watermark={:?} backlog_windows={} suppressed_warnings={}",
             totals.records,
             totals.counted,
             totals.partly_late,
             totals.missed_windows,
             totals.heartbeats,
             totals.rows,
+            totals.early_rows,
             totals.incomplete_rows,
             totals.dropped_incomplete_rows,
             dead_letters,
@@ -288,9 +295,11 @@ impl<O: Output> RowSink for RowSinkFor<'_, O> {
             self.totals.incomplete_rows += 1;
         }
         self.totals.rows += 1;
+        self.totals.early_rows += u64::from(row.early);
         let (key, value) = self.rows.format(row);
-        self.out.row(key.as_bytes(), value.as_bytes(), !row.complete);
-        let header = if row.complete { 0 } else { 2 + INCOMPLETE_HEADER.len() + "true".len() };
+        self.out.row(key.as_bytes(), value.as_bytes(), !row.complete, row.early);
+        let header = |name: &str, on: bool| if on { 2 + name.len() + "true".len() } else { 0 };
+        let header = header(INCOMPLETE_HEADER, !row.complete) + header(EARLY_HEADER, row.early);
         let stored = RECORD_FRAMING_BYTES + key.len() + value.len() + header;
         self.bytes_left = self.bytes_left.saturating_sub(stored);
         self.bytes_left > 0
@@ -312,7 +321,7 @@ mod tests {
     }
 
     impl Output for Collected {
-        fn row(&mut self, key: &[u8], value: &[u8], incomplete: bool) {
+        fn row(&mut self, key: &[u8], value: &[u8], incomplete: bool, _early: bool) {
             let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
             self.rows.push((text(key), text(value), incomplete));
         }
@@ -629,6 +638,33 @@ mod tests {
             r#"{"window_start":"2022-10-30 19:40:00","window_end":"2022-10-30 19:40:20","user_id":"u","s":1.0}"#
         );
         assert_eq!((1e16_f64 + 1.0) + -1e16, 0.0, "arrival order would give 0.0");
+    }
+
+    /// Early rows go through the same completeness rule as final rows: under INCOMPLETE_WINDOWS=drop, the
+    /// first window's early rows are dropped with it; later windows' come, then their final rows.
+    #[test]
+    fn early_rows_of_incomplete_windows_are_dropped_with_them() {
+        let env = [("GROUP_BY", "store_id"), ("WINDOW", "tumble"), ("WINDOW_SIZE", "1m")];
+        let mut agg = aggregator(&[env[0], env[1], env[2], ("EMIT_EARLY", "20s"), ("INCOMPLETE_WINDOWS", "drop")]);
+        let mut out = Collected::default();
+        for time in ["19:40:05", "19:40:30", "19:41:15", "19:41:45", "19:42:01"] {
+            let value = format!(r#"{{"timestamp":"2022-10-30 {time}","store_id":7}}"#);
+            agg.on_record(Some(value.as_bytes()), NOW, &mut out);
+        }
+        let rows: Vec<&str> = out.rows.iter().map(|(key, _, _)| key.as_str()).collect();
+        // 19:41:15 and 19:41:45 each pass a multiple of 20 s: an early row each, then the final row when
+        // 19:42:01 fires the window, and that event's early row in the next one.
+        assert_eq!(
+            rows,
+            [
+                r#"["2022-10-30 19:41:00",7]"#,
+                r#"["2022-10-30 19:41:00",7]"#,
+                r#"["2022-10-30 19:41:00",7]"#,
+                r#"["2022-10-30 19:42:00",7]"#
+            ]
+        );
+        assert_eq!((agg.totals().early_rows, agg.totals().rows), (3, 4));
+        assert_eq!(agg.totals().dropped_incomplete_rows, 2, "the first window's early and final rows");
     }
 
     /// Cumulating windows of one period share their start, so their keys name the end as well.

@@ -32,12 +32,13 @@ pub fn default_of(name: &str) -> Option<&'static str> {
 }
 
 /// Every variable the module reads, with its default (`None`: derived, see [`Config::from_env`]).
-pub const VARIABLES: [(&str, Option<&str>); 22] = [
+pub const VARIABLES: [(&str, Option<&str>); 23] = [
     ("WINDOW", Some("hop")),
     ("WINDOW_SIZE", Some("5m")),
     ("WINDOW_SLIDE", None),
     ("WINDOW_STEP", None),
     ("SESSION_GAP", None),
+    ("EMIT_EARLY", None),
     ("WATERMARK_DELAY", Some("1ms")),
     ("GROUP_BY", Some("user_id,event,url")),
     ("AGGREGATES", Some("event_count=count")),
@@ -122,6 +123,8 @@ pub struct Config {
     /// Windows beginning up to this long after a (re)start's first event plus the watermark delay are
     /// marked incomplete too: events of other partitions sharing the VM may be lost that far ahead.
     pub restart_margin_ms: i64,
+    /// `EMIT_EARLY`: write open windows' changed rows again this often (watermark time).
+    pub early_every_ms: Option<i64>,
     pub state_budget_bytes: usize,
     /// Events more than this ahead of their record's timestamp are dead-lettered (`future`).
     pub max_event_ahead_ms: i64,
@@ -331,6 +334,25 @@ impl Config {
                 allowed: "Window Top-N ranks the rows of one window, and each session is a window of one group: leave TOP_N unset with WINDOW=session".into(),
             });
         }
+        let early_every_ms = match lookup("EMIT_EARLY") {
+            None => None,
+            Some(_) if window.kind() == WindowKind::Session => {
+                return Err(ConfigError {
+                    variable: "EMIT_EARLY",
+                    value: lookup("EMIT_EARLY").unwrap_or_default(),
+                    allowed: "a session's end moves until it closes, so it has no early rows: leave EMIT_EARLY unset with WINDOW=session".into(),
+                });
+            }
+            Some(_) if top_n.is_some() => {
+                return Err(ConfigError {
+                    variable: "EMIT_EARLY",
+                    value: lookup("EMIT_EARLY").unwrap_or_default(),
+                    allowed: "early rows of a ranking would need taking rows back: leave EMIT_EARLY unset with TOP_N"
+                        .into(),
+                });
+            }
+            Some(value) => Some(duration((value, "EMIT_EARLY"), 1)? as i64),
+        };
 
         let budget_setting = read("STATE_BUDGET");
         // Checked against the module's 32-bit address space, so a native build refuses the same values.
@@ -413,6 +435,7 @@ impl Config {
             aggregates,
             event_time,
             restart_margin_ms,
+            early_every_ms,
             state_budget_bytes,
             max_event_ahead_ms,
             incomplete,
@@ -760,7 +783,10 @@ mod tests {
 
     #[test]
     fn each_bad_setting_names_the_variable_its_value_and_what_is_allowed() {
-        let cases: [(&[(&str, &str)], &str); 27] = [
+        let cases: [(&[(&str, &str)], &str); 30] = [
+            (&[("EMIT_EARLY", "0s")], "EMIT_EARLY=\"0s\": expected a duration from 1ms to 7d"),
+            (&[("EMIT_EARLY", "1m"), ("WINDOW", "session"), ("SESSION_GAP", "1m")], "EMIT_EARLY=\"1m\": a session's end moves until it closes"),
+            (&[("EMIT_EARLY", "1m"), ("TOP_N", "3")], "EMIT_EARLY=\"1m\": early rows of a ranking would need taking rows back"),
             (&[("WINDOW", "sessions")], "WINDOW=\"sessions\": expected hop, tumble, cumulate or session"),
             (&[("WINDOW", "session")], "SESSION_GAP=\"\": WINDOW=session needs a gap: a duration"),
             (&[("WINDOW", "session"), ("SESSION_GAP", "1m"), ("WINDOW_SLIDE", "1m")], "WINDOW_SLIDE=\"1m\": WINDOW=session ends a session after SESSION_GAP; leave WINDOW_SLIDE unset"),

@@ -12,6 +12,7 @@
 //! the following calls, in the same order. Events that arrive in between are kept out of the windows
 //! that fired before them.
 
+mod early;
 mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -145,6 +146,8 @@ pub struct Row<'a> {
     pub complete: bool,
     /// Its rank in its partition of the window, under `TOP_N`.
     pub rank: Option<u64>,
+    /// An early row (`EMIT_EARLY`): the window is still open, and its final row comes later.
+    pub early: bool,
 }
 
 /// Receives the rows of fired windows, in window order, then group order.
@@ -239,8 +242,9 @@ struct Pass {
 /// The cells, from the first of a group's list, that one row combines.
 #[derive(Debug, Clone, Copy)]
 enum Span {
-    /// Window `w`: the cells of its panes (those before `w + 1`) that it sees.
-    Window(i64),
+    /// Window `w` from its first pane: the cells of its panes that it sees. (Earlier cells, which only
+    /// early rows meet, are walked past.)
+    Window { window: i64, first_pane: i64 },
     /// The session ending then: the leading cells that carry that end.
     Session(i64),
 }
@@ -249,7 +253,9 @@ impl Span {
     /// Whether the row walks `cell` (the walk stops at the first it does not) and then counts it.
     fn walks(self, cell: &Cell) -> Option<bool> {
         match self {
-            Span::Window(window) => (cell.pane <= window).then_some(cell.visible_from <= window),
+            Span::Window { window, first_pane } => {
+                (cell.pane <= window).then_some(cell.pane >= first_pane && cell.visible_from <= window)
+            }
             Span::Session(end) => (cell.visible_from == end).then_some(true),
         }
     }
@@ -314,6 +320,13 @@ pub struct Engine {
     /// together that are being written.
     sessions: BTreeSet<(i64, u32)>,
     session_batch: Vec<u32>,
+    /// Under `EMIT_EARLY`: its period, the last multiple of it the watermark passed, whether an early pass is
+    /// due, the groups noted since the last one, and the pass under way.
+    early_every_ms: Option<i64>,
+    early_tick: Option<i64>,
+    early_due: bool,
+    noted: early::Noted,
+    early_pass: Option<early::EarlyPass>,
 }
 
 /// A Top-N candidate's group: its value ids (each holding a use of its value, so the text outlives the
@@ -366,6 +379,11 @@ impl Engine {
             partition_key: Vec::new(),
             sessions: BTreeSet::new(),
             session_batch: Vec::new(),
+            early_every_ms: None,
+            early_tick: None,
+            early_due: false,
+            noted: early::Noted::new(),
+            early_pass: None,
         }
     }
 
@@ -401,6 +419,13 @@ impl Engine {
     /// would (see the README's "Restarts").
     pub fn with_restart_margin(mut self, margin_ms: i64) -> Engine {
         self.restart_margin_ms = margin_ms;
+        self
+    }
+
+    /// Writes each open window's changed rows again whenever the watermark passes a multiple of
+    /// `every_ms`, marked early (see [`early`]).
+    pub fn with_early_rows(mut self, every_ms: i64) -> Engine {
+        self.early_every_ms = Some(every_ms);
         self
     }
 
@@ -450,6 +475,7 @@ impl Engine {
         self.first_event_ms.get_or_insert(event_ms);
         if self.max_event_ms.is_none_or(|max| event_ms > max) {
             self.max_event_ms = Some(event_ms);
+            self.tick();
         }
     }
 
@@ -505,8 +531,13 @@ impl Engine {
         if self.spec.kind == WindowKind::Session {
             return self.emit_sessions(sink);
         }
-        let Some(fired) = self.fired_through() else { return true };
         let mut work = 0;
+        self.emit_fired(&mut work, sink) && self.emit_early(&mut work, sink)
+    }
+
+    /// The rows of fired windows, within the work share (`work` is what is spent of it).
+    fn emit_fired(&mut self, work: &mut usize, sink: &mut impl RowSink) -> bool {
+        let Some(fired) = self.fired_through() else { return true };
         loop {
             let mut pass = match self.pass {
                 Some(pass) => pass,
@@ -519,23 +550,23 @@ impl Engine {
                 },
             };
             while pass.position < self.ordered.len() {
-                if work >= self.work_per_emit {
+                if *work >= self.work_per_emit {
                     self.pass = Some(pass);
                     return false;
                 }
                 let group = self.ordered[pass.position];
-                let (cost, go_on) = self.visit(group, pass.position, Span::Window(pass.window), sink);
+                let (cost, go_on) = self.visit(group, pass.position, self.window_span(pass.window), sink);
                 if self.lists[group as usize].first == NIL {
                     self.ordered[pass.position] = NIL;
                 }
                 pass.position += 1;
-                work += cost;
+                *work += cost;
                 if !go_on {
                     self.pass = Some(pass);
                     return false;
                 }
             }
-            if !self.write_ranked(pass.window, &mut work, sink) {
+            if !self.write_ranked(pass.window, work, sink) {
                 self.pass = Some(pass);
                 return false;
             }
@@ -585,18 +616,47 @@ impl Engine {
 
     /// Orders groups field by field, integers before strings (the order of [`GroupValue`]).
     fn compare_groups(&self, a: u32, b: u32) -> std::cmp::Ordering {
-        let (a, b) = (self.groups.get(a), self.groups.get(b));
-        for (&x, &y) in a.iter().zip(b) {
-            if x != y {
-                return Self::untag(self.values.get(x)).cmp(&Self::untag(self.values.get(y)));
-            }
-        }
-        a.len().cmp(&b.len())
+        self.compare_values(self.groups.get(a), self.groups.get(b))
     }
 
     /// Writes the group's row of `window` if it has events there, then frees its cells that no later window
     /// holds (a hop's first pane; a cumulation's whole period after its last window). Returns the work done and whether the sink wants more.
     fn visit(&mut self, group: u32, position: usize, span: Span, sink: &mut impl RowSink) -> (usize, bool) {
+        let (count, bounds, mut work) = self.combine(group, span);
+        let go_on = match (count, span) {
+            (0, _) => true,
+            (_, Span::Window { window, .. }) if self.top_n.is_some() => {
+                // The group is freed below when no later window holds any of its cells (it has cells: its
+                // count is not 0).
+                let freed = self.cells.get(self.lists[group as usize].last).pane < self.spec.first_pane(window + 1);
+                work += self.offer(group, position as u64, count, freed);
+                true
+            }
+            _ => self.write_row(bounds, group, count, false, sink),
+        };
+        for sketch in &mut self.row_sketches {
+            sketch.release_if_large();
+        }
+        while let Some(first) = Some(self.lists[group as usize].first).filter(|&first| first != NIL) {
+            let cell = self.cells.get(first);
+            let later_rows_need_it = match span {
+                Span::Window { window, .. } => cell.pane >= self.spec.first_pane(window + 1),
+                Span::Session(end) => cell.visible_from != end,
+            };
+            if later_rows_need_it {
+                break;
+            }
+            self.lists[group as usize].first = self.cells.get(first).next;
+            self.free_cell(first);
+            self.release_group(group);
+        }
+        (work, go_on)
+    }
+
+    /// Combines the group's cells that `span` counts into the row buffers (`row_accumulators`, the distinct
+    /// counts, `row_sketches`, `row_hll_counts`). Returns the events counted, the row's window bounds and
+    /// the work done.
+    fn combine(&mut self, group: u32, span: Span) -> (u64, (i64, i64), usize) {
         let blocks = self.empty_accumulators.len();
         self.row_accumulators.clear();
         self.row_accumulators.extend_from_slice(&self.empty_accumulators);
@@ -640,37 +700,10 @@ impl Engine {
         self.sum_sketches(group, span);
         self.estimate_hlls(group, span);
         let bounds = match span {
-            Span::Window(window) => self.window_bounds(window),
+            Span::Window { window, .. } => self.window_bounds(window),
             Span::Session(end) => (session_start, end),
         };
-        let go_on = match (count, span) {
-            (0, _) => true,
-            (_, Span::Window(window)) if self.top_n.is_some() => {
-                // The group is freed below when no later window holds any of its cells (it has cells: its
-                // count is not 0).
-                let freed = self.cells.get(self.lists[group as usize].last).pane < self.spec.first_pane(window + 1);
-                work += self.offer(group, position as u64, count, freed);
-                true
-            }
-            _ => self.write_row(bounds, group, count, sink),
-        };
-        for sketch in &mut self.row_sketches {
-            sketch.release_if_large();
-        }
-        while let Some(first) = Some(self.lists[group as usize].first).filter(|&first| first != NIL) {
-            let cell = self.cells.get(first);
-            let later_rows_need_it = match span {
-                Span::Window(window) => cell.pane >= self.spec.first_pane(window + 1),
-                Span::Session(end) => cell.visible_from != end,
-            };
-            if later_rows_need_it {
-                break;
-            }
-            self.lists[group as usize].first = self.cells.get(first).next;
-            self.free_cell(first);
-            self.release_group(group);
-        }
-        (work, go_on)
+        (count, bounds, work)
     }
 
     /// The row's aggregate values, from its count and `row_accumulators`, into `row_values`.
@@ -742,13 +775,17 @@ impl Engine {
         }
     }
 
-    fn write_row(&mut self, bounds: (i64, i64), group: u32, count: u64, sink: &mut impl RowSink) -> bool {
+    fn write_row(&mut self, bounds: (i64, i64), group: u32, count: u64, early: bool, sink: &mut impl RowSink) -> bool {
         self.fill_row_values(count);
         let mut fields = recycle(std::mem::take(&mut self.row_group));
         fields.extend(self.groups.get(group).iter().map(|&value| Self::untag(self.values.get(value))));
-        let go_on = sink.row(&self.row(bounds, &fields, count, &self.row_values, None));
+        let go_on = sink.row(&self.row(bounds, &fields, count, &self.row_values, None, early));
         self.row_group = recycle(fields);
         go_on
+    }
+
+    fn window_span(&self, window: i64) -> Span {
+        Span::Window { window, first_pane: self.spec.first_pane(window) }
     }
 
     /// Window `window`'s start and end.
@@ -763,11 +800,12 @@ impl Engine {
         count: u64,
         values: &'r [Option<Number>],
         rank: Option<u64>,
+        early: bool,
     ) -> Row<'r> {
         let complete = self
             .first_event_ms
             .is_some_and(|first| window_start_ms > first + self.spec.delay_ms + self.restart_margin_ms);
-        Row { window_start_ms, window_end_ms, group, count, values, complete, rank }
+        Row { window_start_ms, window_end_ms, group, count, values, complete, rank, early }
     }
 
     /// Offers the group's row to the Top-N ranking; returns the work it took. A kept candidate holds a use of
@@ -827,7 +865,7 @@ impl Engine {
             let mut fields = recycle(std::mem::take(&mut self.row_group));
             fields.extend(candidate.group.values.iter().map(|&value| Self::untag(self.values.get(value))));
             let bounds = self.window_bounds(window);
-            let go_on = sink.row(&self.row(bounds, &fields, candidate.count, &candidate.values, Some(rank)));
+            let go_on = sink.row(&self.row(bounds, &fields, candidate.count, &candidate.values, Some(rank), false));
             self.row_group = recycle(fields);
             self.drop_candidate(candidate);
             if !go_on {
@@ -870,13 +908,14 @@ impl Engine {
     ) -> Result<(), usize> {
         let (mut new_bytes, known_group) = self.find_group(group);
         let known_cell = known_group.and_then(|id| self.find_cell(id, pane, visible_from));
-        new_bytes += self.side_state_bytes(known_cell, inputs);
-        if let Some(cell) = known_cell {
-            // Only new distinct values and sketch buckets can need new state here.
+        new_bytes += self.side_state_bytes(known_cell, inputs) + self.noting_bytes(known_group, pane, visible_from);
+        if let (Some(cell), Some(group_id)) = (known_cell, known_group) {
+            // Only new distinct values, sketch buckets and notes for early rows can need new state here.
             if self.state_bytes + new_bytes > self.budget_bytes {
                 return Err(new_bytes);
             }
             self.add_to_cell(cell, inputs);
+            self.note(group_id, pane, visible_from);
             return Ok(());
         }
         if self.cells.is_full() {
@@ -901,6 +940,7 @@ impl Engine {
         let cell = self.new_cell(Cell { pane, visible_from, next: NIL, count: 0 });
         self.link_cell(group_id, cell);
         self.add_to_cell(cell, inputs);
+        self.note(group_id, pane, visible_from);
         let cells_in_pane = self.panes.entry(pane).or_insert_with(|| {
             self.state_bytes += PANE_BYTES;
             0
@@ -1455,6 +1495,47 @@ mod tests {
         assert_eq!(rows.0[2..], [row(35, 45, "C", 1), row(45, 55, "A", 1), row(61, 71, "C", 1)]);
         let stats = engine.stats();
         assert_eq!((stats.open_panes, stats.open_groups, stats.state_bytes), (0, 0, 0));
+    }
+
+    /// EMIT_EARLY every 20 s on one-minute windows: each time the watermark passes a multiple of 20 s, the
+    /// open windows' rows of the groups with new events come again, marked early; the final rows come first
+    /// when a window fires.
+    #[test]
+    fn early_rows_repeat_changed_groups_of_open_windows() {
+        struct Marked(Vec<(i64, String, u64, bool)>);
+        impl RowSink for Marked {
+            fn row(&mut self, row: &Row<'_>) -> bool {
+                let GroupValue::Text(group) = row.group[0] else { panic!("text groups") };
+                self.0.push((row.window_start_ms, group.to_string(), row.count, row.early));
+                true
+            }
+        }
+        let mut engine = Engine::new(WindowSpec::new(60_000, 60_000, 1).unwrap(), usize::MAX).with_early_rows(20_000);
+        let mut rows = Marked(Vec::new());
+        for (time, group) in [("05", "A"), ("15", "A"), ("18", "B"), ("21", "A"), ("30", "A"), ("45", "B"), ("50", "C")]
+        {
+            engine.observe(at(&format!("19:00:{time}")), &[GroupValue::Text(group)], &[]);
+            flush(&mut engine, &mut rows);
+        }
+        engine.observe(at("19:01:05"), &[GroupValue::Text("D")], &[]);
+        flush(&mut engine, &mut rows);
+        let row = |minute: &str, group: &str, count, early| (at(minute), group.to_string(), count, early);
+        assert_eq!(
+            rows.0,
+            [
+                row("19:00:00", "A", 3, true),
+                row("19:00:00", "B", 1, true),
+                row("19:00:00", "A", 4, true),
+                row("19:00:00", "B", 2, true),
+                row("19:00:00", "A", 4, false),
+                row("19:00:00", "B", 2, false),
+                row("19:00:00", "C", 1, false),
+                row("19:01:00", "D", 1, true),
+            ]
+        );
+        advance(&mut engine, at("19:10:00"), &mut rows);
+        let stats = engine.stats();
+        assert_eq!((stats.open_panes, stats.open_groups, stats.open_strings, stats.state_bytes), (0, 0, 0, 0));
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod module {
     use clickstream_aggregation::aggregator::{Aggregator, Output};
     use clickstream_aggregation::config::Config;
     use clickstream_aggregation::dead_letter::{Reason, DETAIL_HEADER, OMITTED_VALUE_HEADER, REASON_HEADER};
-    use clickstream_aggregation::row_format::INCOMPLETE_HEADER;
+    use clickstream_aggregation::row_format::{EARLY_HEADER, INCOMPLETE_HEADER};
     use redpanda_transform_sdk::{
         on_record_written, BorrowedHeader, BorrowedRecord, RecordWriter, WriteEvent, WriteOptions, WrittenRecord,
     };
@@ -74,12 +74,13 @@ mod module {
     }
 
     impl Output for SdkOutput<'_, '_> {
-        fn row(&mut self, key: &[u8], value: &[u8], incomplete: bool) {
-            let headers = if incomplete {
-                vec![BorrowedHeader::new(INCOMPLETE_HEADER.as_bytes(), Some(b"true"))]
-            } else {
-                Vec::new()
-            };
+        fn row(&mut self, key: &[u8], value: &[u8], incomplete: bool, early: bool) {
+            let marks = [(INCOMPLETE_HEADER, incomplete), (EARLY_HEADER, early)];
+            let headers: Vec<BorrowedHeader> = marks
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(name, _)| BorrowedHeader::new(name.as_bytes(), Some(b"true")))
+                .collect();
             if self.writer.write(BorrowedRecord::new_with_headers(Some(key), Some(value), headers)).is_err() {
                 self.failed_writes += 1;
             }

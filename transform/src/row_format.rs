@@ -7,6 +7,8 @@ use crate::time::format_timestamp_ms;
 
 /// Header on rows of windows that may be missing events (see [`Row::complete`]).
 pub const INCOMPLETE_HEADER: &str = "window-incomplete";
+/// The header of an early row (`EMIT_EARLY`): its window is still open, and its final row comes later.
+pub const EARLY_HEADER: &str = "window-early";
 
 /// Formats rows as JSON into reused buffers.
 pub(crate) struct RowFormatter {

@@ -97,7 +97,7 @@ fn best_of(mut run: impl FnMut() -> Run) -> Run {
 struct CountRows(u64);
 
 impl Output for CountRows {
-    fn row(&mut self, key: &[u8], value: &[u8], _incomplete: bool) {
+    fn row(&mut self, key: &[u8], value: &[u8], _incomplete: bool, _early: bool) {
         self.0 += std::hint::black_box(key.len() + value.len()) as u64;
     }
     fn dead_letter(&mut self, _topic: &str, _reason: Reason, _detail: &str, _keep_value: bool) {}

@@ -1,0 +1,149 @@
+//! Early rows (`EMIT_EARLY`): while a window is open, the rows of the groups whose events changed it are
+//! written again every so often, each marked early; the final row still comes once when it fires.
+//!
+//! The clock is the watermark: each time it passes a multiple of the period, an early pass writes, for
+//! every open window in order, the row of every group (in group order) that counted an event in it since
+//! the previous pass. Between passes the engine notes, per group, the cells its events went to (their pane
+//! and the first window that sees them), which says exactly which windows changed. Groups are noted by
+//! their value ids, each holding a use of its value, so a group freed and made again in between is still
+//! the same group. Early passes share the work share of [`Engine::emit`] with the fired windows, which
+//! come first; a window that fires during a pass gets no more early rows.
+
+use std::cmp::Ordering;
+
+use super::{Engine, RowSink, STRING_BYTES};
+
+/// A noted group: its map entry, key vector and list of cells.
+const NOTED_GROUP_BYTES: usize = 96;
+/// One noted cell of a group.
+const NOTED_CELL_BYTES: usize = 16;
+
+/// The (pane, first window that sees it) of each cell a group's events went to.
+type NotedCells = Vec<(i64, i64)>;
+
+/// Groups (by value ids) noted since the last early pass, with their cells.
+pub(super) type Noted = std::collections::BTreeMap<Vec<u32>, NotedCells>;
+
+/// An early pass under way: its groups (value ids and noted cells) in group order, the window being
+/// written, the last that any noted cell is in, and how far through the groups.
+pub(super) struct EarlyPass {
+    groups: Vec<(Vec<u32>, NotedCells)>,
+    window: i64,
+    last_window: i64,
+    position: usize,
+}
+
+impl Engine {
+    /// The bytes noting an event of the group (`None`: new) in this cell would need.
+    pub(super) fn noting_bytes(&self, group: Option<u32>, pane: i64, visible_from: i64) -> usize {
+        if self.early_every_ms.is_none() {
+            return 0;
+        }
+        match group.and_then(|id| self.noted.get(self.groups.get(id))) {
+            Some(cells) if cells.contains(&(pane, visible_from)) => 0,
+            Some(_) => NOTED_CELL_BYTES,
+            None => NOTED_GROUP_BYTES + NOTED_CELL_BYTES,
+        }
+    }
+
+    /// Notes that an event of `group` went to the cell of `pane` seen from `visible_from`.
+    pub(super) fn note(&mut self, group: u32, pane: i64, visible_from: i64) {
+        if self.early_every_ms.is_none() {
+            return;
+        }
+        let values = self.groups.get(group);
+        if let Some(cells) = self.noted.get_mut(values) {
+            if !cells.contains(&(pane, visible_from)) {
+                cells.push((pane, visible_from));
+                self.state_bytes += NOTED_CELL_BYTES;
+            }
+            return;
+        }
+        let values = values.to_vec();
+        for &value in &values {
+            self.values.acquire_id(value);
+        }
+        self.noted.insert(values, vec![(pane, visible_from)]);
+        self.state_bytes += NOTED_GROUP_BYTES + NOTED_CELL_BYTES;
+    }
+
+    /// After the watermark moved: whether it passed a multiple of the period since the last time.
+    pub(super) fn tick(&mut self) {
+        let (Some(every), Some(watermark)) = (self.early_every_ms, self.watermark_ms()) else { return };
+        let tick = watermark.div_euclid(every);
+        if self.early_tick.is_some_and(|last| tick > last) {
+            self.early_due = true;
+        }
+        self.early_tick = Some(tick);
+    }
+
+    /// Writes the early rows of the pass under way, or of a new one when the clock has ticked, within what is
+    /// left of the work share; false when the share is spent or the sink asks to stop.
+    pub(super) fn emit_early(&mut self, work: &mut usize, sink: &mut impl RowSink) -> bool {
+        let Some(mut pass) = self.early_pass.take().or_else(|| self.begin_early_pass(work)) else { return true };
+        let fired = self.fired_through().unwrap_or(i64::MIN);
+        pass.window = pass.window.max(fired + 1);
+        while pass.window <= pass.last_window {
+            let window = pass.window;
+            let first_pane = self.spec.first_pane(window);
+            while pass.position < pass.groups.len() {
+                if *work >= self.work_per_emit {
+                    self.early_pass = Some(pass);
+                    return false;
+                }
+                *work += 1;
+                let (values, cells) = &pass.groups[pass.position];
+                pass.position += 1;
+                let changed =
+                    cells.iter().any(|&(pane, seen_from)| first_pane <= pane && pane <= window && seen_from <= window);
+                let Some(group) = self.groups.find(values).filter(|_| changed) else { continue };
+                let (count, bounds, cost) = self.combine(group, self.window_span(window));
+                *work += cost;
+                let go_on = count == 0 || self.write_row(bounds, group, count, true, sink);
+                for sketch in &mut self.row_sketches {
+                    sketch.release_if_large();
+                }
+                if !go_on {
+                    self.early_pass = Some(pass);
+                    return false;
+                }
+            }
+            pass.window += 1;
+            pass.position = 0;
+        }
+        for (values, cells) in pass.groups {
+            self.state_bytes -= NOTED_GROUP_BYTES + NOTED_CELL_BYTES * cells.len();
+            for value in values {
+                if let Some(text) = self.values.release(value) {
+                    self.state_bytes -= STRING_BYTES + text.len();
+                }
+            }
+        }
+        true
+    }
+
+    /// The groups noted since the last pass, in group order, when the clock has ticked and some were.
+    fn begin_early_pass(&mut self, work: &mut usize) -> Option<EarlyPass> {
+        if !std::mem::take(&mut self.early_due) || self.noted.is_empty() {
+            return None;
+        }
+        let mut groups: Vec<(Vec<u32>, NotedCells)> = std::mem::take(&mut self.noted).into_iter().collect();
+        groups.sort_unstable_by(|(a, _), (b, _)| self.compare_values(a, b));
+        *work += groups.len();
+        let cells = groups.iter().flat_map(|(_, cells)| cells);
+        let window = cells.clone().map(|&(pane, seen_from)| pane.max(seen_from)).min()?;
+        let last_window = cells.map(|&(pane, _)| self.spec.last_window_of(pane)).max()?;
+        Some(EarlyPass { groups, window, last_window, position: 0 })
+    }
+
+    /// Orders groups by their value ids: field by field, integers before strings (the order of
+    /// [`super::GroupValue`]).
+    pub(super) fn compare_values(&self, a: &[u32], b: &[u32]) -> Ordering {
+        for (&x, &y) in a.iter().zip(b) {
+            if x != y {
+                return Self::untag(self.values.get(x)).cmp(&Self::untag(self.values.get(y)));
+            }
+        }
+        a.len().cmp(&b.len())
+    }
+}
