@@ -103,8 +103,9 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
     // Window Top-N in a quarter of the configurations: N, ranked by the first or the last aggregate (a
     // float or null one in some), either order, partitioned by the first group field or not, ranks or not.
     let top_n = (0u8..4, 1u8..4, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
-    // Early rows in a third of the other configurations, every 5 s or every minute of watermark time.
-    let early = prop_oneof![4 => Just(None), 1 => Just(Some("5s")), 1 => Just(Some("1m"))];
+    // Early rows in a third of the other configurations, every second or every 10 s of watermark time (when
+    // shorter than the window, as the module requires).
+    let early = prop_oneof![4 => Just(None), 1 => Just(Some("1s")), 1 => Just(Some("10s"))];
     (windows, delays, groups, aggregates, forms, top_n, early).prop_map(
         |((window, size, pane), delay, group_by, aggregates, form, top_n, early)| {
             let mut vars = vec![
@@ -117,6 +118,8 @@ fn vars() -> impl Strategy<Value = (Vec<(String, String)>, TimeForm)> {
             vars.extend(pane.map(|(setting, value)| (setting, value.to_string())));
             // Window Top-N ranks one window's rows: not for sessions, one window per group.
             let top_n = if window == "session" { (1, 0, false, false, false, false) } else { top_n };
+            let ms = |text| clickstream_aggregation::duration::parse_duration_ms(text).expect("a duration");
+            let early = early.filter(|every| ms(every) < ms(size));
             if let (Some(every), false, 1..) = (early, window == "session", top_n.0) {
                 vars.push(("EMIT_EARLY", every.to_string()));
             }

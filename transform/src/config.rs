@@ -351,7 +351,20 @@ impl Config {
                         .into(),
                 });
             }
-            Some(value) => Some(duration((value, "EMIT_EARLY"), 1)? as i64),
+            Some(value) => match duration((value.clone(), "EMIT_EARLY"), 1)? as i64 {
+                // Longer, notes of groups whose windows all closed would wait for a pass that writes nothing.
+                every if every >= window.size_ms() => {
+                    return Err(ConfigError {
+                        variable: "EMIT_EARLY",
+                        value,
+                        allowed: format!(
+                            "early rows come while windows are open: a duration shorter than WINDOW_SIZE ({})",
+                            format_duration_ms(window.size_ms() as u64)
+                        ),
+                    });
+                }
+                every => Some(every),
+            },
         };
 
         let budget_setting = read("STATE_BUDGET");
@@ -783,7 +796,8 @@ mod tests {
 
     #[test]
     fn each_bad_setting_names_the_variable_its_value_and_what_is_allowed() {
-        let cases: [(&[(&str, &str)], &str); 30] = [
+        let cases: [(&[(&str, &str)], &str); 31] = [
+            (&[("EMIT_EARLY", "5m")], "EMIT_EARLY=\"5m\": early rows come while windows are open: a duration shorter than WINDOW_SIZE (5m)"),
             (&[("EMIT_EARLY", "0s")], "EMIT_EARLY=\"0s\": expected a duration from 1ms to 7d"),
             (&[("EMIT_EARLY", "1m"), ("WINDOW", "session"), ("SESSION_GAP", "1m")], "EMIT_EARLY=\"1m\": a session's end moves until it closes"),
             (&[("EMIT_EARLY", "1m"), ("TOP_N", "3")], "EMIT_EARLY=\"1m\": early rows of a ranking would need taking rows back"),

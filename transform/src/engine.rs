@@ -1538,6 +1538,36 @@ mod tests {
         assert_eq!((stats.open_panes, stats.open_groups, stats.open_strings, stats.state_bytes), (0, 0, 0, 0));
     }
 
+    /// Regression (early_pass_resumed_mid_window): an early pass paused in one window and resumed after it
+    /// fired went on in the next window from the paused group, so the groups before it got no early row
+    /// there.
+    #[test]
+    fn an_early_pass_resumed_after_its_window_fired_starts_the_next_window_from_its_first_group() {
+        struct Early(Vec<(i64, String)>);
+        impl RowSink for Early {
+            fn row(&mut self, row: &Row<'_>) -> bool {
+                let GroupValue::Text(group) = row.group[0] else { panic!("text groups") };
+                if row.early {
+                    self.0.push((row.window_end_ms, group.to_string()));
+                }
+                true
+            }
+        }
+        let mut engine = Engine::new(WindowSpec::new(20_000, 10_000, 0).unwrap(), usize::MAX)
+            .with_early_rows(1_000)
+            .with_work_per_emit(5);
+        let mut rows = Early(Vec::new());
+        let start = at("19:00:00");
+        for (ms, group) in [(5_000, "A"), (5_000, "B"), (6_000, "A"), (10_000, "C")] {
+            engine.observe(start + ms, &[GroupValue::Text(group)], &[]);
+            engine.emit(&mut rows);
+        }
+        flush(&mut engine, &mut rows);
+        let window_ending = |s: i64, group: &str| (start + s * 1_000, group.to_string());
+        assert!(rows.0.contains(&window_ending(20, "A")), "{:?}", rows.0);
+        assert!(rows.0.contains(&window_ending(20, "B")), "{:?}", rows.0);
+    }
+
     #[test]
     fn an_event_whose_windows_all_fired_is_late() {
         let mut engine = hop();

@@ -81,8 +81,13 @@ impl Engine {
     /// left of the work share; false when the share is spent or the sink asks to stop.
     pub(super) fn emit_early(&mut self, work: &mut usize, sink: &mut impl RowSink) -> bool {
         let Some(mut pass) = self.early_pass.take().or_else(|| self.begin_early_pass(work)) else { return true };
+        // Windows that fired since the pass began get no more early rows; the next one starts from its first
+        // group.
         let fired = self.fired_through().unwrap_or(i64::MIN);
-        pass.window = pass.window.max(fired + 1);
+        if pass.window <= fired {
+            pass.window = fired + 1;
+            pass.position = 0;
+        }
         while pass.window <= pass.last_window {
             let window = pass.window;
             let first_pane = self.spec.first_pane(window);
@@ -91,8 +96,8 @@ impl Engine {
                     self.early_pass = Some(pass);
                     return false;
                 }
-                *work += 1;
                 let (values, cells) = &pass.groups[pass.position];
+                *work += cells.len();
                 pass.position += 1;
                 let changed =
                     cells.iter().any(|&(pane, seen_from)| first_pane <= pane && pane <= window && seen_from <= window);
@@ -129,7 +134,7 @@ impl Engine {
         }
         let mut groups: Vec<(Vec<u32>, NotedCells)> = std::mem::take(&mut self.noted).into_iter().collect();
         groups.sort_unstable_by(|(a, _), (b, _)| self.compare_values(a, b));
-        *work += groups.len();
+        *work += groups.iter().map(|(_, cells)| 1 + cells.len()).sum::<usize>();
         let cells = groups.iter().flat_map(|(_, cells)| cells);
         let window = cells.clone().map(|&(pane, seen_from)| pane.max(seen_from)).min()?;
         let last_window = cells.map(|&(pane, _)| self.spec.last_window_of(pane)).max()?;
