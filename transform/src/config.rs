@@ -185,22 +185,23 @@ impl Config {
         let set = |variable: &'static str| lookup(variable).map(|value| (value, variable));
         let error =
             |(value, variable): (String, &'static str), allowed: String| ConfigError { variable, value, allowed };
-        let kind = set("WINDOW").unwrap_or_else(|| ("hop".to_string(), "WINDOW"));
-        let size_setting = set("WINDOW_SIZE").unwrap_or_else(|| ("5m".to_string(), "WINDOW_SIZE"));
+        let or_default =
+            |variable| set(variable).unwrap_or_else(|| (default_of(variable).unwrap_or_default().into(), variable));
+        let kind = or_default("WINDOW");
+        let size_setting = or_default("WINDOW_SIZE");
         let size = duration(size_setting.clone(), 1)?;
-        let refuse_unless = |variable: &'static str, allowed: bool, why: &str| match set(variable) {
-            Some(setting) if !allowed => {
-                Err(error(setting, format!("WINDOW={} {why}; leave {variable} unset", kind.0.trim())))
-            }
-            _ => Ok(()),
+        // A setting the kind does not read must be unset.
+        let refuse = |variable: &'static str, why: &str| match set(variable) {
+            Some(setting) => Err(error(setting, format!("WINDOW={} {why}; leave {variable} unset", kind.0.trim()))),
+            None => Ok(()),
         };
         if kind.0.trim() != "session" {
-            refuse_unless("SESSION_GAP", false, "has no sessions")?;
+            refuse("SESSION_GAP", "has no sessions")?;
         }
         let (pane_setting, pane, cumulate) = match kind.0.trim() {
             "session" => {
-                refuse_unless("WINDOW_SLIDE", false, "ends a session after SESSION_GAP")?;
-                refuse_unless("WINDOW_STEP", false, "ends a session after SESSION_GAP")?;
+                refuse("WINDOW_SLIDE", "ends a session after SESSION_GAP")?;
+                refuse("WINDOW_STEP", "ends a session after SESSION_GAP")?;
                 let gap = set("SESSION_GAP").ok_or_else(|| {
                     error((String::new(), "SESSION_GAP"), "WINDOW=session needs a gap: a duration".into())
                 })?;
@@ -208,12 +209,12 @@ impl Config {
                 return Ok(WindowSpec::session(gap as i64, delay as i64).expect("validated above"));
             }
             "hop" => {
-                refuse_unless("WINDOW_STEP", false, "slides by WINDOW_SLIDE")?;
+                refuse("WINDOW_STEP", "slides by WINDOW_SLIDE")?;
                 let slide = set("WINDOW_SLIDE").unwrap_or_else(|| ("10s".to_string(), "WINDOW_SLIDE"));
                 (slide.1, duration(slide, 1)?, false)
             }
             "tumble" => {
-                refuse_unless("WINDOW_STEP", false, "takes WINDOW_SIZE only")?;
+                refuse("WINDOW_STEP", "takes WINDOW_SIZE only")?;
                 if let Some(slide) = set("WINDOW_SLIDE") {
                     if duration(slide.clone(), 1)? != size {
                         return Err(error(
@@ -225,7 +226,7 @@ impl Config {
                 ("WINDOW_SIZE", size, false)
             }
             "cumulate" => {
-                refuse_unless("WINDOW_SLIDE", false, "grows by WINDOW_STEP")?;
+                refuse("WINDOW_SLIDE", "grows by WINDOW_STEP")?;
                 let step = set("WINDOW_STEP").ok_or_else(|| {
                     error(
                         (String::new(), "WINDOW_STEP"),

@@ -1,5 +1,5 @@
-//! The window engine: Flink's `HOP`, `TUMBLE` and `CUMULATE` with their aggregates on event time, record
-//! by record.
+//! The window engine: Flink's `HOP`, `TUMBLE`, `CUMULATE` and `SESSION` with their aggregates on event
+//! time, record by record, and early rows of open windows ([`early`]; sessions are in [`session`]).
 //!
 //! Events are aggregated per group in cells one pane (a slide or a step) wide; a window covers a run of
 //! panes (see [`WindowSpec`]), so a group's row for it combines the group's cells of those panes. A late event
@@ -40,7 +40,7 @@ pub enum WindowKind {
 }
 
 /// The window kind, size, pane width (the hop's slide or the cumulation's step) and watermark delay in
-/// milliseconds. Build it with [`WindowSpec::new`] or [`WindowSpec::cumulate`].
+/// milliseconds. Build it with [`WindowSpec::new`], [`WindowSpec::cumulate`] or [`WindowSpec::session`].
 ///
 /// Every window ends at the end of a pane, and no two windows end together, so the engine names a window
 /// by its last pane: window `w` is `[first_pane(w)·pane, (w + 1)·pane)` and fires when the watermark
@@ -609,14 +609,29 @@ impl Engine {
     fn end_pass(&mut self, window: i64) {
         self.pass = None;
         self.written_through = Some(window);
-        self.values.shrink_when_sparse();
-        self.groups.shrink_when_sparse();
-        self.compact_when_sparse();
+        self.give_memory_back();
     }
 
     /// Orders groups field by field, integers before strings (the order of [`GroupValue`]).
     fn compare_groups(&self, a: u32, b: u32) -> std::cmp::Ordering {
         self.compare_values(self.groups.get(a), self.groups.get(b))
+    }
+
+    /// Orders groups by their value ids, as [`Engine::compare_groups`].
+    fn compare_values(&self, a: &[u32], b: &[u32]) -> std::cmp::Ordering {
+        for (&x, &y) in a.iter().zip(b) {
+            if x != y {
+                return Self::untag(self.values.get(x)).cmp(&Self::untag(self.values.get(y)));
+            }
+        }
+        a.len().cmp(&b.len())
+    }
+
+    /// Gives memory back once most of it is free: interned values and groups, then cells.
+    fn give_memory_back(&mut self) {
+        self.values.shrink_when_sparse();
+        self.groups.shrink_when_sparse();
+        self.compact_when_sparse();
     }
 
     /// Writes the group's row of `window` if it has events there, then frees its cells that no later window
@@ -847,9 +862,7 @@ impl Engine {
             self.state_bytes -= self.candidate_reserve;
         }
         for &value in &candidate.group.values {
-            if let Some(text) = self.values.release(value) {
-                self.state_bytes -= STRING_BYTES + text.len();
-            }
+            self.release_value(value);
         }
     }
 
@@ -918,9 +931,7 @@ impl Engine {
             self.note(group_id, pane, visible_from);
             return Ok(());
         }
-        if self.cells.is_full() {
-            new_bytes += CHUNK_CELLS * self.cell_bytes();
-        }
+        new_bytes += self.new_cell_bytes();
         if !self.panes.contains_key(&pane) {
             new_bytes += PANE_BYTES;
         }
@@ -930,13 +941,7 @@ impl Engine {
         if self.state_bytes + new_bytes > self.budget_bytes {
             return Err(new_bytes);
         }
-        let group_id = match known_group {
-            Some(id) => {
-                self.groups.acquire_id(id);
-                id
-            }
-            None => self.intern_group(group),
-        };
+        let group_id = self.acquire_group(known_group, group);
         let cell = self.new_cell(Cell { pane, visible_from, next: NIL, count: 0 });
         self.link_cell(group_id, cell);
         self.add_to_cell(cell, inputs);
@@ -1095,6 +1100,15 @@ impl Engine {
         bytes
     }
 
+    /// What a new cell needs beyond its group and side state: a chunk of slots when none is free.
+    fn new_cell_bytes(&self) -> usize {
+        if self.cells.is_full() {
+            CHUNK_CELLS * self.cell_bytes()
+        } else {
+            0
+        }
+    }
+
     /// A cell slot with empty accumulators; a new chunk of slots if none is free.
     fn new_cell(&mut self, cell: Cell) -> u32 {
         if self.cells.is_full() {
@@ -1154,9 +1168,7 @@ impl Engine {
             let (values, bytes) = self.distinct.remove(set);
             self.state_bytes -= bytes;
             for value in values {
-                if let Some(text) = self.values.release(value) {
-                    self.state_bytes -= STRING_BYTES + text.len();
-                }
+                self.release_value(value);
             }
         }
         let pane = self.cells.get(cell).pane;
@@ -1213,6 +1225,24 @@ impl Engine {
         id
     }
 
+    /// A use of the group for a new cell: of the open group `known`, or of `group` interned now.
+    fn acquire_group(&mut self, known: Option<u32>, group: &[GroupValue<'_>]) -> u32 {
+        match known {
+            Some(id) => {
+                self.groups.acquire_id(id);
+                id
+            }
+            None => self.intern_group(group),
+        }
+    }
+
+    /// Drops a use of an interned value, and its bytes with its last use.
+    fn release_value(&mut self, value: u32) {
+        if let Some(text) = self.values.release(value) {
+            self.state_bytes -= STRING_BYTES + text.len();
+        }
+    }
+
     /// An open group's bytes: its interned ids, list, places in the order, its fields, and under `TOP_N`
     /// the reserve for its candidate.
     fn group_bytes(&self, fields: usize) -> usize {
@@ -1224,9 +1254,7 @@ impl Engine {
             self.lists[group as usize] = EMPTY_LIST;
             self.state_bytes -= self.group_bytes(values.len());
             for &value in values.iter() {
-                if let Some(text) = self.values.release(value) {
-                    self.state_bytes -= STRING_BYTES + text.len();
-                }
+                self.release_value(value);
             }
         }
     }

@@ -9,9 +9,7 @@
 //! the same group. Early passes share the work share of [`Engine::emit`] with the fired windows, which
 //! come first; a window that fires during a pass gets no more early rows.
 
-use std::cmp::Ordering;
-
-use super::{Engine, RowSink, STRING_BYTES};
+use super::{Engine, RowSink};
 
 /// A noted group: its map entry, key vector and list of cells.
 const NOTED_GROUP_BYTES: usize = 96;
@@ -119,9 +117,7 @@ impl Engine {
         for (values, cells) in pass.groups {
             self.state_bytes -= NOTED_GROUP_BYTES + NOTED_CELL_BYTES * cells.len();
             for value in values {
-                if let Some(text) = self.values.release(value) {
-                    self.state_bytes -= STRING_BYTES + text.len();
-                }
+                self.release_value(value);
             }
         }
         true
@@ -139,16 +135,5 @@ impl Engine {
         let window = cells.clone().map(|&(pane, seen_from)| pane.max(seen_from)).min()?;
         let last_window = cells.map(|&(pane, _)| self.spec.last_window_of(pane)).max()?;
         Some(EarlyPass { groups, window, last_window, position: 0 })
-    }
-
-    /// Orders groups by their value ids: field by field, integers before strings (the order of
-    /// [`super::GroupValue`]).
-    pub(super) fn compare_values(&self, a: &[u32], b: &[u32]) -> Ordering {
-        for (&x, &y) in a.iter().zip(b) {
-            if x != y {
-                return Self::untag(self.values.get(x)).cmp(&Self::untag(self.values.get(y)));
-            }
-        }
-        a.len().cmp(&b.len())
     }
 }

@@ -17,7 +17,7 @@ use crate::aggregate::Input;
 use crate::time::MAX_TIMESTAMP_MS;
 
 /// A session's entry in the set of sessions by end, and its place in a batch being written.
-pub(super) const SESSION_BYTES: usize = 40;
+const SESSION_BYTES: usize = 40;
 
 impl Engine {
     pub(super) fn observe_session(
@@ -55,10 +55,7 @@ impl Engine {
         }
         new_bytes += self.side_state_bytes(touched.map(|(first, _)| first), inputs);
         if touched.is_none() {
-            new_bytes += SESSION_BYTES;
-            if self.cells.is_full() {
-                new_bytes += super::CHUNK_CELLS * self.cell_bytes();
-            }
+            new_bytes += SESSION_BYTES + self.new_cell_bytes();
             if known_group.is_none() {
                 new_bytes += self.group_bytes(group.len());
             }
@@ -87,13 +84,7 @@ impl Engine {
                 self.add_to_cell(first, inputs);
             }
             _ => {
-                let id = match known_group {
-                    Some(id) => {
-                        self.groups.acquire_id(id);
-                        id
-                    }
-                    None => self.intern_group(group),
-                };
+                let id = self.acquire_group(known_group, group);
                 let cell = self.new_cell(Cell { pane: event_ms, visible_from: own_end, next: NIL, count: 0 });
                 self.link_cell(id, cell);
                 self.add_to_cell(cell, inputs);
@@ -145,9 +136,7 @@ impl Engine {
                 }
             }
             self.pass = None;
-            self.values.shrink_when_sparse();
-            self.groups.shrink_when_sparse();
-            self.compact_when_sparse();
+            self.give_memory_back();
         }
     }
 
