@@ -9,6 +9,7 @@ use std::process::Command;
 
 use clickstream_aggregation::time::parse_timestamp_ms;
 use harness::generate::{Generator, GeneratorConfig};
+use integration_tests::readme::block;
 use integration_tests::replay::{clickstream_config, replay};
 use serde_json::{json, Value};
 use transform_host::Limits;
@@ -264,21 +265,21 @@ fn module_rows(case: &Case) -> Vec<Row> {
     env.push(("WATERMARK_DELAY", &delay));
     let (collected, result) = replay(case.events.clone(), &env, clickstream_config(), Limits::default(), true);
     result.unwrap_or_else(|failure| panic!("{}: the module failed: {failure}", case.name));
-    collected
-        .rows()
-        .map(|row| {
-            let mut row: Row = serde_json::from_str(&row.value_text()).unwrap();
-            for bound in ["window_start", "window_end"] {
-                let text = row[bound].as_str().unwrap().to_string();
-                row.insert(bound.into(), json!(parse_timestamp_ms(&text).unwrap()));
-            }
-            row
-        })
-        .collect()
+    collected.rows().map(|row| with_window_ms(&row.value_text())).collect()
 }
 
-/// Runs every case's query on Flink; rows by case name.
-fn flink_rows(python: &Path, cases: &[Case], dir: &Path) -> BTreeMap<String, Vec<Row>> {
+/// A row as the module writes it, its window bounds as epoch milliseconds, as Flink's are here.
+fn with_window_ms(value: &str) -> Row {
+    let mut row: Row = serde_json::from_str(value).unwrap();
+    for bound in ["window_start", "window_end"] {
+        let text = row[bound].as_str().unwrap().to_string();
+        row.insert(bound.into(), json!(parse_timestamp_ms(&text).unwrap()));
+    }
+    row
+}
+
+/// Runs every case's query on Flink, with the watermark `delay_ms` behind; rows by case name.
+fn flink_rows(python: &Path, cases: &[Case], delay_ms: i64, dir: &Path) -> BTreeMap<String, Vec<Row>> {
     let mut queries = Vec::new();
     for (index, case) in cases.iter().enumerate() {
         let events = dir.join(format!("events-{index}.jsonl"));
@@ -289,7 +290,7 @@ fn flink_rows(python: &Path, cases: &[Case], dir: &Path) -> BTreeMap<String, Vec
         }
         std::fs::write(&events, text).unwrap();
         queries.push(json!({
-            "name": case.name, "events": events, "watermark_delay_ms": WATERMARK_DELAY_MS, "sql": case.sql,
+            "name": case.name, "events": events, "watermark_delay_ms": delay_ms, "sql": case.sql,
         }));
     }
     let queries_path = dir.join("queries.json");
@@ -340,17 +341,31 @@ fn comparable(rows: &[Row], ranking: Option<&Ranking>) -> Vec<String> {
     out
 }
 
+/// The Python with Flink, or `None` after saying the test is skipped.
+fn flink_python(test: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("FLINK_PYTHON").map(PathBuf::from);
+    if python.is_none() {
+        eprintln!(
+            "SKIPPED {test}: FLINK_PYTHON is not set (`make flink` makes a Python with Flink; `make test` sets it)"
+        );
+    }
+    python
+}
+
+/// Runs the cases' queries on Flink in a directory of their own.
+fn run_on_flink(python: &Path, cases: &[Case], delay_ms: i64, name: &str) -> BTreeMap<String, Vec<Row>> {
+    let dir = std::env::temp_dir().join(format!("flink-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows = flink_rows(python, cases, delay_ms, &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    rows
+}
+
 #[test]
 fn module_agrees_with_flink_sql() {
-    let Some(python) = std::env::var_os("FLINK_PYTHON").map(PathBuf::from) else {
-        eprintln!("SKIPPED module_agrees_with_flink_sql: FLINK_PYTHON is not set (`make flink` makes a Python with Flink; `make test` sets it)");
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("flink-comparison-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let Some(python) = flink_python("module_agrees_with_flink_sql") else { return };
     let cases = cases();
-    let flink = flink_rows(&python, &cases, &dir);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let flink = run_on_flink(&python, &cases, WATERMARK_DELAY_MS, "comparison");
     for case in &cases {
         let module = module_rows(case);
         let flink = flink.get(case.name).map(Vec::as_slice).unwrap_or_default();
@@ -361,5 +376,30 @@ fn module_agrees_with_flink_sql() {
         assert_eq!(ours.len(), theirs.len(), "{}: as many rows as Flink", case.name);
         assert_eq!(module.len(), case.rows, "{}: the module's rows, as the README counts them", case.name);
         eprintln!("{}: {} rows, as Flink's", case.name, module.len());
+    }
+}
+
+/// The README's window kind examples: its SQL, run on Flink over its input, gives the rows it shows (the
+/// module's, which `tests/tests/readme_examples.rs` checks), with the module's default watermark delay.
+#[test]
+fn the_readme_window_kind_examples_give_flinks_rows() {
+    let Some(python) = flink_python("the_readme_window_kind_examples_give_flinks_rows") else { return };
+    let events: Vec<Vec<u8>> = block("windows input").iter().map(|line| line.as_bytes().to_vec()).collect();
+    let cases: Vec<Case> = ["tumble", "cumulate", "session"]
+        .into_iter()
+        .map(|kind| Case {
+            name: kind,
+            env: Vec::new(),
+            sql: block(&format!("{kind} sql")).join("\n"),
+            events: events.clone(),
+            ranking: None,
+            rows: 0, // unused: the README's rows are the expectation
+        })
+        .collect();
+    let flink = run_on_flink(&python, &cases, 1, "readme");
+    for case in &cases {
+        let shown: Vec<Row> = block(&format!("{} output", case.name)).iter().map(|row| with_window_ms(row)).collect();
+        let flink = flink.get(case.name).map(Vec::as_slice).unwrap_or_default();
+        assert_eq!(comparable(flink, None), comparable(&shown, None), "{}: Flink's rows and the README's", case.name);
     }
 }

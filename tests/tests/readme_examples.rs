@@ -1,19 +1,9 @@
 //! The README's examples, run as written: the input, the settings of the command and the output are read
 //! from the README's marked blocks, so the README cannot drift from what the module does.
 
+use integration_tests::readme::{block, README};
 use integration_tests::replay::{clickstream_config, replay};
 use transform_host::Limits;
-
-const README: &str = include_str!("../../README.md");
-
-/// The lines of the fenced block that follows `<!-- example: NAME -->`.
-fn block(name: &str) -> Vec<&'static str> {
-    let marker = format!("<!-- example: {name} -->");
-    let after = &README[README.find(&marker).unwrap_or_else(|| panic!("README has no {marker}")) + marker.len()..];
-    let body = &after[after.find("```").expect("a fenced block follows") + 3..];
-    let body = &body[body.find('\n').expect("a fence line") + 1..];
-    body[..body.find("```").expect("the block is closed")].lines().collect()
-}
 
 #[test]
 fn the_orders_example_gives_the_rows_the_readme_shows() {
