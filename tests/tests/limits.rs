@@ -376,9 +376,12 @@ fn top_n_per_group_on_more_groups_than_fit_stays_inside_the_sizing_rule() {
 
 /// A window of 100,000 groups ranked `TOP_N=10`: the record that fires the 30 windows of the first pane
 /// offers every group's row to the ranking and writes ten rows a window. Ranking adds little to the worst
-/// record of the same stream without it. (That worst record, about 380 ms at this size, is the one that sorts
-/// the 100,000 new groups into the output order: work that grows with the groups one pane brings, far from
-/// the 3 s limit at the sizes the README's sizing rule gives, and not Top-N's.)
+/// record of the same stream without it.
+///
+/// Regression (new_groups_sorted_in_one_record): that worst record, about 380 ms, was the one that sorted the
+/// 100,000 new groups into the output order in one call. Each new group now takes its place as it is created
+/// (the engine's `group_order`), so the worst record stays within the share however many groups one pane
+/// brings.
 #[test]
 fn ranking_the_top_10_of_100_000_groups_adds_little_to_the_worst_record() {
     const GROUPS: usize = 100_000;
@@ -420,8 +423,8 @@ fn ranking_the_top_10_of_100_000_groups_adds_little_to_the_worst_record() {
     }
     let ms = |fuel: u64| fuel as f64 / FUEL_PER_MS as f64;
     eprintln!("{GROUPS} groups, worst record: {:.1} ms without TOP_N, {:.1} ms with TOP_N=10", ms(plain), ms(ranked));
+    assert!(plain < WORST_RECORD_MS * FUEL_PER_MS, "{:.1} ms", ms(plain));
     assert!(ranked < plain + 20 * FUEL_PER_MS, "ranking added {:.1} ms", ms(ranked) - ms(plain));
-    assert!(ranked < 1_000 * FUEL_PER_MS, "{:.1} ms", ms(ranked));
 }
 
 /// Unique users per event type over a crowd of a million users: the sets grow until the budget refuses the

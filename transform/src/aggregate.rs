@@ -103,14 +103,19 @@ impl Input<'_> {
         }
     }
 
-    /// Writes the value with a type tag (`s` text, `i` integer, `f` float): values of different types never
-    /// meet (`"1"` and `1` are two values), and neither do an integer and the equal float (`1`, `1.0`), as
-    /// JSON writes them apart. Text and integers share the tags of group values, so both are stored once.
+    /// Writes the value with a type tag (text `s`, or `e` when JSON escapes some of it; `i` integer, `f`
+    /// float): values of different types never meet (`"1"` and `1` are two values), and neither do an integer
+    /// and the equal float (`1`, `1.0`), as JSON writes them apart. Text and integers are written as group
+    /// values are ([`crate::engine::GroupText`]), so a value that is both is stored once.
     pub fn write_tagged(self, out: &mut String) {
         use std::fmt::Write;
         out.clear();
         let _ = match self {
-            Input::Text(text) => write!(out, "s{text}"),
+            Input::Text(text) => {
+                out.push(if crate::json::needs_escape(text) { 'e' } else { 's' });
+                out.push_str(text);
+                Ok(())
+            }
             Input::Number(Number::Int(int)) => write!(out, "i{int}"),
             Input::Number(float) => write!(out, "f{float}"),
         };

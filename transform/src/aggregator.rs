@@ -879,14 +879,14 @@ mod tests {
         let five =
             "n=count,s=sum(on_site_seconds),lo=min(on_site_seconds),hi=max(on_site_seconds),a=avg(viewed_percent)";
         for (aggregates, budget, bytes_per_group, groups) in [
-            ("event_count=count", "768KiB", 247, 3_180),
-            (five, "768KiB", 407, 1_920),
-            ("event_count=count", "1536KiB", 247, 6_362),
+            ("event_count=count", "768KiB", 251, 3_123),
+            (five, "768KiB", 412, 1_906),
+            ("event_count=count", "1536KiB", 251, 6_264),
             // Unique users: each group's one user is its own group value, stored once.
-            ("event_count=count,users=count_distinct(user_id)", "768KiB", 322, 2_438),
-            ("event_count=count,top=10", "768KiB", 567, 1_385),
-            ("event_count=count,p95=percentile(on_site_seconds, 0.95)", "768KiB", 343, 2_289),
-            ("event_count=count,users=approx_count_distinct(user_id)", "768KiB", 328, 2_397),
+            ("event_count=count,users=count_distinct(user_id)", "768KiB", 323, 2_432),
+            ("event_count=count,top=10", "768KiB", 571, 1_375),
+            ("event_count=count,p95=percentile(on_site_seconds, 0.95)", "768KiB", 348, 2_256),
+            ("event_count=count,users=approx_count_distinct(user_id)", "768KiB", 333, 2_360),
         ] {
             let (aggregates, top_n) = aggregates.split_once(",top=").unwrap_or((aggregates, ""));
             let mut settings = vec![("AGGREGATES", aggregates), ("STATE_BUDGET", budget)];

@@ -13,6 +13,7 @@
 //! that fired before them.
 
 mod early;
+mod group_order;
 mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +23,7 @@ use crate::aggregate::{Accumulator, Function, Input, Number};
 use crate::distinct::{union_len, DistinctSets, ENTRY_BYTES, SET_BYTES};
 use crate::hll::{self, Hlls, Registers};
 use crate::intern::Interner;
+use crate::json;
 use crate::sketch::{Sketch, Sketches, BUCKET_BYTES, SKETCH_BYTES};
 use crate::time::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 use crate::top_n::{Candidate, Ranking, TopNSpec};
@@ -131,12 +133,55 @@ pub enum GroupValue<'a> {
     Text(&'a str),
 }
 
+/// A group value as the engine keeps it: a type tag, then the value's text (`i42`; `sab` for the string
+/// `ab`, whose JSON is its text quoted; `ea"b` for one with characters JSON escapes). A row writes it
+/// without parsing it again, and almost always without escaping it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupText<'a>(&'a str);
+
+impl<'a> GroupText<'a> {
+    /// Writes `value` tagged into `out`.
+    fn write(value: &GroupValue<'_>, out: &mut String) {
+        out.clear();
+        match value {
+            GroupValue::Int(int) => {
+                out.push('i');
+                json::write_int(out, *int);
+            }
+            GroupValue::Text(text) => {
+                out.push(if json::needs_escape(text) { 'e' } else { 's' });
+                out.push_str(text);
+            }
+        }
+    }
+
+    pub fn value(self) -> GroupValue<'a> {
+        match self.0.split_at(1) {
+            ("i", int) => GroupValue::Int(int.parse().expect("tagged integers are written by `write`")),
+            (_, text) => GroupValue::Text(text),
+        }
+    }
+
+    /// Appends the value as JSON.
+    pub fn write_json(self, out: &mut String) {
+        match self.0.split_at(1) {
+            ("i", int) => out.push_str(int),
+            ("s", text) => {
+                out.push('"');
+                out.push_str(text);
+                out.push('"');
+            }
+            (_, text) => json::write_string(out, text),
+        }
+    }
+}
+
 /// One output row: the aggregates of one group in one window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row<'a> {
     pub window_start_ms: i64,
     pub window_end_ms: i64,
-    pub group: &'a [GroupValue<'a>],
+    pub group: &'a [GroupText<'a>],
     /// Events counted for the group in the window.
     pub count: u64,
     /// One value per aggregate, in configuration order; `None` is JSON null.
@@ -174,8 +219,9 @@ pub enum Admission {
 const STRING_BYTES: usize = 80;
 /// The longest integer group value as text (`-9223372036854775808`).
 const MAX_INT_TEXT_BYTES: usize = 20;
-/// A group's interned ids, its cell list ends, and its places in the group order (sorted, new, merge).
-const GROUP_BYTES: usize = 116;
+/// A group's interned ids, its cell list ends and events, and its places in the group order (sorted, new,
+/// merge).
+const GROUP_BYTES: usize = 120;
 const GROUP_FIELD_BYTES: usize = 4;
 /// The most group fields a candidate's value ids can hold (GROUP_BY's limit).
 const MAX_GROUP_FIELDS: usize = 8;
@@ -193,8 +239,8 @@ const CELL_BYTES: usize = 28;
 const ACCUMULATOR_BYTES: usize = std::mem::size_of::<Accumulator>();
 
 /// At most this much work (a unit per group visited and per cell walked, plus one per aggregate that keeps
-/// state for each cell combined into a row) per call of [`Engine::emit`]: what is left waits for the next
-/// call.
+/// state for each cell combined into a row, two per cell freed, one per level of the heap a new group is
+/// taken from) per call of [`Engine::emit`]: what is left waits for the next call.
 pub const WORK_PER_EMIT: usize = 100_000;
 
 /// A snapshot of the engine's size, for logs and tests.
@@ -222,21 +268,27 @@ struct Cell {
     count: u32,
 }
 
-/// The first and last cell of a group; `NIL` for an id no live group has.
+/// The first and last cell of a group (`NIL` for an id no live group has), and the events its cells hold
+/// (`u32::MAX` once that many: no longer kept): a row that counts all its cells takes its count from here
+/// instead of walking them.
 #[derive(Debug, Clone, Copy)]
 struct CellList {
     first: u32,
     last: u32,
+    events: u32,
 }
 
-const EMPTY_LIST: CellList = CellList { first: NIL, last: NIL };
+const EMPTY_LIST: CellList = CellList { first: NIL, last: NIL, events: 0 };
 
 /// The window whose rows are being written (under `SESSION`, the end of the sessions), and how far
 /// through the groups.
 #[derive(Debug, Clone, Copy)]
 struct Pass {
     window: i64,
+    /// Groups visited so far.
     position: usize,
+    /// The next group of the sorted order to visit (see [`group_order`]).
+    from: usize,
 }
 
 /// The cells, from the first of a group's list, that one row combines.
@@ -271,18 +323,23 @@ pub struct Engine {
     functions: Vec<Function>,
     /// The empty state of each aggregate that keeps one: one block per cell.
     empty_accumulators: Vec<Accumulator>,
-    /// Group values as tagged text (`i42`, `stext`), shared by every group that holds them.
+    /// Group values as [`GroupText`], shared by every group that holds them.
     values: Interner<str>,
     /// A group is its field values as value ids; its users are its cells.
     groups: Interner<[u32]>,
     /// Each group's cells, by group id.
     lists: Vec<CellList>,
     cells: CellStore,
+    /// Cells hidden from some windows of their pane (`visible_from` after it; not under `SESSION`).
+    hidden_cells: usize,
     /// Open panes and how many cells each has.
     panes: BTreeMap<i64, u32>,
-    /// Live groups in output order (`NIL` where a group was freed), and groups created since it was sorted.
+    /// Live groups in output order; the order the pass under way writes for the next; heaps of the groups
+    /// it merges in and of those created since it began (see [`group_order`]).
     ordered: Vec<u32>,
-    unordered: Vec<u32>,
+    merged: Vec<u32>,
+    merging: Vec<u32>,
+    arriving: Vec<u32>,
     max_event_ms: Option<i64>,
     first_event_ms: Option<i64>,
     /// Every window through this one has all its rows written.
@@ -291,8 +348,7 @@ pub struct Engine {
     // Buffers reused across calls.
     group_ids: Vec<u32>,
     tagged: String,
-    merged: Vec<u32>,
-    row_group: Vec<GroupValue<'static>>,
+    row_group: Vec<GroupText<'static>>,
     row_accumulators: Vec<Accumulator>,
     row_values: Vec<Option<Number>>,
     /// `count_distinct`: the sets of every group and pane, and for the row being made, each such
@@ -352,16 +408,18 @@ impl Engine {
             groups: Interner::default(),
             lists: Vec::new(),
             cells: CellStore::default(),
+            hidden_cells: 0,
             panes: BTreeMap::new(),
             ordered: Vec::new(),
-            unordered: Vec::new(),
+            merged: Vec::new(),
+            merging: Vec::new(),
+            arriving: Vec::new(),
             max_event_ms: None,
             first_event_ms: None,
             written_through: None,
             pass: None,
             group_ids: Vec::new(),
             tagged: String::new(),
-            merged: Vec::new(),
             row_group: Vec::new(),
             row_accumulators: Vec::new(),
             row_values: Vec::new(),
@@ -549,18 +607,16 @@ impl Engine {
                     }
                 },
             };
-            while pass.position < self.ordered.len() {
+            while self.has_next_group(&pass) {
                 if *work >= self.work_per_emit {
                     self.pass = Some(pass);
                     return false;
                 }
-                let group = self.ordered[pass.position];
+                let (group, taking) = self.next_group(&mut pass);
                 let (cost, go_on) = self.visit(group, pass.position, self.window_span(pass.window), sink);
-                if self.lists[group as usize].first == NIL {
-                    self.ordered[pass.position] = NIL;
-                }
+                self.keep_in_order(group);
                 pass.position += 1;
-                *work += cost;
+                *work += taking + cost;
                 if !go_on {
                     self.pass = Some(pass);
                     return false;
@@ -583,48 +639,11 @@ impl Engine {
         (window <= fired).then_some(window)
     }
 
-    /// Puts the groups created since the last pass in their places: groups are visited in output order.
-    fn begin_pass(&mut self, window: i64) -> Pass {
-        self.ordered.retain(|&group| group != NIL);
-        if !self.unordered.is_empty() {
-            let mut new = std::mem::take(&mut self.unordered);
-            new.sort_unstable_by(|&a, &b| self.compare_groups(a, b));
-            let mut merged = std::mem::take(&mut self.merged);
-            merged.clear();
-            let mut from = 0;
-            for &group in &new {
-                let at = from + self.ordered[from..].partition_point(|&old| self.compare_groups(old, group).is_lt());
-                merged.extend_from_slice(&self.ordered[from..at]);
-                merged.push(group);
-                from = at;
-            }
-            merged.extend_from_slice(&self.ordered[from..]);
-            self.merged = std::mem::replace(&mut self.ordered, merged);
-            new.clear();
-            self.unordered = new;
-        }
-        Pass { window, position: 0 }
-    }
-
     fn end_pass(&mut self, window: i64) {
+        self.finish_order();
         self.pass = None;
         self.written_through = Some(window);
         self.give_memory_back();
-    }
-
-    /// Orders groups field by field, integers before strings (the order of [`GroupValue`]).
-    fn compare_groups(&self, a: u32, b: u32) -> std::cmp::Ordering {
-        self.compare_values(self.groups.get(a), self.groups.get(b))
-    }
-
-    /// Orders groups by their value ids, as [`Engine::compare_groups`].
-    fn compare_values(&self, a: &[u32], b: &[u32]) -> std::cmp::Ordering {
-        for (&x, &y) in a.iter().zip(b) {
-            if x != y {
-                return Self::untag(self.values.get(x)).cmp(&Self::untag(self.values.get(y)));
-            }
-        }
-        a.len().cmp(&b.len())
     }
 
     /// Gives memory back once most of it is free: interned values and groups, then cells.
@@ -661,9 +680,14 @@ impl Engine {
             if later_rows_need_it {
                 break;
             }
-            self.lists[group as usize].first = self.cells.get(first).next;
+            self.lists[group as usize].first = cell.next;
+            let events = &mut self.lists[group as usize].events;
+            if *events != u32::MAX {
+                *events -= cell.count;
+            }
             self.free_cell(first);
             self.release_group(group);
+            work += 2; // freeing the cell, and the group and its values with its last cell
         }
         (work, go_on)
     }
@@ -672,6 +696,9 @@ impl Engine {
     /// counts, `row_sketches`, `row_hll_counts`). Returns the events counted, the row's window bounds and
     /// the work done.
     fn combine(&mut self, group: u32, span: Span) -> (u64, (i64, i64), usize) {
+        if let Some(row) = self.count_of_whole_list(group, span) {
+            return row;
+        }
         let blocks = self.empty_accumulators.len();
         self.row_accumulators.clear();
         self.row_accumulators.extend_from_slice(&self.empty_accumulators);
@@ -719,6 +746,21 @@ impl Engine {
             Span::Session(end) => (session_start, end),
         };
         (count, bounds, work)
+    }
+
+    /// A row of `count` alone whose window sees every cell of the group (the usual case: no cell is ahead of
+    /// the window, behind its first pane or hidden from it) is the group's event count: no walk.
+    /// As [`Engine::combine`].
+    fn count_of_whole_list(&self, group: u32, span: Span) -> Option<(u64, (i64, i64), usize)> {
+        let Span::Window { window, first_pane } = span else { return None };
+        let list = self.lists[group as usize];
+        let sees_all = self.empty_accumulators.is_empty()
+            && self.hidden_cells == 0
+            && list.first != NIL
+            && list.events != u32::MAX
+            && self.cells.get(list.first).pane >= first_pane
+            && self.cells.get(list.last).pane <= window;
+        sees_all.then(|| (u64::from(list.events), self.window_bounds(window), 1))
     }
 
     /// The row's aggregate values, from its count and `row_accumulators`, into `row_values`.
@@ -793,7 +835,7 @@ impl Engine {
     fn write_row(&mut self, bounds: (i64, i64), group: u32, count: u64, early: bool, sink: &mut impl RowSink) -> bool {
         self.fill_row_values(count);
         let mut fields = recycle(std::mem::take(&mut self.row_group));
-        fields.extend(self.groups.get(group).iter().map(|&value| Self::untag(self.values.get(value))));
+        fields.extend(self.groups.get(group).iter().map(|&value| GroupText(self.values.get(value))));
         let go_on = sink.row(&self.row(bounds, &fields, count, &self.row_values, None, early));
         self.row_group = recycle(fields);
         go_on
@@ -811,7 +853,7 @@ impl Engine {
     fn row<'r>(
         &self,
         (window_start_ms, window_end_ms): (i64, i64),
-        group: &'r [GroupValue<'r>],
+        group: &'r [GroupText<'r>],
         count: u64,
         values: &'r [Option<Number>],
         rank: Option<u64>,
@@ -833,7 +875,8 @@ impl Engine {
         self.partition_key.clear();
         self.partition_key.extend(top_n.spec().partition_by.iter().map(|&field| ids[field]));
         if !top_n.would_keep(&self.partition_key, self.row_values[top_n.spec().by], visited) {
-            return 1;
+            // The row's values, its partition key, and finding and comparing with the partition's last.
+            return 3 + self.partition_key.len();
         }
         let ids = ids.to_vec();
         for &id in &ids {
@@ -876,7 +919,7 @@ impl Engine {
             let Some((rank, candidate)) = self.top_n.as_mut().and_then(Ranking::next_ranked) else { break };
             *work += 1 + candidate.group.values.len();
             let mut fields = recycle(std::mem::take(&mut self.row_group));
-            fields.extend(candidate.group.values.iter().map(|&value| Self::untag(self.values.get(value))));
+            fields.extend(candidate.group.values.iter().map(|&value| GroupText(self.values.get(value))));
             let bounds = self.window_bounds(window);
             let go_on = sink.row(&self.row(bounds, &fields, candidate.count, &candidate.values, Some(rank), false));
             self.row_group = recycle(fields);
@@ -886,28 +929,6 @@ impl Engine {
             }
         }
         true
-    }
-
-    /// Writes a group value as interned text: a type tag, then the value.
-    fn tag(value: &GroupValue<'_>, out: &mut String) {
-        use std::fmt::Write;
-        out.clear();
-        match value {
-            GroupValue::Int(int) => {
-                let _ = write!(out, "i{int}");
-            }
-            GroupValue::Text(text) => {
-                out.push('s');
-                out.push_str(text);
-            }
-        }
-    }
-
-    fn untag(tagged: &str) -> GroupValue<'_> {
-        match tagged.split_at(1) {
-            ("i", int) => GroupValue::Int(int.parse().expect("tagged integers are written by `tag`")),
-            (_, text) => GroupValue::Text(text),
-        }
     }
 
     /// Adds one event to its group's cell of `pane` if the budget allows what that needs; if not, the bytes
@@ -927,7 +948,7 @@ impl Engine {
             if self.state_bytes + new_bytes > self.budget_bytes {
                 return Err(new_bytes);
             }
-            self.add_to_cell(cell, inputs);
+            self.add_to_cell(group_id, cell, inputs);
             self.note(group_id, pane, visible_from);
             return Ok(());
         }
@@ -943,8 +964,9 @@ impl Engine {
         }
         let group_id = self.acquire_group(known_group, group);
         let cell = self.new_cell(Cell { pane, visible_from, next: NIL, count: 0 });
+        self.hidden_cells += usize::from(visible_from != pane);
         self.link_cell(group_id, cell);
-        self.add_to_cell(cell, inputs);
+        self.add_to_cell(group_id, cell, inputs);
         self.note(group_id, pane, visible_from);
         let cells_in_pane = self.panes.entry(pane).or_insert_with(|| {
             self.state_bytes += PANE_BYTES;
@@ -959,7 +981,7 @@ impl Engine {
         let mut new_bytes = 0;
         self.group_ids.clear();
         for value in group {
-            Self::tag(value, &mut self.tagged);
+            GroupText::write(value, &mut self.tagged);
             match self.values.find(&self.tagged) {
                 Some(id) => self.group_ids.push(id),
                 None => new_bytes += STRING_BYTES + self.tagged.len(),
@@ -987,9 +1009,11 @@ impl Engine {
         None
     }
 
-    fn add_to_cell(&mut self, cell: u32, inputs: &[Option<Input<'_>>]) {
+    fn add_to_cell(&mut self, group: u32, cell: u32, inputs: &[Option<Input<'_>>]) {
         let slot = self.cells.get_mut(cell);
         slot.count = slot.count.saturating_add(1);
+        let events = &mut self.lists[group as usize].events;
+        *events = events.saturating_add(1);
         let mut block = 0;
         for (index, &input) in inputs.iter().enumerate() {
             let function = self.functions[index];
@@ -1140,7 +1164,7 @@ impl Engine {
         let order = self.list_order(cell);
         let list = self.lists[group as usize];
         if list.first == NIL {
-            self.lists[group as usize] = CellList { first: cell, last: cell };
+            self.lists[group as usize] = CellList { first: cell, last: cell, events: 0 };
         } else if self.list_order(list.last) <= order {
             self.cells.get_mut(list.last).next = cell;
             self.lists[group as usize].last = cell;
@@ -1171,7 +1195,10 @@ impl Engine {
                 self.release_value(value);
             }
         }
-        let pane = self.cells.get(cell).pane;
+        let Cell { pane, visible_from, .. } = self.cells.get(cell);
+        if self.spec.kind != WindowKind::Session && visible_from != pane {
+            self.hidden_cells -= 1;
+        }
         if let Some(cells_in_pane) = self.panes.get_mut(&pane) {
             *cells_in_pane -= 1;
             if *cells_in_pane == 0 {
@@ -1202,7 +1229,7 @@ impl Engine {
     fn intern_group(&mut self, group: &[GroupValue<'_>]) -> u32 {
         self.group_ids.clear();
         for value in group {
-            Self::tag(value, &mut self.tagged);
+            GroupText::write(value, &mut self.tagged);
             let before = self.values.len();
             self.group_ids.push(self.values.acquire(&self.tagged));
             if self.values.len() > before {
@@ -1214,7 +1241,7 @@ impl Engine {
         if self.groups.len() > before {
             self.state_bytes += self.group_bytes(group.len());
             if self.spec.kind != WindowKind::Session {
-                self.unordered.push(id); // sessions are put in order when they fire
+                self.place_new_group(id); // sessions are put in order when they fire
             }
         } else {
             // The group already existed: the value users taken above are not needed.
@@ -1356,9 +1383,9 @@ impl CellStore {
 }
 
 /// An emptied vector's allocation, for group values that borrow from elsewhere.
-fn recycle<'b>(mut values: Vec<GroupValue<'_>>) -> Vec<GroupValue<'b>> {
+fn recycle<'b>(mut values: Vec<GroupText<'_>>) -> Vec<GroupText<'b>> {
     values.clear();
-    values.into_iter().map(|_| GroupValue::Int(0)).collect()
+    values.into_iter().map(|_| GroupText("")).collect()
 }
 
 #[cfg(test)]
@@ -1374,7 +1401,7 @@ mod tests {
             let group = row
                 .group
                 .iter()
-                .map(|value| match value {
+                .map(|value| match value.value() {
                     GroupValue::Text(text) => text.to_string(),
                     GroupValue::Int(int) => format!("#{int}"),
                 })
@@ -1533,7 +1560,7 @@ mod tests {
         struct Marked(Vec<(i64, String, u64, bool)>);
         impl RowSink for Marked {
             fn row(&mut self, row: &Row<'_>) -> bool {
-                let GroupValue::Text(group) = row.group[0] else { panic!("text groups") };
+                let GroupValue::Text(group) = row.group[0].value() else { panic!("text groups") };
                 self.0.push((row.window_start_ms, group.to_string(), row.count, row.early));
                 true
             }
@@ -1574,7 +1601,7 @@ mod tests {
         struct Early(Vec<(i64, String)>);
         impl RowSink for Early {
             fn row(&mut self, row: &Row<'_>) -> bool {
-                let GroupValue::Text(group) = row.group[0] else { panic!("text groups") };
+                let GroupValue::Text(group) = row.group[0].value() else { panic!("text groups") };
                 if row.early {
                     self.0.push((row.window_end_ms, group.to_string()));
                 }
@@ -1760,6 +1787,30 @@ mod tests {
         assert_eq!(summary, expected.map(|(group, count)| (group.to_string(), count)));
     }
 
+    /// Text that JSON escapes is kept as it came and written escaped; it orders by its own bytes, among the
+    /// text that needs no escape.
+    #[test]
+    fn group_text_is_written_as_json_and_ordered_by_its_bytes() {
+        let mut engine = Engine::new(WindowSpec::new(10_000, 10_000, 0).unwrap(), usize::MAX);
+        let mut json = Vec::new();
+        struct Json<'a>(&'a mut Vec<String>);
+        impl RowSink for Json<'_> {
+            fn row(&mut self, row: &Row<'_>) -> bool {
+                let mut text = String::new();
+                row.group[0].write_json(&mut text);
+                self.0.push(text);
+                true
+            }
+        }
+        for value in ["a\"", "a!", "a", "a\n", "-1"] {
+            engine.observe(at("19:00:01"), &[GroupValue::Text(value)], &[]);
+        }
+        engine.observe(at("19:00:01"), &[GroupValue::Int(-1)], &[]);
+        engine.advance(at("19:00:10"));
+        while !engine.emit(&mut Json(&mut json)) {}
+        assert_eq!(json, ["-1", r#""-1""#, r#""a""#, r#""a\n""#, r#""a!""#, r#""a\"""#]);
+    }
+
     #[test]
     fn aggregates_combine_panes_and_skip_nulls() {
         use crate::aggregate::{
@@ -1807,7 +1858,7 @@ mod tests {
 
     impl RowSink for Ranked {
         fn row(&mut self, row: &Row<'_>) -> bool {
-            let group: Vec<String> = row.group.iter().map(|value| format!("{value:?}")).collect();
+            let group: Vec<String> = row.group.iter().map(|value| format!("{:?}", value.value())).collect();
             self.0.push((row.window_start_ms, group.join("/"), row.count, row.rank));
             true
         }

@@ -89,7 +89,7 @@ impl MemberReader {
         self.hits.iter_mut().for_each(|hits| *hits = 0);
         self.decoded.clear();
         self.member_count = 0;
-        let mut cursor = Cursor { bytes: input.as_bytes(), pos: 0 };
+        let mut cursor = Cursor { text: input, bytes: input.as_bytes(), pos: 0 };
         cursor.skip_whitespace();
         if cursor.peek() != Some(b'{') {
             // Tell "valid JSON but not an object" apart from "not JSON".
@@ -176,6 +176,7 @@ impl MemberReader {
 }
 
 struct Cursor<'a> {
+    text: &'a str,
     bytes: &'a [u8],
     pos: usize,
 }
@@ -354,12 +355,12 @@ impl Cursor<'_> {
         let mut whole = true;
         loop {
             let run_start = self.pos;
-            while matches!(self.peek(), Some(byte) if byte != b'"' && byte != b'\\' && byte >= 0x20) {
-                self.pos += 1;
-            }
+            let rest = &self.bytes[run_start..];
+            self.pos +=
+                rest.iter().position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20).unwrap_or(rest.len());
             if let Some((text, _)) = out.as_mut().filter(|_| whole) {
                 // The input is a `str` and the run stops only at ASCII bytes, so the slice is whole characters.
-                let run = std::str::from_utf8(&self.bytes[run_start..self.pos]).map_err(|_| self.syntax_error())?;
+                let run = self.text.get(run_start..self.pos).ok_or_else(|| self.syntax_error())?;
                 whole = run.len() <= room;
                 if whole {
                     text.push_str(run);
@@ -425,9 +426,69 @@ impl Cursor<'_> {
     }
 }
 
+/// Writes an integer in decimal without the formatting machinery (rows are mostly integers).
+pub(crate) fn write_int(out: &mut String, int: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = int.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if int < 0 {
+        out.push('-');
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+}
+
+fn escaped(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < 0x20
+}
+
+/// Whether [`write_string`] escapes any character of `text`.
+pub(crate) fn needs_escape(text: &str) -> bool {
+    text.bytes().any(escaped)
+}
+
+/// Writes `text` as a JSON string: quoted, with quotes, backslashes and control characters escaped.
+pub(crate) fn write_string(out: &mut String, text: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    let mut rest = text;
+    // Runs of characters that need no escape are copied whole.
+    while let Some(at) = rest.bytes().position(escaped) {
+        out.push_str(&rest[..at]);
+        match rest.as_bytes()[at] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            control => {
+                let _ = write!(out, "\\u{:04x}", control);
+            }
+        }
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_control_characters_and_quotes_in_output() {
+        let mut out = String::new();
+        write_string(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
+        assert!(needs_escape("a\u{1f}") && !needs_escape("plain é"));
+    }
 
     fn reader() -> MemberReader {
         MemberReader::new(vec!["timestamp".into(), "user_id".into()], 20)

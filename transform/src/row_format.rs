@@ -2,7 +2,8 @@
 
 use crate::aggregate::Number;
 use crate::config::{Config, IncompletePolicy};
-use crate::engine::{GroupValue, Row, WindowKind};
+use crate::engine::{Row, WindowKind};
+use crate::json::{write_int, write_string};
 use crate::time::format_timestamp_ms;
 
 /// Header on rows of windows that may be missing events (see [`Row::complete`]).
@@ -32,7 +33,7 @@ impl RowFormatter {
     pub(crate) fn new(config: &Config) -> RowFormatter {
         let prefix = |name: &str| {
             let mut prefix = String::from(",");
-            write_json_string(&mut prefix, name);
+            write_string(&mut prefix, name);
             prefix.push(':');
             prefix
         };
@@ -79,23 +80,15 @@ impl RowFormatter {
         for (prefix, field) in self.group_prefixes.iter().zip(row.group) {
             key.push(',');
             value.push_str(prefix);
-            match field {
-                GroupValue::Text(text) => {
-                    let start = value.len();
-                    write_json_string(value, text);
-                    key.push_str(&value[start..]);
-                }
-                GroupValue::Int(int) => {
-                    push_int(key, *int);
-                    push_int(value, *int);
-                }
-            }
+            let start = value.len();
+            field.write_json(value);
+            key.push_str(&value[start..]);
         }
         key.push(']');
         for (prefix, result) in self.aggregate_prefixes.iter().zip(row.values) {
             value.push_str(prefix);
             match result {
-                Some(Number::Int(int)) => push_int(value, *int),
+                Some(Number::Int(int)) => write_int(value, *int),
                 Some(number) => {
                     use std::fmt::Write;
                     let _ = write!(value, "{number}");
@@ -105,67 +98,12 @@ impl RowFormatter {
         }
         if let (Some(prefix), Some(rank)) = (&self.rank_prefix, row.rank) {
             value.push_str(prefix);
-            push_int(value, rank as i64);
+            write_int(value, rank as i64);
         }
         if self.incomplete_in_value && !row.complete {
             value.push_str(",\"incomplete\":true");
         }
         value.push('}');
         (key.as_str(), value.as_str())
-    }
-}
-
-/// Writes an integer in decimal without the formatting machinery (rows are mostly integers).
-fn push_int(out: &mut String, int: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = int.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if int < 0 {
-        out.push('-');
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
-}
-
-/// Writes `text` as a JSON string: quoted, with quotes, backslashes and control characters escaped.
-fn write_json_string(out: &mut String, text: &str) {
-    use std::fmt::Write;
-    out.push('"');
-    let mut rest = text;
-    // Runs of characters that need no escape are copied whole.
-    while let Some(at) = rest.bytes().position(|byte| byte == b'"' || byte == b'\\' || byte < 0x20) {
-        out.push_str(&rest[..at]);
-        match rest.as_bytes()[at] {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            control => {
-                let _ = write!(out, "\\u{:04x}", control);
-            }
-        }
-        rest = &rest[at + 1..];
-    }
-    out.push_str(rest);
-    out.push('"');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_control_characters_and_quotes_in_output() {
-        let mut out = String::new();
-        write_json_string(&mut out, "a\"b\\c\nd\u{1}é");
-        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
     }
 }

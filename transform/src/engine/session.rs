@@ -81,13 +81,13 @@ impl Engine {
                 self.state_bytes -= SESSION_BYTES * (touched_ends - 1);
                 let cell = self.cells.get_mut(first);
                 cell.pane = cell.pane.min(event_ms);
-                self.add_to_cell(first, inputs);
+                self.add_to_cell(id, first, inputs);
             }
             _ => {
                 let id = self.acquire_group(known_group, group);
                 let cell = self.new_cell(Cell { pane: event_ms, visible_from: own_end, next: NIL, count: 0 });
                 self.link_cell(id, cell);
-                self.add_to_cell(cell, inputs);
+                self.add_to_cell(id, cell, inputs);
                 self.sessions.insert((own_end, id));
                 self.state_bytes += SESSION_BYTES;
             }
@@ -117,7 +117,7 @@ impl Engine {
                     batch.sort_unstable_by(|&a, &b| self.compare_groups(a, b));
                     work += batch.len();
                     self.session_batch = batch;
-                    Pass { window: end, position: 0 }
+                    Pass { window: end, position: 0, from: 0 }
                 }
             };
             while pass.position < self.session_batch.len() {

@@ -1,0 +1,111 @@
+//! The order groups are visited in, which is the order of their rows: field by field, integers before
+//! strings (the order of [`GroupValue`](super::GroupValue)).
+//!
+//! The live groups are kept sorted (`ordered`). A new group goes into a binary heap by that order as it is
+//! created, for O(log n) comparisons charged to the record that made it; each pass then merges the heap into
+//! the sorted groups as it walks them, taking the heap's smallest group when it comes before the next sorted
+//! one, and writes the merged order for the next pass as it goes. So no single call sorts many groups: a
+//! record's work stays within its share however many groups arrive at once. Groups created while a pass is
+//! under way wait in a second heap for the next pass, as the pass has walked past their places.
+
+use std::cmp::Ordering;
+
+use super::{Engine, GroupText, Pass, NIL};
+use crate::intern::Interner;
+
+impl Engine {
+    /// Gives a new group its place for the next pass.
+    pub(super) fn place_new_group(&mut self, group: u32) {
+        let mut heap = std::mem::take(&mut self.arriving);
+        heap.push(group);
+        let mut at = heap.len() - 1;
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if self.compare_groups(heap[at], heap[parent]).is_ge() {
+                break;
+            }
+            heap.swap(at, parent);
+            at = parent;
+        }
+        self.arriving = heap;
+    }
+
+    /// Starts the pass of `window`: the groups that arrived since the last one are merged into it.
+    pub(super) fn begin_pass(&mut self, window: i64) -> Pass {
+        debug_assert!(self.merging.is_empty() && self.merged.is_empty(), "the last pass merged them all");
+        std::mem::swap(&mut self.arriving, &mut self.merging);
+        Pass { window, position: 0, from: 0 }
+    }
+
+    /// Whether the pass has groups left to visit.
+    pub(super) fn has_next_group(&self, pass: &Pass) -> bool {
+        pass.from < self.ordered.len() || !self.merging.is_empty()
+    }
+
+    /// The pass's next group in order, and the work taking it out of the heap cost (its depth).
+    pub(super) fn next_group(&mut self, pass: &mut Pass) -> (u32, usize) {
+        let sorted = self.ordered.get(pass.from).copied();
+        let from_heap = match (self.merging.first(), sorted) {
+            (Some(&new), Some(old)) => self.compare_groups(new, old).is_lt(),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !from_heap {
+            pass.from += 1;
+            return (sorted.unwrap_or(NIL), 1);
+        }
+        let mut heap = std::mem::take(&mut self.merging);
+        let smallest = heap.swap_remove(0);
+        let mut at = 0;
+        let mut work = 1;
+        loop {
+            let (left, right) = (2 * at + 1, 2 * at + 2);
+            let mut least = at;
+            for child in [left, right] {
+                if child < heap.len() && self.compare_groups(heap[child], heap[least]).is_lt() {
+                    least = child;
+                }
+            }
+            if least == at {
+                break;
+            }
+            heap.swap(at, least);
+            at = least;
+            work += 1;
+        }
+        self.merging = heap;
+        (smallest, work)
+    }
+
+    /// Keeps a visited group that is still open in the order of the next pass.
+    pub(super) fn keep_in_order(&mut self, group: u32) {
+        if self.lists[group as usize].first != NIL {
+            self.merged.push(group);
+        }
+    }
+
+    /// Once every group of the pass is visited: the merged order is the order.
+    pub(super) fn finish_order(&mut self) {
+        std::mem::swap(&mut self.ordered, &mut self.merged);
+        self.merged.clear();
+    }
+
+    /// Orders groups by their value ids.
+    pub(super) fn compare_groups(&self, a: u32, b: u32) -> Ordering {
+        self.compare_values(self.groups.get(a), self.groups.get(b))
+    }
+
+    /// Orders groups given by their value ids.
+    pub(super) fn compare_values(&self, a: &[u32], b: &[u32]) -> Ordering {
+        order_of(&self.values, a, b)
+    }
+}
+
+fn order_of(values: &Interner<str>, a: &[u32], b: &[u32]) -> Ordering {
+    for (&x, &y) in a.iter().zip(b) {
+        if x != y {
+            return GroupText(values.get(x)).value().cmp(&GroupText(values.get(y)).value());
+        }
+    }
+    a.len().cmp(&b.len())
+}
