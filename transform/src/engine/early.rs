@@ -9,6 +9,7 @@
 //! the same group. Early passes share the work share of [`Engine::emit`] with the fired windows, which
 //! come first; a window that fires during a pass gets no more early rows.
 
+use super::group_order::{heap_pop, heap_push};
 use super::{Engine, RowSink};
 
 /// A noted group: its map entry, key vector and list of cells.
@@ -22,10 +23,16 @@ type NotedCells = Vec<(i64, i64)>;
 /// Groups (by value ids) noted since the last early pass, with their cells.
 pub(super) type Noted = std::collections::BTreeMap<Vec<u32>, NotedCells>;
 
-/// An early pass under way: its groups (value ids and noted cells) in group order, the window being
-/// written, the last that any noted cell is in, and how far through the groups.
+/// A noted group: its value ids and noted cells.
+type NotedGroup = (Vec<u32>, NotedCells);
+
+/// An early pass under way: its groups in group order (once those still to order, and then those in the
+/// heap, have been put there a share at a time), the window being written, the last that any noted cell
+/// is in, and how far through the groups.
 pub(super) struct EarlyPass {
-    groups: Vec<(Vec<u32>, NotedCells)>,
+    groups: Vec<NotedGroup>,
+    to_order: std::collections::btree_map::IntoIter<Vec<u32>, NotedCells>,
+    heap: Vec<NotedGroup>,
     window: i64,
     last_window: i64,
     position: usize,
@@ -78,7 +85,11 @@ impl Engine {
     /// Writes the early rows of the pass under way, or of a new one when the clock has ticked, within what is
     /// left of the work share; false when the share is spent or the sink asks to stop.
     pub(super) fn emit_early(&mut self, work: &mut usize, sink: &mut impl RowSink) -> bool {
-        let Some(mut pass) = self.early_pass.take().or_else(|| self.begin_early_pass(work)) else { return true };
+        let Some(mut pass) = self.early_pass.take().or_else(|| self.begin_early_pass()) else { return true };
+        if !self.order_early_pass(&mut pass, work) {
+            self.early_pass = Some(pass);
+            return false;
+        }
         // Windows that fired since the pass began get no more early rows; the next one starts from its first
         // group.
         let fired = self.fired_through().unwrap_or(i64::MIN);
@@ -123,17 +134,45 @@ impl Engine {
         true
     }
 
-    /// The groups noted since the last pass, in group order, when the clock has ticked and some were.
-    fn begin_early_pass(&mut self, work: &mut usize) -> Option<EarlyPass> {
+    /// The groups noted since the last pass, when the clock has ticked and some were.
+    fn begin_early_pass(&mut self) -> Option<EarlyPass> {
         if !std::mem::take(&mut self.early_due) || self.noted.is_empty() {
             return None;
         }
-        let mut groups: Vec<(Vec<u32>, NotedCells)> = std::mem::take(&mut self.noted).into_iter().collect();
-        groups.sort_unstable_by(|(a, _), (b, _)| self.compare_values(a, b));
-        *work += groups.iter().map(|(_, cells)| 1 + cells.len()).sum::<usize>();
-        let cells = groups.iter().flat_map(|(_, cells)| cells);
-        let window = cells.clone().map(|&(pane, seen_from)| pane.max(seen_from)).min()?;
-        let last_window = cells.map(|&(pane, _)| self.spec.last_window_of(pane)).max()?;
-        Some(EarlyPass { groups, window, last_window, position: 0 })
+        let to_order = std::mem::take(&mut self.noted).into_iter();
+        Some(EarlyPass {
+            groups: Vec::new(),
+            to_order,
+            heap: Vec::new(),
+            window: i64::MAX,
+            last_window: i64::MIN,
+            position: 0,
+        })
+    }
+
+    /// Puts the pass's groups in group order, through a heap, within the work share: false when it is spent.
+    /// Meanwhile finds the first and last window its noted cells changed.
+    fn order_early_pass(&self, pass: &mut EarlyPass, work: &mut usize) -> bool {
+        let less = |(a, _): &NotedGroup, (b, _): &NotedGroup| self.compare_values(a, b).is_lt();
+        loop {
+            if *work >= self.work_per_emit {
+                return false;
+            }
+            if let Some(group) = pass.to_order.next() {
+                for &(pane, seen_from) in &group.1 {
+                    pass.window = pass.window.min(pane.max(seen_from));
+                    pass.last_window = pass.last_window.max(self.spec.last_window_of(pane));
+                }
+                *work += 1 + group.1.len() + heap_push(&mut pass.heap, group, less);
+                continue;
+            }
+            match heap_pop(&mut pass.heap, less) {
+                Some((group, taking)) => {
+                    pass.groups.push(group);
+                    *work += taking;
+                }
+                None => return true,
+            }
+        }
     }
 }

@@ -7,26 +7,19 @@
 //! one, and writes the merged order for the next pass as it goes. So no single call sorts many groups: a
 //! record's work stays within its share however many groups arrive at once. Groups created while a pass is
 //! under way wait in a second heap for the next pass, as the pass has walked past their places.
+//!
+//! Sessions ending together and the groups of an early pass are put in order through the same heap, a share
+//! of them per call.
 
 use std::cmp::Ordering;
 
 use super::{Engine, GroupText, Pass, NIL};
-use crate::intern::Interner;
 
 impl Engine {
     /// Gives a new group its place for the next pass.
     pub(super) fn place_new_group(&mut self, group: u32) {
         let mut heap = std::mem::take(&mut self.arriving);
-        heap.push(group);
-        let mut at = heap.len() - 1;
-        while at > 0 {
-            let parent = (at - 1) / 2;
-            if self.compare_groups(heap[at], heap[parent]).is_ge() {
-                break;
-            }
-            heap.swap(at, parent);
-            at = parent;
-        }
+        heap_push(&mut heap, group, |&a, &b| self.compare_groups(a, b).is_lt());
         self.arriving = heap;
     }
 
@@ -42,7 +35,7 @@ impl Engine {
         pass.from < self.ordered.len() || !self.merging.is_empty()
     }
 
-    /// The pass's next group in order, and the work taking it out of the heap cost (its depth).
+    /// The pass's next group in order, and the work taking it cost.
     pub(super) fn next_group(&mut self, pass: &mut Pass) -> (u32, usize) {
         let sorted = self.ordered.get(pass.from).copied();
         let from_heap = match (self.merging.first(), sorted) {
@@ -50,31 +43,16 @@ impl Engine {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        if !from_heap {
-            pass.from += 1;
-            return (sorted.unwrap_or(NIL), 1);
-        }
-        let mut heap = std::mem::take(&mut self.merging);
-        let smallest = heap.swap_remove(0);
-        let mut at = 0;
-        let mut work = 1;
-        loop {
-            let (left, right) = (2 * at + 1, 2 * at + 2);
-            let mut least = at;
-            for child in [left, right] {
-                if child < heap.len() && self.compare_groups(heap[child], heap[least]).is_lt() {
-                    least = child;
-                }
+        if from_heap {
+            let mut heap = std::mem::take(&mut self.merging);
+            let taken = heap_pop(&mut heap, |&a, &b| self.compare_groups(a, b).is_lt());
+            self.merging = heap;
+            if let Some(taken) = taken {
+                return taken;
             }
-            if least == at {
-                break;
-            }
-            heap.swap(at, least);
-            at = least;
-            work += 1;
         }
-        self.merging = heap;
-        (smallest, work)
+        pass.from += 1;
+        (sorted.unwrap_or(NIL), 1)
     }
 
     /// Keeps a visited group that is still open in the order of the next pass.
@@ -97,15 +75,52 @@ impl Engine {
 
     /// Orders groups given by their value ids.
     pub(super) fn compare_values(&self, a: &[u32], b: &[u32]) -> Ordering {
-        order_of(&self.values, a, b)
+        for (&x, &y) in a.iter().zip(b) {
+            if x != y {
+                return GroupText(self.values.get(x)).value().cmp(&GroupText(self.values.get(y)).value());
+            }
+        }
+        a.len().cmp(&b.len())
     }
 }
 
-fn order_of(values: &Interner<str>, a: &[u32], b: &[u32]) -> Ordering {
-    for (&x, &y) in a.iter().zip(b) {
-        if x != y {
-            return GroupText(values.get(x)).value().cmp(&GroupText(values.get(y)).value());
+/// Adds `item` to a binary heap whose smallest item (by `less`) is first; returns the work: one per level.
+pub(super) fn heap_push<T>(heap: &mut Vec<T>, item: T, less: impl Fn(&T, &T) -> bool) -> usize {
+    heap.push(item);
+    let mut at = heap.len() - 1;
+    let mut work = 1;
+    while at > 0 {
+        let parent = (at - 1) / 2;
+        if !less(&heap[at], &heap[parent]) {
+            break;
         }
+        heap.swap(at, parent);
+        at = parent;
+        work += 1;
     }
-    a.len().cmp(&b.len())
+    work
+}
+
+/// Takes the smallest item out of a heap [`heap_push`] built, with the work: one per level.
+pub(super) fn heap_pop<T>(heap: &mut Vec<T>, less: impl Fn(&T, &T) -> bool) -> Option<(T, usize)> {
+    if heap.is_empty() {
+        return None;
+    }
+    let smallest = heap.swap_remove(0);
+    let mut at = 0;
+    let mut work = 1;
+    loop {
+        let mut least = at;
+        for child in [2 * at + 1, 2 * at + 2] {
+            if child < heap.len() && less(&heap[child], &heap[least]) {
+                least = child;
+            }
+        }
+        if least == at {
+            return Some((smallest, work));
+        }
+        heap.swap(at, least);
+        at = least;
+        work += 1;
+    }
 }

@@ -12,6 +12,7 @@
 //! session's end, so a session's cells are consecutive, and the session that fires first is the group's
 //! first. `sessions` lists every session not yet written by (end, group), which is the order they fire.
 
+use super::group_order::{heap_pop, heap_push};
 use super::{Admission, Cell, Engine, GroupValue, Pass, RowSink, Span, NIL};
 use crate::aggregate::Input;
 use crate::time::MAX_TIMESTAMP_MS;
@@ -108,32 +109,35 @@ impl Engine {
                     let Some(&(end, _)) = self.sessions.first().filter(|(end, _)| end - 1 <= watermark) else {
                         return true;
                     };
-                    let mut batch = std::mem::take(&mut self.session_batch);
-                    batch.clear();
-                    while let Some(&(_, group)) = self.sessions.first().filter(|&&(at, _)| at == end) {
-                        self.sessions.pop_first();
-                        batch.push(group);
-                    }
-                    batch.sort_unstable_by(|&a, &b| self.compare_groups(a, b));
-                    work += batch.len();
-                    self.session_batch = batch;
                     Pass { window: end, position: 0, from: 0 }
                 }
             };
-            while pass.position < self.session_batch.len() {
+            // The sessions ending then go into a heap in group order, then out of it to be written.
+            let mut batch = std::mem::take(&mut self.session_batch);
+            let finished = loop {
                 if work >= self.work_per_emit {
-                    self.pass = Some(pass);
-                    return false;
+                    break false;
                 }
-                let group = self.session_batch[pass.position];
+                if let Some(&(_, group)) = self.sessions.first().filter(|&&(end, _)| end == pass.window) {
+                    self.sessions.pop_first();
+                    work += heap_push(&mut batch, group, |&a, &b| self.compare_groups(a, b).is_lt());
+                    continue;
+                }
+                let Some((group, taking)) = heap_pop(&mut batch, |&a, &b| self.compare_groups(a, b).is_lt()) else {
+                    break true;
+                };
                 let (cost, go_on) = self.visit(group, pass.position, Span::Session(pass.window), sink);
                 self.state_bytes -= SESSION_BYTES;
                 pass.position += 1;
-                work += cost;
+                work += taking + cost;
                 if !go_on {
-                    self.pass = Some(pass);
-                    return false;
+                    break false;
                 }
+            };
+            self.session_batch = batch;
+            if !finished {
+                self.pass = Some(pass);
+                return false;
             }
             self.pass = None;
             self.give_memory_back();
@@ -142,7 +146,7 @@ impl Engine {
 
     /// Sessions not yet written, and those of them that have fired.
     pub(super) fn session_counts(&self) -> (usize, u64) {
-        let waiting = self.pass.map_or(0, |pass| self.session_batch.len() - pass.position);
+        let waiting = self.session_batch.len();
         let watermark = self.watermark_ms().unwrap_or(i64::MIN);
         let fired = self.sessions.iter().take_while(|(end, _)| end - 1 <= watermark).count();
         (self.sessions.len() + waiting, (waiting + fired) as u64)
