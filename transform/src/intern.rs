@@ -1,5 +1,10 @@
 //! Reference-counted interning: each distinct value is stored once and named by a small id, and is freed
 //! when its last user lets go, so state never grows with values that no open window needs.
+//!
+//! The map from values to ids is resized a few entries at a time: when it is full (or mostly empty), a map
+//! of the new size takes its place and every later insert also moves a few entries of the old one across.
+//! A hash map that resized itself would rehash every entry in one insert, work that grows with the open
+//! groups and would fall on whichever record made one too many.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -7,9 +12,15 @@ use std::rc::Rc;
 
 pub struct Interner<T: ?Sized + Hash + Eq> {
     ids: HashMap<Rc<T>, u32>,
+    /// While `ids` is being resized: the previous map, and the slots (by id) whose values may still be in it.
+    moving: HashMap<Rc<T>, u32>,
+    to_move: std::ops::Range<usize>,
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
 }
+
+/// Slots looked at for entries to move across per insert while the map is resized.
+const MOVES_PER_INSERT: usize = 4;
 
 struct Slot<T: ?Sized> {
     value: Option<Rc<T>>,
@@ -18,7 +29,7 @@ struct Slot<T: ?Sized> {
 
 impl<T: ?Sized + Hash + Eq> Default for Interner<T> {
     fn default() -> Self {
-        Interner { ids: HashMap::new(), slots: Vec::new(), free: Vec::new() }
+        Interner { ids: HashMap::new(), moving: HashMap::new(), to_move: 0..0, slots: Vec::new(), free: Vec::new() }
     }
 }
 
@@ -28,7 +39,7 @@ where
 {
     /// The id of `value` if it is interned.
     pub fn find(&self, value: &T) -> Option<u32> {
-        self.ids.get(value).copied()
+        self.ids.get(value).or_else(|| self.moving.get(value)).copied()
     }
 
     /// Adds one user of `value`, interning it first if needed, and returns its id.
@@ -54,7 +65,9 @@ where
             return None;
         }
         let value = slot.value.take().expect("released ids are live");
-        self.ids.remove(&*value);
+        if self.ids.remove(&*value).is_none() {
+            self.moving.remove(&*value);
+        }
         self.free.push(id);
         Some(value)
     }
@@ -66,17 +79,17 @@ where
 
     /// How many distinct values are interned.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.ids.len() + self.moving.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len() == 0
     }
 
     /// Returns spare capacity to the allocator once most of it is unused.
     pub fn shrink_when_sparse(&mut self) {
-        if self.ids.capacity() > 64 && self.ids.len() < self.ids.capacity() / 4 {
-            self.ids.shrink_to_fit();
+        if self.moving.is_empty() && self.ids.capacity() > 64 && self.ids.len() < self.ids.capacity() / 4 {
+            self.start_moving(2 * self.ids.len());
         }
         let in_use = self.slots.iter().rposition(|slot| slot.value.is_some()).map_or(0, |last| last + 1);
         if in_use < self.slots.len() / 2 {
@@ -84,10 +97,38 @@ where
             self.slots.shrink_to_fit();
             self.free.retain(|&id| (id as usize) < in_use);
             self.free.shrink_to_fit();
+            self.to_move.end = self.to_move.end.min(in_use);
+        }
+    }
+
+    /// Replaces the map by one that holds `entries` without resizing, and at least every entry and every
+    /// insert until the old map's last entry has moved across.
+    fn start_moving(&mut self, entries: usize) {
+        let capacity = entries.max(self.ids.len() + self.slots.len() / MOVES_PER_INSERT + 1);
+        self.moving = std::mem::replace(&mut self.ids, HashMap::with_capacity(capacity));
+        self.to_move = 0..self.slots.len();
+    }
+
+    /// Moves the entries of the next few slots across, if the map is being resized.
+    fn move_some(&mut self) {
+        for id in self.to_move.by_ref().take(MOVES_PER_INSERT) {
+            let Some(value) = &self.slots[id].value else { continue };
+            if let Some((value, id)) = self.moving.remove_entry(&**value) {
+                self.ids.insert(value, id);
+            }
+        }
+        if self.moving.is_empty() {
+            self.to_move = 0..0;
+            if self.moving.capacity() > 0 {
+                self.moving = HashMap::new();
+            }
         }
     }
 
     fn insert(&mut self, value: &T) -> u32 {
+        if self.moving.is_empty() && self.ids.len() == self.ids.capacity() {
+            self.start_moving(2 * self.ids.len().max(8));
+        }
         let shared: Rc<T> = Rc::from(value);
         let id = match self.free.pop() {
             Some(id) => {
@@ -100,6 +141,7 @@ where
             }
         };
         self.ids.insert(shared, id);
+        self.move_some();
         id
     }
 }
@@ -122,6 +164,33 @@ mod tests {
         assert_eq!(strings.len(), 1);
         // The freed id is reused.
         assert_eq!(strings.acquire("user_3"), a);
+    }
+
+    /// Growing and shrinking move entries a few at a time: every value stays findable under its id all along.
+    #[test]
+    fn values_stay_found_while_the_map_is_resized() {
+        let mut strings: Interner<str> = Interner::default();
+        let mut live = Vec::new();
+        for round in 0..3 {
+            for i in 0..5_000 {
+                let text = format!("value {round} {i}");
+                live.push((strings.acquire(&text), text));
+                if i % 3 == 0 {
+                    let (id, text) = live.swap_remove(live.len() / 2);
+                    assert_eq!(strings.release(id).as_deref(), Some(text.as_str()));
+                }
+                if i % 997 == 0 {
+                    assert!(live.iter().all(|(id, text)| strings.find(text) == Some(*id) && strings.get(*id) == text));
+                }
+            }
+            // Most go: the map shrinks, a few entries at a time again.
+            for (id, _) in live.drain(live.len() / 10..) {
+                strings.release(id);
+            }
+            strings.shrink_when_sparse();
+            assert_eq!(strings.len(), live.len());
+            assert!(live.iter().all(|(id, text)| strings.find(text) == Some(*id)));
+        }
     }
 
     #[test]
