@@ -287,8 +287,10 @@ struct Pass {
     window: i64,
     /// Groups visited so far.
     position: usize,
-    /// The next group of the sorted order to visit (see [`group_order`]).
+    /// The next group of the sorted order to visit, and where among them the smallest group still to merge
+    /// in goes, once found (see [`group_order`]).
     from: usize,
+    merge_at: Option<usize>,
 }
 
 /// The cells, from the first of a group's list, that one row combines.

@@ -27,7 +27,7 @@ impl Engine {
     pub(super) fn begin_pass(&mut self, window: i64) -> Pass {
         debug_assert!(self.merging.is_empty() && self.merged.is_empty(), "the last pass merged them all");
         std::mem::swap(&mut self.arriving, &mut self.merging);
-        Pass { window, position: 0, from: 0 }
+        Pass { window, position: 0, from: 0, merge_at: None }
     }
 
     /// Whether the pass has groups left to visit.
@@ -35,24 +35,29 @@ impl Engine {
         pass.from < self.ordered.len() || !self.merging.is_empty()
     }
 
-    /// The pass's next group in order, and the work taking it cost.
+    /// The pass's next group in order, and the work taking it cost. Where the heap's smallest group goes among
+    /// the sorted ones is found by a binary search, so merging costs O(log n) comparisons a new group.
     pub(super) fn next_group(&mut self, pass: &mut Pass) -> (u32, usize) {
-        let sorted = self.ordered.get(pass.from).copied();
-        let from_heap = match (self.merging.first(), sorted) {
-            (Some(&new), Some(old)) => self.compare_groups(new, old).is_lt(),
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if from_heap {
-            let mut heap = std::mem::take(&mut self.merging);
-            let taken = heap_pop(&mut heap, |&a, &b| self.compare_groups(a, b).is_lt());
-            self.merging = heap;
-            if let Some(taken) = taken {
-                return taken;
+        let mut work = 1;
+        if let Some(&new) = self.merging.first() {
+            let merge_at = *pass.merge_at.get_or_insert_with(|| {
+                let rest = &self.ordered[pass.from..];
+                work += rest.len().max(1).ilog2() as usize;
+                pass.from + rest.partition_point(|&old| self.compare_groups(old, new).is_lt())
+            });
+            if merge_at == pass.from {
+                let mut heap = std::mem::take(&mut self.merging);
+                let taken = heap_pop(&mut heap, |&a, &b| self.compare_groups(a, b).is_lt());
+                self.merging = heap;
+                pass.merge_at = None;
+                if let Some((group, taking)) = taken {
+                    return (group, work + taking);
+                }
             }
         }
+        let group = self.ordered.get(pass.from).copied().unwrap_or(NIL);
         pass.from += 1;
-        (sorted.unwrap_or(NIL), 1)
+        (group, work)
     }
 
     /// Keeps a visited group that is still open in the order of the next pass.

@@ -109,7 +109,7 @@ impl Engine {
                     let Some(&(end, _)) = self.sessions.first().filter(|(end, _)| end - 1 <= watermark) else {
                         return true;
                     };
-                    Pass { window: end, position: 0, from: 0 }
+                    Pass { window: end, position: 0, from: 0, merge_at: None }
                 }
             };
             // The sessions ending then go into a heap in group order, then out of it to be written.
