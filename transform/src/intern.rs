@@ -88,9 +88,6 @@ where
 
     /// Returns spare capacity to the allocator once most of it is unused.
     pub fn shrink_when_sparse(&mut self) {
-        if self.moving.is_empty() && self.ids.capacity() > 64 && self.ids.len() < self.ids.capacity() / 4 {
-            self.start_moving(2 * self.ids.len());
-        }
         let in_use = self.slots.iter().rposition(|slot| slot.value.is_some()).map_or(0, |last| last + 1);
         if in_use < self.slots.len() / 2 {
             self.slots.truncate(in_use);
@@ -98,6 +95,10 @@ where
             self.free.retain(|&id| (id as usize) < in_use);
             self.free.shrink_to_fit();
             self.to_move.end = self.to_move.end.min(in_use);
+        }
+        // After the slots, whose number sizes the new map.
+        if self.moving.is_empty() && self.ids.capacity() > 64 && self.ids.len() < self.ids.capacity() / 4 {
+            self.start_moving(2 * self.ids.len());
         }
     }
 

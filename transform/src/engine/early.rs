@@ -9,7 +9,7 @@
 //! the same group. Early passes share the work share of [`Engine::emit`] with the fired windows, which
 //! come first; a window that fires during a pass gets no more early rows.
 
-use super::group_order::{heap_pop, heap_push};
+use super::group_order::{heap_pop_in_place, heap_push};
 use super::{Engine, RowSink};
 
 /// A noted group: its map entry, key vector and list of cells.
@@ -26,13 +26,13 @@ pub(super) type Noted = std::collections::BTreeMap<Vec<u32>, NotedCells>;
 /// A noted group: its value ids and noted cells.
 type NotedGroup = (Vec<u32>, NotedCells);
 
-/// An early pass under way: its groups in group order (once those still to order, and then those in the
-/// heap, have been put there a share at a time), the window being written, the last that any noted cell
-/// is in, and how far through the groups.
+/// An early pass under way: its groups in group order (once those still to order have been put in a heap at
+/// the front of `groups`, its first `heap_len`, and sorted out of it in place, a share at a time), the window
+/// being written, the last that any noted cell is in, and how far through the groups.
 pub(super) struct EarlyPass {
     groups: Vec<NotedGroup>,
     to_order: std::collections::btree_map::IntoIter<Vec<u32>, NotedCells>,
-    heap: Vec<NotedGroup>,
+    heap_len: usize,
     window: i64,
     last_window: i64,
     position: usize,
@@ -139,21 +139,23 @@ impl Engine {
         if !std::mem::take(&mut self.early_due) || self.noted.is_empty() {
             return None;
         }
-        let to_order = std::mem::take(&mut self.noted).into_iter();
+        let noted = std::mem::take(&mut self.noted);
         Some(EarlyPass {
-            groups: Vec::new(),
-            to_order,
-            heap: Vec::new(),
+            // Room for exactly the noted groups: no more than the state counts for them.
+            groups: Vec::with_capacity(noted.len()),
+            to_order: noted.into_iter(),
+            heap_len: 0,
             window: i64::MAX,
             last_window: i64::MIN,
             position: 0,
         })
     }
 
-    /// Puts the pass's groups in group order, through a heap, within the work share: false when it is spent.
-    /// Meanwhile finds the first and last window its noted cells changed.
+    /// Puts the pass's groups in group order by a heapsort in place, within the work share: false when it is
+    /// spent. Meanwhile finds the first and last window its noted cells changed.
     fn order_early_pass(&self, pass: &mut EarlyPass, work: &mut usize) -> bool {
-        let less = |(a, _): &NotedGroup, (b, _): &NotedGroup| self.compare_values(a, b).is_lt();
+        // The heap's first group is the last in group order, so each one taken out goes after those left.
+        let later = |(a, _): &NotedGroup, (b, _): &NotedGroup| self.compare_values(a, b).is_gt();
         loop {
             if *work >= self.work_per_emit {
                 return false;
@@ -163,16 +165,16 @@ impl Engine {
                     pass.window = pass.window.min(pane.max(seen_from));
                     pass.last_window = pass.last_window.max(self.spec.last_window_of(pane));
                 }
-                *work += 1 + group.1.len() + heap_push(&mut pass.heap, group, less);
+                *work += 1 + group.1.len() + heap_push(&mut pass.groups, group, later);
+                pass.heap_len += 1;
                 continue;
             }
-            match heap_pop(&mut pass.heap, less) {
-                Some((group, taking)) => {
-                    pass.groups.push(group);
-                    *work += taking;
-                }
-                None => return true,
+            if pass.heap_len <= 1 {
+                pass.heap_len = 0;
+                return true;
             }
+            *work += heap_pop_in_place(&mut pass.groups[..pass.heap_len], later);
+            pass.heap_len -= 1;
         }
     }
 }

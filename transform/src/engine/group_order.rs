@@ -112,6 +112,19 @@ pub(super) fn heap_pop<T>(heap: &mut Vec<T>, less: impl Fn(&T, &T) -> bool) -> O
         return None;
     }
     let smallest = heap.swap_remove(0);
+    Some((smallest, sift_down(heap, less)))
+}
+
+/// Moves the smallest item of a heap to its last place, and makes the items before it a heap again (heapsort
+/// in place: with `less` reversed, the items end in ascending order). Returns the work: one per level.
+pub(super) fn heap_pop_in_place<T>(heap: &mut [T], less: impl Fn(&T, &T) -> bool) -> usize {
+    let Some(last) = heap.len().checked_sub(1) else { return 0 };
+    heap.swap(0, last);
+    sift_down(&mut heap[..last], less)
+}
+
+/// Moves the first item down to its place in a heap whose other items are in heap order.
+fn sift_down<T>(heap: &mut [T], less: impl Fn(&T, &T) -> bool) -> usize {
     let mut at = 0;
     let mut work = 1;
     loop {
@@ -122,7 +135,7 @@ pub(super) fn heap_pop<T>(heap: &mut Vec<T>, less: impl Fn(&T, &T) -> bool) -> O
             }
         }
         if least == at {
-            return Some((smallest, work));
+            return work;
         }
         heap.swap(at, least);
         at = least;
