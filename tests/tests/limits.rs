@@ -303,7 +303,7 @@ fn sessions_of_100_000_groups_ending_together_are_ordered_inside_the_cpu_budget(
 }
 
 /// Regression (early_pass_sorted_in_one_record): an early pass put every group noted since the last one in
-/// group order at once: 349 ms for these. It now orders them a share at a time (36 ms). (The events a minute on start the pass and
+/// group order at once: 349 ms for these. It now orders them a share at a time (35 ms). (The events a minute on start the pass and
 /// give it the records to go on with.)
 #[test]
 fn an_early_pass_of_100_000_groups_is_ordered_inside_the_cpu_budget() {
