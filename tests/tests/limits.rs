@@ -17,6 +17,11 @@ fn reasons(collected: &Collected) -> std::collections::BTreeMap<String, usize> {
 }
 
 /// 150,000 events from a million users in five minutes: far more open groups than fit.
+/// A `view` of the page `/` by `user` at `time`.
+fn view(time: &str, user: &str) -> Vec<u8> {
+    serde_json::json!({"timestamp": time, "event": "view", "user_id": user, "url": "/"}).to_string().into_bytes()
+}
+
 fn crowd(events: u64) -> Vec<Vec<u8>> {
     Generator::new(GeneratorConfig { events, users: 1_000_000, rate_per_sec: 500.0, seed: 3, ..Default::default() })
         .collect()
@@ -269,14 +274,11 @@ fn sessions_of_2_000_groups_ending_together_stay_inside_the_cpu_budget() {
 /// 100,000 groups with one event each at the same instant, in no group order, then an event at each of
 /// `later`, then one ten minutes on; the rows, and the most fuel any record used.
 fn one_instant_of_100_000_groups(env: &[(&str, &str)], later: &[String]) -> (Vec<String>, u64) {
-    let event = |time: &str, user: &str| {
-        serde_json::json!({"timestamp": time, "event": "view", "user_id": user, "url": "/"}).to_string().into_bytes()
-    };
     let mut values: Vec<Vec<u8>> = (0..100_000)
-        .map(|group| event("2020-11-16 19:00:00", &format!("user{:05}", (group * 7_919) % 100_000)))
+        .map(|group| view("2020-11-16 19:00:00", &format!("user{:05}", (group * 7_919) % 100_000)))
         .collect();
-    values.extend(later.iter().map(|time| event(time, "later")));
-    values.push(event("2020-11-16 19:10:00", "jump"));
+    values.extend(later.iter().map(|time| view(time, "later")));
+    values.push(view("2020-11-16 19:10:00", "jump"));
     let limits = Limits { memory_bytes: 96 << 20, ..Limits::default() };
     let env = [env, &[("STATE_BUDGET", "64MiB")]].concat();
     let (collected, result) = replay(values, &env, clickstream_config(), limits, true);
@@ -436,18 +438,15 @@ fn top_n_per_group_on_more_groups_than_fit_stays_inside_the_sizing_rule() {
 #[test]
 fn ranking_the_top_10_of_100_000_groups_adds_little_to_the_worst_record() {
     const GROUPS: usize = 100_000;
-    let event = |time: &str, user: &str| {
-        serde_json::json!({"timestamp": time, "event": "view", "user_id": user, "url": "/"}).to_string().into_bytes()
-    };
     let mut values = Vec::new();
     for group in 0..GROUPS {
         // Every 9,973rd user is busier: 1 + group % 3 more events, so the ranking has an order to find.
         let extra = if group % 9_973 == 0 { 1 + group % 3 } else { 0 };
         for _ in 0..=extra {
-            values.push(event(&format!("2020-11-16 19:00:00.{:03}", group % 1_000), &format!("user{group:06}")));
+            values.push(view(&format!("2020-11-16 19:00:00.{:03}", group % 1_000), &format!("user{group:06}")));
         }
     }
-    values.push(event("2020-11-16 19:10:00", "jump"));
+    values.push(view("2020-11-16 19:10:00", "jump"));
     let limits = Limits { memory_bytes: 256 << 20, ..Limits::default() };
     let budget = ("STATE_BUDGET", "192MiB");
     let worst_fuel = |env: &[(&str, &str)]| {

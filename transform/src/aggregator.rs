@@ -526,6 +526,10 @@ mod tests {
         out.rows.iter().map(|(_, value, _)| value.as_str()).collect()
     }
 
+    fn keys(out: &Collected) -> Vec<&str> {
+        out.rows.iter().map(|(key, _, _)| key.as_str()).collect()
+    }
+
     #[test]
     fn writes_every_aggregate_in_order_with_sql_null_rules() {
         let aggregates = "n=count,secs=sum(on_site_seconds),low=min(viewed_percent),high=max(viewed_percent),avg=avg(viewed_percent),seen=count(viewed_percent)";
@@ -651,7 +655,7 @@ mod tests {
             let value = format!(r#"{{"timestamp":"2022-10-30 {time}","store_id":7}}"#);
             agg.on_record(Some(value.as_bytes()), NOW, &mut out);
         }
-        let rows: Vec<&str> = out.rows.iter().map(|(key, _, _)| key.as_str()).collect();
+        let rows = keys(&out);
         // 19:41:15 and 19:41:45 each pass a multiple of 20 s: an early row each, then the final row when
         // 19:42:01 fires the window, and that event's early row in the next one.
         assert_eq!(
@@ -681,7 +685,7 @@ mod tests {
             let value = format!(r#"{{"timestamp":"2022-10-30 {time}","store_id":7}}"#);
             agg.on_record(Some(value.as_bytes()), NOW, &mut out);
         }
-        let keys: Vec<&str> = out.rows.iter().map(|(key, _, _)| key.as_str()).collect();
+        let keys = keys(&out);
         assert_eq!(
             keys,
             [
@@ -715,7 +719,7 @@ mod tests {
             assert!(out.dead_letters.last().unwrap().2.contains("field \"store_id\""));
         }
         agg.on_record(Some(br#"{"timestamp":"2022-10-30 19:50:00"}"#), NOW, &mut out);
-        let keys: Vec<&str> = out.rows.iter().map(|(key, _, _)| key.as_str()).collect();
+        let keys = keys(&out);
         assert_eq!(
             keys,
             [
@@ -865,7 +869,7 @@ mod tests {
         let shares = total / SHARE; // the jump's own share, then one a record
         assert!((shares - 1..=shares).contains(&records), "{records} records wrote the rest of {total} bytes");
         assert!(agg.summary().contains("backlog_windows=0"), "{}", agg.summary());
-        let mut keys: Vec<&str> = out.rows.iter().map(|(key, _, _)| key.as_str()).collect();
+        let mut keys = keys(&out);
         assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "in window order, then group order");
         keys.dedup();
         assert_eq!(keys.len(), 5_000 * 30);

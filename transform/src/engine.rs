@@ -798,14 +798,12 @@ impl Engine {
         for (index, function) in self.functions.iter().filter(|function| function.reads_a_field()).enumerate() {
             let Function::Percentile(_) = function else { continue };
             let (cells, sketches) = (&self.cells, &self.sketches);
-            let first = Some(self.lists[group as usize].first).filter(|&at| at != NIL);
-            let panes = std::iter::successors(first, |&at| Some(cells.get(at).next).filter(|&next| next != NIL))
-                .map_while(|at| span.walks(&cells.get(at)).map(|counted| (at, counted)))
-                .filter_map(|(at, counted)| counted.then_some(at))
-                .filter_map(|at| match cells.block(at)[index] {
+            let panes = counted_cells(cells, self.lists[group as usize].first, span).filter_map(|at| {
+                match cells.block(at)[index] {
                     Accumulator::Sketch(id) if id != NO_SET => Some(sketches.get(id)),
                     _ => None,
-                });
+                }
+            });
             self.row_sketches[block_of_sketch].sum_of(panes);
             block_of_sketch += 1;
         }
@@ -818,14 +816,12 @@ impl Engine {
         for (index, function) in self.functions.iter().filter(|function| function.reads_a_field()).enumerate() {
             let Function::ApproxCountDistinct = function else { continue };
             let (cells, hlls) = (&self.cells, &self.hlls);
-            let first = Some(self.lists[group as usize].first).filter(|&at| at != NIL);
-            let panes = std::iter::successors(first, |&at| Some(cells.get(at).next).filter(|&next| next != NIL))
-                .map_while(|at| span.walks(&cells.get(at)).map(|counted| (at, counted)))
-                .filter_map(|(at, counted)| counted.then_some(at))
-                .filter_map(|at| match cells.block(at)[index] {
+            let panes = counted_cells(cells, self.lists[group as usize].first, span).filter_map(|at| {
+                match cells.block(at)[index] {
                     Accumulator::Hll(id) if id != NO_SET => Some(hlls.get(id)),
                     _ => None,
-                });
+                }
+            });
             let estimate = hll::union_estimate(panes, &mut self.hll_hashes, &mut self.hll_registers);
             self.row_hll_counts.push(estimate);
         }
@@ -1382,6 +1378,14 @@ impl CellStore {
         let at = cell as usize % CHUNK_CELLS * self.blocks;
         &mut self.chunks[cell as usize / CHUNK_CELLS].accumulators[at..at + self.blocks]
     }
+}
+
+/// The cells from `first` on, along its list, that `span` counts.
+fn counted_cells(cells: &CellStore, first: u32, span: Span) -> impl Iterator<Item = u32> + Clone + '_ {
+    let first = Some(first).filter(|&at| at != NIL);
+    std::iter::successors(first, |&at| Some(cells.get(at).next).filter(|&next| next != NIL))
+        .map_while(move |at| span.walks(&cells.get(at)).map(|counted| (at, counted)))
+        .filter_map(|(at, counted)| counted.then_some(at))
 }
 
 /// An emptied vector's allocation, for group values that borrow from elsewhere.

@@ -19,7 +19,7 @@ impl Engine {
     /// Gives a new group its place for the next pass.
     pub(super) fn place_new_group(&mut self, group: u32) {
         let mut heap = std::mem::take(&mut self.arriving);
-        heap_push(&mut heap, group, |&a, &b| self.compare_groups(a, b).is_lt());
+        heap_push(&mut heap, group, self.precedes());
         self.arriving = heap;
     }
 
@@ -47,7 +47,7 @@ impl Engine {
             });
             if merge_at == pass.from {
                 let mut heap = std::mem::take(&mut self.merging);
-                let taken = heap_pop(&mut heap, |&a, &b| self.compare_groups(a, b).is_lt());
+                let taken = heap_pop(&mut heap, self.precedes());
                 self.merging = heap;
                 pass.merge_at = None;
                 if let Some((group, taking)) = taken {
@@ -71,6 +71,11 @@ impl Engine {
     pub(super) fn finish_order(&mut self) {
         std::mem::swap(&mut self.ordered, &mut self.merged);
         self.merged.clear();
+    }
+
+    /// Whether one group comes before another in the order, as the heaps take it.
+    pub(super) fn precedes(&self) -> impl Fn(&u32, &u32) -> bool + '_ {
+        |&a, &b| self.compare_groups(a, b).is_lt()
     }
 
     /// Orders groups by their value ids.

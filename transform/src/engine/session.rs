@@ -120,10 +120,10 @@ impl Engine {
                 }
                 if let Some(&(_, group)) = self.sessions.first().filter(|&&(end, _)| end == pass.window) {
                     self.sessions.pop_first();
-                    work += heap_push(&mut batch, group, |&a, &b| self.compare_groups(a, b).is_lt());
+                    work += heap_push(&mut batch, group, self.precedes());
                     continue;
                 }
-                let Some((group, taking)) = heap_pop(&mut batch, |&a, &b| self.compare_groups(a, b).is_lt()) else {
+                let Some((group, taking)) = heap_pop(&mut batch, self.precedes()) else {
                     break true;
                 };
                 let (cost, go_on) = self.visit(group, pass.position, Span::Session(pass.window), sink);
