@@ -8,7 +8,7 @@ use clickstream_aggregation::dead_letter::REASON_HEADER;
 use clickstream_aggregation::duration::parse_duration_ms;
 use clickstream_aggregation::time::{format_timestamp_ms, TimestampFormat, MAX_TIMESTAMP_MS};
 use transform_host::pipeline::{BrokerConfig, PipelineConfig, ProducerConfig, WindowReport, WindowState};
-use transform_host::producer::{EventTime, TimeField};
+use transform_host::producer::{EventTime, Scalar, TimeField};
 
 /// Event time as the transform reads it under its `TIMESTAMP_FORMAT`.
 #[derive(Debug, Clone, Copy)]
@@ -16,10 +16,10 @@ pub struct TransformTime(pub TimestampFormat);
 
 impl EventTime for TransformTime {
     /// A date-time string, or an epoch number (seconds with `epoch_s`, else milliseconds).
-    fn read(&self, time: &serde_json::Value) -> Option<i64> {
+    fn read(&self, time: &Scalar<'_>) -> Option<i64> {
         match time {
-            serde_json::Value::String(text) => TimestampFormat::Auto.parse_text(text),
-            serde_json::Value::Number(number) => {
+            Scalar::Text(text) => TimestampFormat::Auto.parse_text(text),
+            Scalar::Number(number) => {
                 let format = match self.0 {
                     TimestampFormat::EpochS => TimestampFormat::EpochS,
                     _ => TimestampFormat::EpochMs,

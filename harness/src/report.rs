@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 
 use serde_json::Value;
+use transform_host::producer::Scalar;
 
 /// Keeps the rows of the latest window seen (by `window_end`, then `window_start`: cumulating windows share
 /// their start), to rank them at the end by the first
@@ -42,7 +43,7 @@ impl TopGroups {
     /// Takes one output value; values that are not aggregate rows are ignored.
     pub fn add(&mut self, value: &[u8]) {
         let field = |name| match transform_host::producer::top_field(value, name) {
-            Some(Value::String(text)) => Some(text),
+            Some(Scalar::Text(text)) => Some(text.into_owned()),
             _ => None,
         };
         let (Some(end), Some(start)) = (field("window_end"), field("window_start")) else { return };

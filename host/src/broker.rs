@@ -530,6 +530,9 @@ pub struct Broker<'a> {
     /// Each shard's next yield after the last time its loops were looked at.
     next_yields: Vec<u64>,
     producer_loops: BTreeMap<LoopKey, ProducerLoop>,
+    /// The loops due to pop, and each topic's outputs of the record being queued: buffers kept for reuse.
+    due_loops: Vec<(LoopKey, u64)>,
+    ordinals: Vec<u32>,
     /// Batches each shard's VM has handled: 0 for a fresh VM.
     vm_batches: Vec<u64>,
     /// Each shard's monotonic clock, which outlives its VMs as in the broker.
@@ -576,6 +579,8 @@ impl<'a> Broker<'a> {
             fuel_origin_ms: None,
             next_yields: vec![0; shards],
             producer_loops: BTreeMap::new(),
+            due_loops: Vec::new(),
+            ordinals: vec![0; outputs],
             vm_batches: vec![0; shards],
             clocks: (0..shards).map(|_| MonotonicClock::default()).collect(),
             schema_registry: if config.schema_registry {
@@ -882,7 +887,6 @@ impl<'a> Broker<'a> {
         let index = partition as usize;
         let start = self.fuel_clocks[shard].max(self.waited_fuel());
         let first = batch.records[0].offset;
-        let mut ordinals = vec![0; self.meta.output_topics.len()];
         let mut record = None;
         for (position, written) in output.written.iter().enumerate() {
             let now = start + written.fuel;
@@ -892,10 +896,10 @@ impl<'a> Broker<'a> {
             }
             if record != Some(written.record) {
                 record = Some(written.record);
-                ordinals.fill(0);
+                self.ordinals.fill(0);
             }
-            let ordinal = ordinals[written.topic];
-            ordinals[written.topic] += 1;
+            let ordinal = self.ordinals[written.topic];
+            self.ordinals[written.topic] += 1;
             if first <= self.partitions[index].started_from[written.topic] {
                 continue;
             }
@@ -947,12 +951,15 @@ impl<'a> Broker<'a> {
             self.next_yields[shard] = (now / FUEL_PER_MS + 1) * FUEL_PER_MS;
         }
         let range = (shard, 0, 0)..=(shard, u32::MAX, usize::MAX);
-        let due: Vec<(LoopKey, u64)> = self
-            .producer_loops
-            .range(range)
-            .filter_map(|(key, producer)| producer.pop_at(now, pop).map(|at| (*key, at)))
-            .collect();
-        due.into_iter().try_for_each(|(key, at)| self.pop(key, at))
+        let mut due = std::mem::take(&mut self.due_loops);
+        due.extend(
+            self.producer_loops
+                .range(range)
+                .filter_map(|(key, producer)| producer.pop_at(now, pop).map(|at| (*key, at))),
+        );
+        let popped = due.drain(..).try_for_each(|(key, at)| self.pop(key, at));
+        self.due_loops = due;
+        popped
     }
 
     /// Loops of VMs that wait for input pop as soon as their writes are done, before the broker time moves

@@ -47,6 +47,16 @@ pub(crate) fn read<T: HasGuestMemory>(caller: &mut Ctx<'_, T>, ptr: i32, len: i3
 }
 
 pub(crate) fn write<T: HasGuestMemory>(caller: &mut Ctx<'_, T>, ptr: i32, bytes: &[u8]) -> wasmtime::Result<()> {
+    write_all(caller, &[(ptr, bytes)])
+}
+
+/// Writes each `(ptr, bytes)` in turn, looking the memory up once.
+pub(crate) fn write_all<T: HasGuestMemory>(caller: &mut Ctx<'_, T>, writes: &[(i32, &[u8])]) -> wasmtime::Result<()> {
     let memory = memory(caller)?;
-    memory.write(&mut *caller, ptr as u32 as usize, bytes).map_err(|_| out_of_bounds())
+    let data = memory.data_mut(&mut *caller);
+    for &(ptr, bytes) in writes {
+        let start = ptr as u32 as usize;
+        data.get_mut(start..start + bytes.len()).ok_or_else(out_of_bounds)?.copy_from_slice(bytes);
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! records by a value field, partitions them as the default partitioner does, stamps them with a record
 //! time, sends heartbeats to every partition, and batches per partition by `batch.size` and `linger.ms`.
 
+use std::borrow::Cow;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -59,7 +60,7 @@ impl From<&str> for TimeField {
 /// How event times are read from, and heartbeats written into, the time field: the transform's own rules.
 pub trait EventTime: Debug + Send + Sync {
     /// Milliseconds since the epoch of a time field's value, if the transform would read it as a time.
-    fn read(&self, time: &serde_json::Value) -> Option<i64>;
+    fn read(&self, time: &Scalar<'_>) -> Option<i64>;
     /// The time field's value for `at_ms`; `as_number`: the last time read was a JSON number.
     fn write(&self, at_ms: i64, as_number: bool) -> serde_json::Value;
     /// The latest time the transform accepts.
@@ -71,8 +72,11 @@ pub trait EventTime: Debug + Send + Sync {
 pub struct EpochMillis;
 
 impl EventTime for EpochMillis {
-    fn read(&self, time: &serde_json::Value) -> Option<i64> {
-        time.as_i64()
+    fn read(&self, time: &Scalar<'_>) -> Option<i64> {
+        match time {
+            Scalar::Number(number) => number.as_i64(),
+            _ => None,
+        }
     }
 
     fn write(&self, at_ms: i64, _as_number: bool) -> serde_json::Value {
@@ -180,7 +184,7 @@ impl Producer {
         let time = fields.as_ref().and_then(|f| f.time.as_ref());
         let field_ms = time.and_then(|time| self.config.event_time.read(time));
         if field_ms.is_some() {
-            self.time_as_number = time.is_some_and(serde_json::Value::is_number);
+            self.time_as_number = matches!(time, Some(Scalar::Number(_)));
         }
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| self.producer_time(field_ms));
         let event_ms = match self.config.time_field {
@@ -197,16 +201,20 @@ impl Producer {
             record.key = fields.as_ref().and_then(|f| f.key.as_ref()).map(|key| key.as_bytes().to_vec());
         }
         let is_heartbeat = fields.as_ref().is_some_and(|f| f.others == 0 && event_ms.is_some());
-        let payload =
-            encode_payload(&Payload { key: record.key.clone(), value: record.value, headers: record.headers });
-        let targets: Vec<u32> = match record.partition {
-            Some(partition) => vec![partition],
-            None if is_heartbeat => (0..self.partition_count()).collect(),
-            None => vec![self.partition_for(record.key.as_deref())],
+        drop(fields);
+        let (first, last) = match record.partition {
+            Some(partition) => (partition, partition),
+            None if is_heartbeat => (0, self.partition_count() - 1),
+            None => {
+                let partition = self.partition_for(record.key.as_deref());
+                (partition, partition)
+            }
         };
-        for partition in targets {
+        let payload = encode_payload(&Payload { key: record.key, value: record.value, headers: record.headers });
+        for partition in first..last {
             self.append(partition, timestamp_ms, payload.clone(), sent);
         }
+        self.append(last, timestamp_ms, payload, sent);
     }
 
     /// Sends every open batch, the oldest first, as a producer does.
@@ -311,15 +319,24 @@ impl Producer {
 /// What the producer reads of a JSON value: the time field, the key field (a string) and how many other
 /// members it has, without building the whole value. A repeated time or key field: the last one counts.
 #[derive(Debug, Default, PartialEq)]
-struct TopFields {
-    time: Option<serde_json::Value>,
-    key: Option<String>,
+struct TopFields<'a> {
+    time: Option<Scalar<'a>>,
+    key: Option<Cow<'a, str>>,
     others: usize,
 }
 
-impl TopFields {
+/// A member's value as far as the producer reads it: text (borrowed unless it has escapes), a number, or
+/// anything else (skipped).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'a> {
+    Text(Cow<'a, str>),
+    Number(serde_json::Number),
+    Other,
+}
+
+impl<'a> TopFields<'a> {
     /// `None` unless `value` is one JSON object.
-    fn read(value: &[u8], time_field: Option<&str>, key_field: Option<&str>) -> Option<TopFields> {
+    fn read(value: &'a [u8], time_field: Option<&str>, key_field: Option<&str>) -> Option<TopFields<'a>> {
         use serde::de::DeserializeSeed;
         let mut reader = serde_json::Deserializer::from_slice(value);
         let fields = FieldsSeed { time_field, key_field }.deserialize(&mut reader).ok()?;
@@ -334,7 +351,7 @@ struct FieldsSeed<'a> {
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
-    type Value = TopFields;
+    type Value = TopFields<'de>;
 
     /// Anything but an object is an error (of serde's own), which `TopFields::read` turns into `None`.
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -343,7 +360,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
 }
 
 impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
-    type Value = TopFields;
+    type Value = TopFields<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON object")
@@ -356,8 +373,10 @@ impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
             match name {
                 Name::Time => fields.time = Some(map.next_value()?),
                 Name::Key => {
-                    let value: serde_json::Value = map.next_value()?;
-                    fields.key = value.as_str().map(str::to_string);
+                    fields.key = match map.next_value()? {
+                        Scalar::Text(text) => Some(text),
+                        _ => None,
+                    };
                     fields.others += 1;
                 }
                 Name::Other => {
@@ -370,8 +389,62 @@ impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Text(Cow::Owned(text.to_string())))
+    }
+
+    fn visit_i64<E>(self, number: i64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(number.into()))
+    }
+
+    fn visit_u64<E>(self, number: u64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(number.into()))
+    }
+
+    fn visit_f64<E>(self, number: f64) -> Result<Scalar<'de>, E> {
+        Ok(serde_json::Number::from_f64(number).map_or(Scalar::Other, Scalar::Number))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+}
+
 /// The value of one top-level member of a JSON object, reading nothing else whole.
-pub fn top_field(value: &[u8], name: &str) -> Option<serde_json::Value> {
+pub fn top_field<'a>(value: &'a [u8], name: &str) -> Option<Scalar<'a>> {
     TopFields::read(value, Some(name), None)?.time
 }
 
@@ -445,19 +518,33 @@ pub fn murmur2(data: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    /// Partitions the Java client computes for these keys with 3 partitions (Utils.toPositive(murmur2) % 3).
     #[test]
     fn top_fields_read_what_a_full_parse_reads() {
-        let read = |value: &str| TopFields::read(value.as_bytes(), Some("t"), Some("k"));
+        fn read(value: &str) -> Option<TopFields<'_>> {
+            TopFields::read(value.as_bytes(), Some("t"), Some("k"))
+        }
         let fields = read(r#"{"t":"2020-01-01 00:00:00","k":"u1","x":[1,{"t":2}],"y":null}"#).unwrap();
-        assert_eq!(fields.time, Some(serde_json::json!("2020-01-01 00:00:00")));
+        assert_eq!(fields.time, Some(Scalar::Text("2020-01-01 00:00:00".into())));
         assert_eq!((fields.key.as_deref(), fields.others), (Some("u1"), 3));
         // A repeated time field is no other member; the last value counts.
         let repeated = read(r#"{"t":1,"t":2}"#).unwrap();
-        assert_eq!((repeated.time, repeated.others), (Some(serde_json::json!(2)), 0));
+        assert_eq!((repeated.time, repeated.others), (Some(Scalar::Number(2.into())), 0));
         assert_eq!(read(r#"{"k":7}"#).unwrap().key, None, "a key that is not a string is no key");
+        assert_eq!(read(r#"{"k":"u\"1\u00e9"}"#).unwrap().key.as_deref(), Some("u\"1é"), "escapes are decoded");
         for not_one_object in [r#"[1,2]"#, r#""t""#, "12", "null", r#"{"t":1} {}"#, r#"{"t":"#] {
             assert_eq!(read(not_one_object), None, "{not_one_object}");
+        }
+        // The time field's value as a full parse reads it, whatever its type.
+        for time in [r#""a\tb""#, "-3", "18446744073709551615", "1.5e3", "0.1", "true", "null", "[1,[2]]", r#"{"t":1}"#]
+        {
+            let value = format!(r#"{{"t":{time},"k":"u"}}"#);
+            let full: serde_json::Value = serde_json::from_str(time).unwrap();
+            let expected = match full {
+                serde_json::Value::String(text) => Scalar::Text(text.into()),
+                serde_json::Value::Number(number) => Scalar::Number(number),
+                _ => Scalar::Other,
+            };
+            assert_eq!(read(&value).unwrap().time, Some(expected), "{value}");
         }
     }
 

@@ -103,6 +103,14 @@ impl Future for NextBatch {
 /// Sizes of `read_batch_header`'s out-parameters: base offset, record count, leader epoch, attributes,
 /// last offset delta, base and max timestamp, producer id, producer epoch, base sequence.
 const HEADER_FIELD_BYTES: [i32; 10] = [8, 4, 4, 2, 4, 8, 8, 8, 2, 4];
+const HEADER_BYTES: usize = {
+    let (mut bytes, mut field) = (0, 0);
+    while field < HEADER_FIELD_BYTES.len() {
+        bytes += HEADER_FIELD_BYTES[field] as usize;
+        field += 1;
+    }
+    bytes
+};
 
 /// Links the ABI; `parts` gives the ABI's state and the WASI state whose clock and logs it drives (the
 /// broker's transform module sets the WASI wall clock to each record's timestamp).
@@ -118,7 +126,7 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
         Box::new(async move {
             let (a, b, c, d, e, f, g, h, i, j) = fields;
             let fields = [a, b, c, d, e, f, g, h, i, j];
-            let ranges: Vec<(i32, i32)> = fields.iter().copied().zip(HEADER_FIELD_BYTES).collect();
+            let ranges: [(i32, i32); 10] = std::array::from_fn(|field| (fields[field], HEADER_FIELD_BYTES[field]));
             guest_memory::check(&mut caller, &ranges)?;
             if parts(caller.data_mut()).0.started {
                 note_record_fuel(&mut caller, parts)?;
@@ -142,9 +150,13 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
             let (abi, wasi) = parts(caller.data_mut());
             wasi.set_wall_clock_ms(batch.records[0].timestamp_ms);
             abi.current = Some((batch, 0));
-            for (ptr, value) in fields.iter().zip(header.iter()) {
-                guest_memory::write(&mut caller, *ptr, value)?;
-            }
+            let mut values = header.as_slice();
+            let writes: [(i32, &[u8]); 10] = std::array::from_fn(|field| {
+                let (value, rest) = values.split_at(HEADER_FIELD_BYTES[field] as usize);
+                values = rest;
+                (fields[field], value)
+            });
+            guest_memory::write_all(&mut caller, &writes)?;
             let largest = parts(caller.data_mut())
                 .0
                 .current
@@ -174,10 +186,15 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
             if (len as u32 as usize) < record.payload.len() {
                 return Ok(INVALID_BUFFER); // not consumed: a retry with a larger buffer would succeed
             }
-            guest_memory::write(&mut caller, attributes, &[0])?;
-            guest_memory::write(&mut caller, timestamp, &record.timestamp_ms.to_le_bytes())?;
-            guest_memory::write(&mut caller, offset, &record.offset.to_le_bytes())?;
-            guest_memory::write(&mut caller, buf, &record.payload)?;
+            guest_memory::write_all(
+                &mut caller,
+                &[
+                    (attributes, &[0]),
+                    (timestamp, &record.timestamp_ms.to_le_bytes()),
+                    (offset, &record.offset.to_le_bytes()),
+                    (buf, &record.payload),
+                ],
+            )?;
             let (abi, wasi) = parts(caller.data_mut());
             abi.current = Some((batch.clone(), next + 1));
             wasi.set_wall_clock_ms(record.timestamp_ms);
@@ -199,25 +216,32 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
     Ok(())
 }
 
-/// The header fields of a batch, little-endian, in `read_batch_header`'s parameter order. The broker
-/// copies the stored batch's leader epoch, attributes and producer fields; the harness's batches are a
-/// plain producer's (no idempotence, CreateTime, epoch 1).
-fn batch_header(batch: &InputBatch) -> [Vec<u8>; 10] {
+/// The header fields of a batch, little-endian, one after another in `read_batch_header`'s parameter order
+/// (sized by [`HEADER_FIELD_BYTES`]). The broker copies the stored batch's leader epoch, attributes and
+/// producer fields; the harness's batches are a plain producer's (no idempotence, CreateTime, epoch 1).
+fn batch_header(batch: &InputBatch) -> [u8; HEADER_BYTES] {
     let first = &batch.records[0];
     let last = batch.records.last().expect("batches are not empty");
     let max_timestamp = batch.records.iter().map(|r| r.timestamp_ms).max().unwrap_or(first.timestamp_ms);
-    [
-        first.offset.to_le_bytes().to_vec(),
-        (batch.records.len() as i32).to_le_bytes().to_vec(),
-        1i32.to_le_bytes().to_vec(),
-        0i16.to_le_bytes().to_vec(),
-        ((last.offset - first.offset) as i32).to_le_bytes().to_vec(),
-        first.timestamp_ms.to_le_bytes().to_vec(),
-        max_timestamp.to_le_bytes().to_vec(),
-        (-1i64).to_le_bytes().to_vec(),
-        (-1i16).to_le_bytes().to_vec(),
-        (-1i32).to_le_bytes().to_vec(),
-    ]
+    let fields: [&[u8]; 10] = [
+        &first.offset.to_le_bytes(),
+        &(batch.records.len() as i32).to_le_bytes(),
+        &1i32.to_le_bytes(),
+        &0i16.to_le_bytes(),
+        &((last.offset - first.offset) as i32).to_le_bytes(),
+        &first.timestamp_ms.to_le_bytes(),
+        &max_timestamp.to_le_bytes(),
+        &(-1i64).to_le_bytes(),
+        &(-1i16).to_le_bytes(),
+        &(-1i32).to_le_bytes(),
+    ];
+    let mut header = [0; HEADER_BYTES];
+    let mut at = 0;
+    for field in fields {
+        header[at..at + field.len()].copy_from_slice(field);
+        at += field.len();
+    }
+    header
 }
 
 /// One write as the broker handles it: every pointer range is checked before anything else (a bad one
