@@ -53,6 +53,8 @@ pub struct WindowSpec {
     size_ms: i64,
     slide_ms: i64,
     delay_ms: i64,
+    /// `size_ms / slide_ms`, divided once: every row asks for its window's first pane.
+    panes_per_window: i64,
 }
 
 impl WindowSpec {
@@ -73,7 +75,7 @@ impl WindowSpec {
 
     fn of_kind(kind: WindowKind, size_ms: i64, slide_ms: i64, delay_ms: i64) -> Option<WindowSpec> {
         let valid = slide_ms > 0 && size_ms > 0 && size_ms % slide_ms == 0 && delay_ms >= 0;
-        valid.then_some(WindowSpec { kind, size_ms, slide_ms, delay_ms })
+        valid.then(|| WindowSpec { kind, size_ms, slide_ms, delay_ms, panes_per_window: size_ms / slide_ms })
     }
 
     pub fn kind(&self) -> WindowKind {
@@ -95,7 +97,7 @@ impl WindowSpec {
     }
 
     fn panes_per_window(&self) -> i64 {
-        self.size_ms / self.slide_ms
+        self.panes_per_window
     }
 
     fn pane_of(&self, event_ms: i64) -> i64 {

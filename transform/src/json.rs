@@ -103,16 +103,21 @@ impl MemberReader {
             cursor.pos += 1;
             return cursor.expect_end();
         }
+        // A name longer than every wanted name cannot match; one with escapes is decoded cut short.
+        let longest_name = self.names.iter().map(String::len).max().unwrap_or(0);
         loop {
-            self.key.clear();
-            // A name longer than every wanted name cannot match; it is cut short and compared as such.
-            let longest_name = self.names.iter().map(String::len).max().unwrap_or(0);
-            cursor.read_string(Some((&mut self.key, longest_name + 1)))?;
+            let wanted = match cursor.plain_string() {
+                Some(name) => self.names.iter().position(|known| known == name),
+                None => {
+                    self.key.clear();
+                    cursor.read_string(Some((&mut self.key, longest_name + 1)))?;
+                    self.names.iter().position(|known| *known == self.key)
+                }
+            };
             cursor.skip_whitespace();
             cursor.expect(b':')?;
             cursor.skip_whitespace();
             self.member_count += 1;
-            let wanted = self.names.iter().position(|name| *name == self.key);
             if let Some(index) = wanted {
                 self.hits[index] += 1;
             }
@@ -181,7 +186,23 @@ struct Cursor<'a> {
     pos: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
+    /// The string at the cursor, read past, if it holds no escape: its text as it is in the input.
+    fn plain_string(&mut self) -> Option<&'a str> {
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let start = self.pos + 1;
+        let end = start + plain_prefix_len(&self.bytes[start..]);
+        if self.bytes.get(end) != Some(&b'"') {
+            return None;
+        }
+        // Both ends are at ASCII bytes, so the slice is whole characters.
+        let text = self.text.get(start..end)?;
+        self.pos = end + 1;
+        Some(text)
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
@@ -355,9 +376,7 @@ impl Cursor<'_> {
         let mut whole = true;
         loop {
             let run_start = self.pos;
-            let rest = &self.bytes[run_start..];
-            self.pos +=
-                rest.iter().position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20).unwrap_or(rest.len());
+            self.pos += plain_prefix_len(&self.bytes[run_start..]);
             if let Some((text, _)) = out.as_mut().filter(|_| whole) {
                 // The input is a `str` and the run stops only at ASCII bytes, so the slice is whole characters.
                 let run = self.text.get(run_start..self.pos).ok_or_else(|| self.syntax_error())?;
@@ -449,9 +468,29 @@ fn escaped(byte: u8) -> bool {
     byte == b'"' || byte == b'\\' || byte < 0x20
 }
 
+/// How many bytes `bytes` starts with that a JSON string holds as they are (none [`escaped`]). Eight bytes
+/// are tested at a time: a byte equal to `b` is a zero byte of `word ^ (ONES * b)`, and the lowest byte the
+/// zero-byte and less-than tests flag is exact (a false flag can only follow a true one).
+fn plain_prefix_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    let below = |word: u64, limit: u8| word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let flagged =
+            below(word ^ (ONES * u64::from(b'"')), 1) | below(word ^ (ONES * u64::from(b'\\')), 1) | below(word, 0x20);
+        if flagged != 0 {
+            return at + (flagged.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + bytes[at..].iter().position(|&byte| escaped(byte)).unwrap_or(bytes.len() - at)
+}
+
 /// Whether [`write_string`] escapes any character of `text`.
 pub(crate) fn needs_escape(text: &str) -> bool {
-    text.bytes().any(escaped)
+    plain_prefix_len(text.as_bytes()) < text.len()
 }
 
 /// Writes `text` as a JSON string: quoted, with quotes, backslashes and control characters escaped.
@@ -460,9 +499,11 @@ pub(crate) fn write_string(out: &mut String, text: &str) {
     out.push('"');
     let mut rest = text;
     // Runs of characters that need no escape are copied whole.
-    while let Some(at) = rest.bytes().position(escaped) {
+    loop {
+        let at = plain_prefix_len(rest.as_bytes());
         out.push_str(&rest[..at]);
-        match rest.as_bytes()[at] {
+        let Some(&byte) = rest.as_bytes().get(at) else { break };
+        match byte {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
             b'\n' => out.push_str("\\n"),
@@ -474,13 +515,33 @@ pub(crate) fn write_string(out: &mut String, text: &str) {
         }
         rest = &rest[at + 1..];
     }
-    out.push_str(rest);
     out.push('"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every byte value at every position of the first two words and the tail, and runs that end in none.
+    #[test]
+    fn plain_prefixes_end_at_the_first_byte_a_json_string_escapes() {
+        let naive = |bytes: &[u8]| bytes.iter().position(|&byte| escaped(byte)).unwrap_or(bytes.len());
+        for len in 0..20 {
+            for at in 0..len {
+                for byte in 0..=u8::MAX {
+                    // Bytes that sit next to the special ones in value, around the tested byte.
+                    let mut bytes: Vec<u8> =
+                        (0..len).map(|i| [b'!', b'#', b'[', b']', 0x20, 0x7f, 0x80, 0xff][i % 8]).collect();
+                    bytes[at] = byte;
+                    assert_eq!(plain_prefix_len(&bytes), naive(&bytes), "{bytes:?}");
+                    if let Some(after) = bytes.get_mut(at + 1) {
+                        *after = b'"';
+                    }
+                    assert_eq!(plain_prefix_len(&bytes), naive(&bytes), "{bytes:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn escapes_control_characters_and_quotes_in_output() {

@@ -21,12 +21,13 @@ pub(crate) struct RowFormatter {
     incomplete_in_value: bool,
     /// Cumulating windows share their start: their keys name the end too.
     key_has_end: bool,
-    /// The window (start, end) the heads below were written for, and the start of its keys and values.
+    /// The window (start, end) the buffers' heads were written for: its keys and values start with them.
     window: Option<(i64, i64)>,
-    key_head: String,
-    value_head: String,
     key: String,
     value: String,
+    /// The lengths of the heads, where each row's own text starts.
+    key_head: usize,
+    value_head: usize,
 }
 
 impl RowFormatter {
@@ -44,10 +45,10 @@ impl RowFormatter {
             incomplete_in_value: config.incomplete == IncompletePolicy::MarkValue,
             key_has_end: config.window.kind() == WindowKind::Cumulate,
             window: None,
-            key_head: String::new(),
-            value_head: String::new(),
             key: String::new(),
             value: String::new(),
+            key_head: 0,
+            value_head: 0,
         }
     }
 
@@ -57,26 +58,26 @@ impl RowFormatter {
         if self.window != Some((row.window_start_ms, row.window_end_ms)) {
             // Rows come window by window: the window's bounds are written once.
             self.window = Some((row.window_start_ms, row.window_end_ms));
-            self.key_head.clear();
-            self.key_head.push_str("[\"");
-            format_timestamp_ms(row.window_start_ms, &mut self.key_head);
+            self.key.clear();
+            self.key.push_str("[\"");
+            format_timestamp_ms(row.window_start_ms, &mut self.key);
             if self.key_has_end {
-                self.key_head.push_str("\",\"");
-                format_timestamp_ms(row.window_end_ms, &mut self.key_head);
+                self.key.push_str("\",\"");
+                format_timestamp_ms(row.window_end_ms, &mut self.key);
             }
-            self.key_head.push('"');
-            self.value_head.clear();
-            self.value_head.push_str("{\"window_start\":\"");
-            format_timestamp_ms(row.window_start_ms, &mut self.value_head);
-            self.value_head.push_str("\",\"window_end\":\"");
-            format_timestamp_ms(row.window_end_ms, &mut self.value_head);
-            self.value_head.push('"');
+            self.key.push('"');
+            self.key_head = self.key.len();
+            self.value.clear();
+            self.value.push_str("{\"window_start\":\"");
+            format_timestamp_ms(row.window_start_ms, &mut self.value);
+            self.value.push_str("\",\"window_end\":\"");
+            format_timestamp_ms(row.window_end_ms, &mut self.value);
+            self.value.push('"');
+            self.value_head = self.value.len();
         }
         let RowFormatter { key, value, .. } = self;
-        key.clear();
-        value.clear();
-        key.push_str(&self.key_head);
-        value.push_str(&self.value_head);
+        key.truncate(self.key_head);
+        value.truncate(self.value_head);
         for (prefix, field) in self.group_prefixes.iter().zip(row.group) {
             key.push(',');
             value.push_str(prefix);
