@@ -132,7 +132,13 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
                 note_record_fuel(&mut caller, parts)?;
             }
             let (abi, wasi) = parts(caller.data_mut());
-            let mut finished = std::mem::take(&mut abi.output);
+            // The next batch's buffers start at this one's sizes, so they rarely grow record by record.
+            let sized_like = BatchOutput {
+                bytes: Vec::with_capacity(abi.output.bytes.len()),
+                written: Vec::with_capacity(abi.output.written.len()),
+                ..BatchOutput::default()
+            };
+            let mut finished = std::mem::replace(&mut abi.output, sized_like);
             finished.fuel = abi.batch_fuel;
             (finished.logs, finished.dropped_logs) = wasi.take_logs();
             abi.current = None;
