@@ -110,8 +110,8 @@ impl MemberReader {
                 Some(name) => self.names.iter().position(|known| known == name),
                 None => {
                     self.key.clear();
-                    cursor.read_string(Some((&mut self.key, longest_name + 1)))?;
-                    self.names.iter().position(|known| *known == self.key)
+                    let whole = cursor.read_string(Some((&mut self.key, longest_name + 1)))?;
+                    self.names.iter().position(|known| whole && *known == self.key)
                 }
             };
             cursor.skip_whitespace();
@@ -564,6 +564,17 @@ mod tests {
         assert_eq!(reader.member(0), Member::Text("2020-11-16 22:59:59"));
         assert_eq!(reader.member(1), Member::Text("ué\n"));
         assert_eq!(reader.member_count(), 4);
+    }
+
+    /// Regression (a name with escapes, decoded only as far as the longest wanted name and one more byte,
+    /// was compared cut short: `user_i\u0064_and_more` read as `user_id`).
+    #[test]
+    fn names_match_whole_whether_written_plain_or_escaped() {
+        let mut reader = reader();
+        reader.read(r#"{"user_i\u0064": "escaped", "timestamp_and_more": "t", "user_i\u0064_and_more": "x"}"#).unwrap();
+        assert_eq!((reader.member(0), reader.member(1)), (Member::Missing, Member::Text("escaped")));
+        reader.read(r#"{"user_i\u0064_and_more": "x", "user_idx": "y", "user_i": "z"}"#).unwrap();
+        assert_eq!(reader.member(1), Member::Missing);
     }
 
     #[test]
