@@ -432,13 +432,15 @@ impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
         Ok(Scalar::Other)
     }
 
+    /// A container is read whole, as a full parse reads it (serde's skipping checks less: numbers out of
+    /// range, for one), so a time or key field holding a malformed one leaves the value unread as before.
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        while seq.next_element::<serde_json::Value>()?.is_some() {}
         Ok(Scalar::Other)
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
-        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        while map.next_entry::<String, serde_json::Value>()?.is_some() {}
         Ok(Scalar::Other)
     }
 }
@@ -531,7 +533,11 @@ mod tests {
         assert_eq!((repeated.time, repeated.others), (Some(Scalar::Number(2.into())), 0));
         assert_eq!(read(r#"{"k":7}"#).unwrap().key, None, "a key that is not a string is no key");
         assert_eq!(read(r#"{"k":"u\"1\u00e9"}"#).unwrap().key.as_deref(), Some("u\"1é"), "escapes are decoded");
-        for not_one_object in [r#"[1,2]"#, r#""t""#, "12", "null", r#"{"t":1} {}"#, r#"{"t":"#] {
+        let malformed_inside_the_time = [r#"{"k":"u1","t":[1e400]}"#, r#"{"k":"u1","t":{"a":1e400}}"#];
+        for not_one_object in [r#"[1,2]"#, r#""t""#, "12", "null", r#"{"t":1} {}"#, r#"{"t":"#]
+            .into_iter()
+            .chain(malformed_inside_the_time)
+        {
             assert_eq!(read(not_one_object), None, "{not_one_object}");
         }
         // The time field's value as a full parse reads it, whatever its type.

@@ -247,6 +247,7 @@ fn batch_header(batch: &InputBatch) -> [u8; HEADER_BYTES] {
         header[at..at + field.len()].copy_from_slice(field);
         at += field.len();
     }
+    debug_assert_eq!(at, HEADER_BYTES, "the fields are HEADER_FIELD_BYTES long");
     header
 }
 
