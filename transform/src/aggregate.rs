@@ -319,7 +319,9 @@ impl Accumulator {
                 let sum = match i64::try_from(exact) {
                     Ok(int) if !any_float && function == Function::Sum => return Some(Number::Int(int)),
                     _ if !any_int => floats,
-                    _ => exact as f64 + floats,
+                    // The same rounding to nearest either way; from 64 bits the hardware converts.
+                    Ok(int) => int as f64 + floats,
+                    Err(_) => exact as f64 + floats,
                 };
                 let result = if function == Function::Avg { sum / values as f64 } else { sum };
                 result.is_finite().then_some(Number::Float(result))

@@ -461,7 +461,8 @@ pub(crate) fn write_int(out: &mut String, int: i64) {
     if int < 0 {
         out.push('-');
     }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+    // Pushed as characters: a digit is one byte, and no UTF-8 check is needed as `from_utf8` would make.
+    out.extend(digits[at..].iter().map(|&digit| char::from(digit)));
 }
 
 fn escaped(byte: u8) -> bool {
@@ -540,6 +541,22 @@ mod tests {
                     assert_eq!(plain_prefix_len(&bytes), naive(&bytes), "{bytes:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_rust_writes_them() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let samples = (0..1_000).map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed as i64) >> (seed % 64)
+        });
+        for int in [0, 1, -1, 9, 10, -10, 99, 100, i64::MIN, i64::MAX, i64::MIN + 1].into_iter().chain(samples) {
+            let mut out = String::from("x");
+            write_int(&mut out, int);
+            assert_eq!(out, format!("x{int}"));
         }
     }
 
