@@ -58,6 +58,16 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ),
         ("timestamp_object", br#"{"timestamp":{"$date":"x"}}"#.to_vec(), "wrong_type"),
         (
+            "escaped_name",
+            br#"{"timestamp":"2020-11-16 19:00:03","event":"e","user_i\u0064":"u","url":"/"}"#.to_vec(),
+            "counted",
+        ),
+        (
+            "escaped_name_cut_short",
+            br#"{"timestamp":"2020-11-16 19:00:03","event":"e","user_i\u0064_and_more":"u","url":"/"}"#.to_vec(),
+            "missing_field",
+        ),
+        (
             "group_field_bool",
             br#"{"timestamp":"2020-11-16 19:00:03","event":true,"user_id":"u","url":"/"}"#.to_vec(),
             "wrong_type",
