@@ -47,7 +47,10 @@ fn put_sized(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 
 /// Encodes as Kafka stores it, from `keyLength` on.
 pub fn encode_payload(payload: &Payload) -> Vec<u8> {
-    let mut out = Vec::new();
+    // Sized once: a length below 16 GiB takes at most 5 varint bytes (a longer one only makes it grow).
+    let len = |bytes: Option<&[u8]>| bytes.map_or(0, <[u8]>::len) + 5;
+    let headers: usize = payload.headers.iter().map(|h| len(Some(&h.key)) + len(h.value.as_deref())).sum();
+    let mut out = Vec::with_capacity(len(payload.key.as_deref()) + len(payload.value.as_deref()) + 5 + headers);
     put_sized(&mut out, payload.key.as_deref());
     put_sized(&mut out, payload.value.as_deref());
     put_varint(&mut out, payload.headers.len() as i64);
