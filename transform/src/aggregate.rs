@@ -172,8 +172,8 @@ impl fmt::Display for Number {
     /// fraction or exponent (`99.0`, `0.1`, `1e16`), so a float never reads back as an integer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Number::Int(int) => write!(f, "{int}"),
-            Number::Float(float) => write!(f, "{float:?}"),
+            Number::Int(int) => fmt::Display::fmt(int, f),
+            Number::Float(float) => fmt::Debug::fmt(float, f),
         }
     }
 }
