@@ -8,6 +8,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use crate::engine::{GroupText, GroupValue};
 use crate::time::is_integer_token;
 
 /// An aggregate function of `AGGREGATES`.
@@ -106,19 +107,17 @@ impl Input<'_> {
     /// Writes the value with a type tag (text `s`, or `e` when JSON escapes some of it; `i` integer, `f`
     /// float): values of different types never meet (`"1"` and `1` are two values), and neither do an integer
     /// and the equal float (`1`, `1.0`), as JSON writes them apart. Text and integers are written as group
-    /// values are ([`crate::engine::GroupText`]), so a value that is both is stored once.
+    /// values are ([`GroupText`]), so a value that is both is stored once.
     pub fn write_tagged(self, out: &mut String) {
-        use std::fmt::Write;
-        out.clear();
-        let _ = match self {
-            Input::Text(text) => {
-                out.push(if crate::json::needs_escape(text) { 'e' } else { 's' });
-                out.push_str(text);
-                Ok(())
+        match self {
+            Input::Text(text) => GroupText::write(&GroupValue::Text(text), out),
+            Input::Number(Number::Int(int)) => GroupText::write(&GroupValue::Int(int), out),
+            Input::Number(float) => {
+                use std::fmt::Write;
+                out.clear();
+                let _ = write!(out, "f{float}");
             }
-            Input::Number(Number::Int(int)) => write!(out, "i{int}"),
-            Input::Number(float) => write!(out, "f{float}"),
-        };
+        }
     }
 }
 

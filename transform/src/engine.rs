@@ -143,7 +143,7 @@ pub struct GroupText<'a>(&'a str);
 
 impl<'a> GroupText<'a> {
     /// Writes `value` tagged into `out`.
-    fn write(value: &GroupValue<'_>, out: &mut String) {
+    pub(crate) fn write(value: &GroupValue<'_>, out: &mut String) {
         out.clear();
         match value {
             GroupValue::Int(int) => {

@@ -89,7 +89,7 @@ impl MemberReader {
         self.hits.iter_mut().for_each(|hits| *hits = 0);
         self.decoded.clear();
         self.member_count = 0;
-        let mut cursor = Cursor { text: input, bytes: input.as_bytes(), pos: 0 };
+        let mut cursor = Cursor { text: input, pos: 0 };
         cursor.skip_whitespace();
         if cursor.peek() != Some(b'{') {
             // Tell "valid JSON but not an object" apart from "not JSON".
@@ -182,19 +182,22 @@ impl MemberReader {
 
 struct Cursor<'a> {
     text: &'a str,
-    bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
     /// The string at the cursor, read past, if it holds no escape: its text as it is in the input.
     fn plain_string(&mut self) -> Option<&'a str> {
         if self.peek() != Some(b'"') {
             return None;
         }
         let start = self.pos + 1;
-        let end = start + plain_prefix_len(&self.bytes[start..]);
-        if self.bytes.get(end) != Some(&b'"') {
+        let end = start + plain_prefix_len(&self.bytes()[start..]);
+        if self.bytes().get(end) != Some(&b'"') {
             return None;
         }
         // Both ends are at ASCII bytes, so the slice is whole characters.
@@ -204,7 +207,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
+        self.bytes().get(self.pos).copied()
     }
 
     fn next(&mut self) -> Option<u8> {
@@ -233,7 +236,7 @@ impl<'a> Cursor<'a> {
 
     fn expect_end(&mut self) -> Result<(), JsonError> {
         self.skip_whitespace();
-        if self.pos == self.bytes.len() {
+        if self.pos == self.bytes().len() {
             Ok(())
         } else {
             Err(self.syntax_error())
@@ -321,7 +324,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn literal(&mut self, word: &[u8], kind: JsonKind) -> Result<JsonKind, JsonError> {
-        if self.bytes[self.pos..].starts_with(word) {
+        if self.bytes()[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(kind)
         } else {
@@ -376,7 +379,7 @@ impl<'a> Cursor<'a> {
         let mut whole = true;
         loop {
             let run_start = self.pos;
-            self.pos += plain_prefix_len(&self.bytes[run_start..]);
+            self.pos += plain_prefix_len(&self.bytes()[run_start..]);
             if let Some((text, _)) = out.as_mut().filter(|_| whole) {
                 // The input is a `str` and the run stops only at ASCII bytes, so the slice is whole characters.
                 let run = self.text.get(run_start..self.pos).ok_or_else(|| self.syntax_error())?;
@@ -435,7 +438,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn hex4(&mut self) -> Result<u32, JsonError> {
-        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or_else(|| self.syntax_error())?;
+        let digits = self.bytes().get(self.pos..self.pos + 4).ok_or_else(|| self.syntax_error())?;
         let text = std::str::from_utf8(digits).map_err(|_| self.syntax_error())?;
         if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(self.syntax_error());
