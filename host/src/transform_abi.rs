@@ -103,14 +103,6 @@ impl Future for NextBatch {
 /// Sizes of `read_batch_header`'s out-parameters: base offset, record count, leader epoch, attributes,
 /// last offset delta, base and max timestamp, producer id, producer epoch, base sequence.
 const HEADER_FIELD_BYTES: [i32; 10] = [8, 4, 4, 2, 4, 8, 8, 8, 2, 4];
-const HEADER_BYTES: usize = {
-    let (mut bytes, mut field) = (0, 0);
-    while field < HEADER_FIELD_BYTES.len() {
-        bytes += HEADER_FIELD_BYTES[field] as usize;
-        field += 1;
-    }
-    bytes
-};
 
 /// Links the ABI; `parts` gives the ABI's state and the WASI state whose clock and logs it drives (the
 /// broker's transform module sets the WASI wall clock to each record's timestamp).
@@ -156,12 +148,10 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
             let (abi, wasi) = parts(caller.data_mut());
             wasi.set_wall_clock_ms(batch.records[0].timestamp_ms);
             abi.current = Some((batch, 0));
-            let mut values = header.as_slice();
-            let writes: [(i32, &[u8]); 10] = std::array::from_fn(|field| {
-                let (value, rest) = values.split_at(HEADER_FIELD_BYTES[field] as usize);
-                values = rest;
-                (fields[field], value)
-            });
+            // Each field's little-endian bytes are the first of its value's, widened to 64 bits.
+            let header = header.map(i64::to_le_bytes);
+            let writes: [(i32, &[u8]); 10] =
+                std::array::from_fn(|field| (fields[field], &header[field][..HEADER_FIELD_BYTES[field] as usize]));
             guest_memory::write_all(&mut caller, &writes)?;
             let largest = parts(caller.data_mut())
                 .0
@@ -222,33 +212,25 @@ pub(crate) fn link<T: HasGuestMemory + Send + 'static>(
     Ok(())
 }
 
-/// The header fields of a batch, little-endian, one after another in `read_batch_header`'s parameter order
-/// (sized by [`HEADER_FIELD_BYTES`]). The broker copies the stored batch's leader epoch, attributes and
-/// producer fields; the harness's batches are a plain producer's (no idempotence, CreateTime, epoch 1).
-fn batch_header(batch: &InputBatch) -> [u8; HEADER_BYTES] {
+/// The header fields of a batch in `read_batch_header`'s parameter order, each widened to 64 bits from its
+/// type (sized by [`HEADER_FIELD_BYTES`]). The broker copies the stored batch's leader epoch, attributes
+/// and producer fields; the harness's batches are a plain producer's (no idempotence, CreateTime, epoch 1).
+fn batch_header(batch: &InputBatch) -> [i64; 10] {
     let first = &batch.records[0];
     let last = batch.records.last().expect("batches are not empty");
     let max_timestamp = batch.records.iter().map(|r| r.timestamp_ms).max().unwrap_or(first.timestamp_ms);
-    let fields: [&[u8]; 10] = [
-        &first.offset.to_le_bytes(),
-        &(batch.records.len() as i32).to_le_bytes(),
-        &1i32.to_le_bytes(),
-        &0i16.to_le_bytes(),
-        &((last.offset - first.offset) as i32).to_le_bytes(),
-        &first.timestamp_ms.to_le_bytes(),
-        &max_timestamp.to_le_bytes(),
-        &(-1i64).to_le_bytes(),
-        &(-1i16).to_le_bytes(),
-        &(-1i32).to_le_bytes(),
-    ];
-    let mut header = [0; HEADER_BYTES];
-    let mut at = 0;
-    for field in fields {
-        header[at..at + field.len()].copy_from_slice(field);
-        at += field.len();
-    }
-    debug_assert_eq!(at, HEADER_BYTES, "the fields are HEADER_FIELD_BYTES long");
-    header
+    [
+        first.offset,
+        i64::from(batch.records.len() as i32),
+        1,
+        0,
+        i64::from((last.offset - first.offset) as i32),
+        first.timestamp_ms,
+        max_timestamp,
+        -1,
+        -1,
+        -1,
+    ]
 }
 
 /// One write as the broker handles it: every pointer range is checked before anything else (a bad one
