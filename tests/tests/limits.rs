@@ -34,6 +34,7 @@ fn more_open_groups_than_fit_in_2_mib_are_refused_not_fatal() {
     let over = reasons(&collected).get("over_capacity").copied().unwrap_or(0);
     assert!(over > 30_000, "the budget refused {over} events");
     assert!(stats.broker.peak_memory_bytes <= 1 << 20, "peak {} bytes", stats.broker.peak_memory_bytes);
+    println!("the count at the default budget: peak linear memory {} bytes", stats.broker.peak_memory_bytes);
     // Refused events are dead-lettered unchanged, so nothing is lost silently.
     let refused =
         collected.dead_letters().find(|d| d.header("dead-letter-reason").as_deref() == Some("over_capacity")).unwrap();
@@ -362,6 +363,7 @@ fn the_largest_budget_the_sizing_rule_allows_in_2_mib_fills_without_a_trap() {
     assert!(reasons(&collected).get("over_capacity").copied().unwrap_or(0) > 10_000, "the budget filled up");
     let rule = (128 << 10) + 1536 * 1024 * 12 / 10;
     assert!(stats.broker.peak_memory_bytes <= rule, "peak {} bytes > {rule}", stats.broker.peak_memory_bytes);
+    println!("the count at 1536 KiB: peak linear memory {} bytes", stats.broker.peak_memory_bytes);
 }
 
 /// Regression (allocator_trap_named_no_record): a record too large for the VM's memory traps while the SDK

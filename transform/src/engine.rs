@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::NO_SET;
 use crate::aggregate::{Accumulator, Function, Input, Number};
+use crate::chunked::Chunked;
 use crate::distinct::{union_len, DistinctSets, ENTRY_BYTES, SET_BYTES};
 use crate::hll::{self, Hlls, Registers};
 use crate::intern::Interner;
@@ -217,13 +218,18 @@ pub enum Admission {
     OutOfRange,
 }
 
-/// Accounted bytes of state; constants model the module's wasm32 layout (see the README's limits).
-const STRING_BYTES: usize = 80;
+/// Accounted bytes of state; constants model the module's wasm32 layout (see the README's limits), where a
+/// vector that grows by doubling may hold twice its length.
+/// An interned value beyond its text: its box (the allocator's header and rounding: up to 15 bytes), its
+/// slot (16) and its share of the index (24: 4 a slot, at least a quarter full, and half that again while
+/// the index that is doubled is moved across).
+const STRING_BYTES: usize = 55;
 /// The longest integer group value as text (`-9223372036854775808`).
 const MAX_INT_TEXT_BYTES: usize = 20;
-/// A group's interned ids, its cell list ends and events, and its places in the group order (sorted, new,
-/// merge).
-const GROUP_BYTES: usize = 120;
+/// A group beyond its value ids: their box's header and rounding (12), its slot (16), its share of the
+/// index (24), its cell list's ends and events (12), and its places in the group order (sorted, merged for
+/// the next pass, new: 8 each, as vectors).
+const GROUP_BYTES: usize = 88;
 const GROUP_FIELD_BYTES: usize = 4;
 /// The most group fields a candidate's value ids can hold (GROUP_BY's limit).
 const MAX_GROUP_FIELDS: usize = 8;
@@ -235,8 +241,8 @@ const ROW_VALUE_BYTES: usize = 16;
 const PARTITION_BYTES: usize = 96;
 /// A pane's entry in the map of open panes.
 const PANE_BYTES: usize = 48;
-/// One cell slot: the cell and its place in the free list.
-const CELL_BYTES: usize = 28;
+/// One cell slot.
+const CELL_BYTES: usize = std::mem::size_of::<Cell>();
 /// One aggregate's state in one cell.
 const ACCUMULATOR_BYTES: usize = std::mem::size_of::<Accumulator>();
 
@@ -281,6 +287,12 @@ struct CellList {
 }
 
 const EMPTY_LIST: CellList = CellList { first: NIL, last: NIL, events: 0 };
+
+impl Default for CellList {
+    fn default() -> Self {
+        EMPTY_LIST
+    }
+}
 
 /// The window whose rows are being written (under `SESSION`, the end of the sessions), and how far
 /// through the groups.
@@ -332,7 +344,7 @@ pub struct Engine {
     /// A group is its field values as value ids; its users are its cells.
     groups: Interner<[u32]>,
     /// Each group's cells, by group id.
-    lists: Vec<CellList>,
+    lists: Chunked<CellList>,
     cells: CellStore,
     /// Cells hidden from some windows of their pane (`visible_from` after it; not under `SESSION`).
     hidden_cells: usize,
@@ -410,7 +422,7 @@ impl Engine {
             empty_accumulators: Vec::new(),
             values: Interner::default(),
             groups: Interner::default(),
-            lists: Vec::new(),
+            lists: Chunked::default(),
             cells: CellStore::default(),
             hidden_cells: 0,
             panes: BTreeMap::new(),
@@ -1159,7 +1171,7 @@ impl Engine {
     /// panes).
     fn link_cell(&mut self, group: u32, cell: u32) {
         if self.lists.len() <= group as usize {
-            self.lists.resize(group as usize + 1, EMPTY_LIST);
+            self.lists.grow_to(group as usize + 1);
         }
         let order = self.list_order(cell);
         let list = self.lists[group as usize];
@@ -1206,7 +1218,7 @@ impl Engine {
                 self.state_bytes -= PANE_BYTES;
             }
         }
-        self.cells.free.push(cell);
+        self.cells.release(cell);
     }
 
     fn cell_bytes(&self) -> usize {
@@ -1289,7 +1301,7 @@ impl Engine {
     /// Gives memory back once most cell slots are free: live cells move to the first chunks, lists follow.
     fn compact_when_sparse(&mut self) {
         let slots = self.cells.chunks.len() * CHUNK_CELLS;
-        let live = slots - self.cells.free.len();
+        let live = slots - self.cells.free_slots;
         if live > 0 && (self.cells.chunks.len() <= 2 || live >= slots / 4) {
             return;
         }
@@ -1316,27 +1328,34 @@ impl Engine {
         }
         self.state_bytes -= (self.cells.chunks.len() - compact.chunks.len()) * CHUNK_CELLS * self.cell_bytes();
         self.cells = compact;
-        self.lists.truncate(self.lists.iter().rposition(|list| list.first != NIL).map_or(0, |last| last + 1));
-        self.lists.shrink_to_fit();
+        let in_use = self.lists.iter().rposition(|list| list.first != NIL).map_or(0, |last| last + 1);
+        self.lists.truncate(in_use);
     }
 }
 
 /// Cells per chunk of the cell store.
 const CHUNK_CELLS: usize = 128;
 
-/// One cell slot's bytes: the cell, its place in the free list and its accumulators.
+/// One cell slot's bytes: the cell and its accumulators.
 fn cell_bytes(accumulators: usize) -> usize {
     CELL_BYTES + ACCUMULATOR_BYTES * accumulators
 }
 
 /// Cell slots and their accumulators in chunks of [`CHUNK_CELLS`], so growing never copies the cells (a
-/// vector that doubles would hold both copies at once), with a list of the free slots.
-#[derive(Default)]
+/// vector that doubles would hold both copies at once). Free slots form a list through their `next`.
 struct CellStore {
     chunks: Vec<Chunk>,
-    free: Vec<u32>,
+    /// The first free slot (`NIL` if none) and how many there are.
+    free: u32,
+    free_slots: usize,
     /// Accumulators per cell.
     blocks: usize,
+}
+
+impl Default for CellStore {
+    fn default() -> Self {
+        CellStore { chunks: Vec::new(), free: NIL, free_slots: 0, blocks: 0 }
+    }
 }
 
 struct Chunk {
@@ -1346,21 +1365,34 @@ struct Chunk {
 
 impl CellStore {
     fn is_full(&self) -> bool {
-        self.free.is_empty()
+        self.free == NIL
     }
 
+    /// A chunk of free slots, listed in order, which keeps a group's cells close.
     fn add_chunk(&mut self, empty: &[Accumulator]) {
-        let first = self.chunks.len() * CHUNK_CELLS;
-        let unused = Cell { pane: 0, visible_from: 0, next: NIL, count: 0 };
+        let first = (self.chunks.len() * CHUNK_CELLS) as u32;
+        let cells = (first..first + CHUNK_CELLS as u32)
+            .map(|slot| Cell { pane: 0, visible_from: 0, next: slot + 1, count: 0 })
+            .collect::<Box<[Cell]>>();
         let accumulators = (0..CHUNK_CELLS).flat_map(|_| empty.iter().cloned()).collect();
-        self.chunks.push(Chunk { cells: vec![unused; CHUNK_CELLS].into_boxed_slice(), accumulators });
-        self.free.reserve_exact(CHUNK_CELLS);
-        // Taken from the end: slots are used in order, which keeps a group's cells close.
-        self.free.extend((first..first + CHUNK_CELLS).rev().map(|slot| slot as u32));
+        self.chunks.push(Chunk { cells, accumulators });
+        self.get_mut(first + CHUNK_CELLS as u32 - 1).next = self.free;
+        self.free = first;
+        self.free_slots += CHUNK_CELLS;
     }
 
     fn take_free(&mut self) -> u32 {
-        self.free.pop().expect("a chunk is added when no slot is free")
+        assert!(!self.is_full(), "a chunk is added when no slot is free");
+        let slot = self.free;
+        self.free = self.get(slot).next;
+        self.free_slots -= 1;
+        slot
+    }
+
+    fn release(&mut self, cell: u32) {
+        self.get_mut(cell).next = self.free;
+        self.free = cell;
+        self.free_slots += 1;
     }
 
     fn get(&self, cell: u32) -> Cell {

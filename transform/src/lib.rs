@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod aggregator;
+pub mod chunked;
 pub mod config;
 pub mod dead_letter;
 pub mod distinct;
