@@ -4,8 +4,8 @@
 
 use std::ops::{Index, IndexMut};
 
-/// Elements per chunk.
-const CHUNK: usize = 256;
+/// Elements per chunk: small, as the last chunk's unused room is state too.
+pub const CHUNK: usize = 32;
 
 pub struct Chunked<T> {
     /// Arrays, not slices: an index within a chunk needs no check, and a chunk is one pointer.
@@ -29,13 +29,13 @@ impl<T: Default> Chunked<T> {
     }
 
     pub fn push(&mut self, value: T) {
-        if self.len == self.chunks.len() * CHUNK {
-            let chunk: Box<[T]> = (0..CHUNK).map(|_| T::default()).collect();
-            self.chunks.push(chunk.try_into().unwrap_or_else(|_| unreachable!("CHUNK elements")));
+        let (chunk, at) = (self.len / CHUNK, self.len % CHUNK);
+        if chunk == self.chunks.len() {
+            let new: Box<[T]> = (0..CHUNK).map(|_| T::default()).collect();
+            self.chunks.push(new.try_into().unwrap_or_else(|_| unreachable!("CHUNK elements")));
         }
-        let at = self.len;
+        self.chunks[chunk][at] = value;
         self.len += 1;
-        self[at] = value;
     }
 
     /// Grows to `len` elements, the new ones as their default.

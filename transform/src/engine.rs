@@ -20,10 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aggregate::NO_SET;
 use crate::aggregate::{Accumulator, Function, Input, Number};
-use crate::chunked::Chunked;
+use crate::chunked::{Chunked, CHUNK};
 use crate::distinct::{union_len, DistinctSets, ENTRY_BYTES, SET_BYTES};
 use crate::hll::{self, Hlls, Registers};
-use crate::intern::Interner;
+use crate::intern::{Boxed, IdRows, Interner};
 use crate::json;
 use crate::sketch::{Sketch, Sketches, BUCKET_BYTES, SKETCH_BYTES};
 use crate::time::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
@@ -219,20 +219,24 @@ pub enum Admission {
 }
 
 /// Accounted bytes of state; constants model the module's wasm32 layout (see the README's limits), where a
-/// vector that grows by doubling may hold twice its length.
-/// An interned value beyond its text: its box (the allocator's header and rounding: up to 15 bytes), its
-/// slot (16) and its share of the index (24: 4 a slot, at least a quarter full, and half that again while
-/// the index that is doubled is moved across).
-const STRING_BYTES: usize = 55;
+/// vector that grows by doubling may hold twice its length, and the allocator puts a 4-byte header before
+/// each allocation and rounds it up to 16 bytes. The indexes that find values and groups are accounted at
+/// their size ([`Interner::index_bytes`]).
+/// An interned value beyond its text: its box's header and rounding (up to 19), the pointer to it (8) and
+/// its slot (8).
+const STRING_BYTES: usize = 35;
 /// The longest integer group value as text (`-9223372036854775808`).
 const MAX_INT_TEXT_BYTES: usize = 20;
-/// A group beyond its value ids: their box's header and rounding (12), its slot (16), its share of the
-/// index (24), its cell list's ends and events (12), and its places in the group order (sorted, merged for
-/// the next pass, new: 8 each, as vectors).
-const GROUP_BYTES: usize = 88;
+/// A group beyond its value ids: its slot (8), its cell list's ends and events (12), and its places in the
+/// group order (sorted, and merged for the next pass: 4 each, as vectors sized once a pass; new: 8, as a
+/// heap in a vector).
+const GROUP_BYTES: usize = 36;
 const GROUP_FIELD_BYTES: usize = 4;
 /// The most group fields a candidate's value ids can hold (GROUP_BY's limit).
 const MAX_GROUP_FIELDS: usize = 8;
+/// The unused room of the last chunk of each vector kept in chunks, whatever the open groups: values' slots
+/// and pointers, groups' slots and value ids, and cell lists.
+const PARTIAL_CHUNKS_BYTES: usize = CHUNK * (8 + 8 + 8 + GROUP_FIELD_BYTES * MAX_GROUP_FIELDS + 12);
 /// A Top-N candidate in the module: its rank, count and visit order, two vectors and their allocations.
 const CANDIDATE_BYTES: usize = 64;
 /// One aggregate's value in a candidate's row.
@@ -333,6 +337,8 @@ pub struct Engine {
     spec: WindowSpec,
     budget_bytes: usize,
     state_bytes: usize,
+    /// The part of `state_bytes` that is the interners' indexes.
+    index_bytes: usize,
     restart_margin_ms: i64,
     work_per_emit: usize,
     /// The aggregates, in output order.
@@ -340,9 +346,9 @@ pub struct Engine {
     /// The empty state of each aggregate that keeps one: one block per cell.
     empty_accumulators: Vec<Accumulator>,
     /// Group values as [`GroupText`], shared by every group that holds them.
-    values: Interner<str>,
+    values: Interner<Boxed<str>>,
     /// A group is its field values as value ids; its users are its cells.
-    groups: Interner<[u32]>,
+    groups: Interner<IdRows>,
     /// Each group's cells, by group id.
     lists: Chunked<CellList>,
     cells: CellStore,
@@ -363,6 +369,8 @@ pub struct Engine {
     pass: Option<Pass>,
     // Buffers reused across calls.
     group_ids: Vec<u32>,
+    /// The values an event would intern, counted while its state is sized.
+    new_values: usize,
     tagged: String,
     row_group: Vec<GroupText<'static>>,
     row_accumulators: Vec<Accumulator>,
@@ -415,7 +423,8 @@ impl Engine {
         Engine {
             spec,
             budget_bytes,
-            state_bytes: 0,
+            state_bytes: PARTIAL_CHUNKS_BYTES,
+            index_bytes: 0,
             restart_margin_ms: 0,
             work_per_emit: WORK_PER_EMIT,
             functions: vec![Function::Count],
@@ -435,6 +444,7 @@ impl Engine {
             written_through: None,
             pass: None,
             group_ids: Vec::new(),
+            new_values: 0,
             tagged: String::new(),
             row_group: Vec::new(),
             row_accumulators: Vec::new(),
@@ -666,7 +676,16 @@ impl Engine {
     fn give_memory_back(&mut self) {
         self.values.shrink_when_sparse();
         self.groups.shrink_when_sparse();
+        self.account_indexes();
         self.compact_when_sparse();
+    }
+
+    /// Brings the indexes' bytes in the state up to date, after values or groups were interned or the
+    /// indexes shrunk.
+    fn account_indexes(&mut self) {
+        let now = self.values.index_bytes() + self.groups.index_bytes();
+        self.state_bytes = self.state_bytes - self.index_bytes + now;
+        self.index_bytes = now;
     }
 
     /// Writes the group's row of `window` if it has events there, then frees its cells that no later window
@@ -955,6 +974,7 @@ impl Engine {
         let (mut new_bytes, known_group) = self.find_group(group);
         let known_cell = known_group.and_then(|id| self.find_cell(id, pane, visible_from));
         new_bytes += self.side_state_bytes(known_cell, inputs) + self.noting_bytes(known_group, pane, visible_from);
+        new_bytes += self.values.growth_bytes(self.new_values);
         if let (Some(cell), Some(group_id)) = (known_cell, known_group) {
             // Only new distinct values, sketch buckets and notes for early rows can need new state here.
             if self.state_bytes + new_bytes > self.budget_bytes {
@@ -969,7 +989,7 @@ impl Engine {
             new_bytes += PANE_BYTES;
         }
         if known_group.is_none() {
-            new_bytes += self.group_bytes(group.len());
+            new_bytes += self.group_bytes(group.len()) + self.groups.growth_bytes(1);
         }
         if self.state_bytes + new_bytes > self.budget_bytes {
             return Err(new_bytes);
@@ -988,17 +1008,23 @@ impl Engine {
         Ok(())
     }
 
-    /// The group's id if it is open, and the bytes its values not yet interned would need.
+    /// The group's id if it is open, and the bytes its values not yet interned would need (counted in
+    /// `new_values`).
     fn find_group(&mut self, group: &[GroupValue<'_>]) -> (usize, Option<u32>) {
         let mut new_bytes = 0;
+        self.new_values = 0;
         self.group_ids.clear();
         for value in group {
             GroupText::write(value, &mut self.tagged);
             match self.values.find(&self.tagged) {
                 Some(id) => self.group_ids.push(id),
-                None => new_bytes += STRING_BYTES + self.tagged.len(),
+                None => {
+                    new_bytes += STRING_BYTES + self.tagged.len();
+                    self.new_values += 1;
+                }
             }
         }
+
         let known = if self.group_ids.len() == group.len() { self.groups.find(&self.group_ids) } else { None };
         (new_bytes, known)
     }
@@ -1050,6 +1076,7 @@ impl Engine {
         let id = self.values.acquire(&self.tagged);
         if self.values.len() > before {
             self.state_bytes += STRING_BYTES + self.tagged.len();
+            self.account_indexes();
         }
         let Accumulator::Distinct(mut set) = self.cells.block(cell)[block] else { return };
         match self.distinct.insert(&mut set, id) {
@@ -1089,7 +1116,8 @@ impl Engine {
     }
 
     /// The state the `count_distinct` and `percentile` inputs of an event would add to `cell` (a new one when
-    /// `None`): at most, as two such aggregates of one field count its text twice here.
+    /// `None`): at most, as two such aggregates of one field count its text twice here. Adds the values not
+    /// yet interned to `new_values`.
     fn side_state_bytes(&mut self, cell: Option<u32>, inputs: &[Option<Input<'_>>]) -> usize {
         let mut bytes = 0;
         let with_state = self.functions.iter().zip(inputs).filter(|(function, _)| function.reads_a_field());
@@ -1129,7 +1157,10 @@ impl Engine {
             match self.values.find(&self.tagged) {
                 Some(id) if self.distinct.contains(set, id) => continue,
                 Some(_) => {}
-                None => bytes += STRING_BYTES + self.tagged.len(),
+                None => {
+                    bytes += STRING_BYTES + self.tagged.len();
+                    self.new_values += 1;
+                }
             }
             bytes += ENTRY_BYTES + if set == NO_SET { SET_BYTES } else { 0 };
         }
@@ -1228,14 +1259,22 @@ impl Engine {
     /// The state the first event needs before any group can be counted, whatever the budget: a chunk of
     /// cell slots.
     pub fn fixed_state_bytes(functions: &[Function]) -> usize {
-        CHUNK_CELLS * cell_bytes(functions.iter().filter(|function| function.reads_a_field()).count())
+        let reading = functions.iter().filter(|function| function.reads_a_field()).count();
+        PARTIAL_CHUNKS_BYTES + CHUNK_CELLS * cell_bytes(reading)
     }
 
     /// The most state the first event can need: the fixed state, its pane, its group and each of the group's
     /// `fields` values `value_bytes` long. A smaller budget might never count an event.
     pub fn state_for_first_event(fields: usize, functions: &[Function], value_bytes: usize) -> usize {
         let value = STRING_BYTES + 1 + value_bytes.max(MAX_INT_TEXT_BYTES); // 1: the type tag
-        Self::fixed_state_bytes(functions) + PANE_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES * fields + fields * value
+        let indexes =
+            Interner::<Boxed<str>>::default().growth_bytes(fields) + Interner::<IdRows>::default().growth_bytes(1);
+        Self::fixed_state_bytes(functions)
+            + PANE_BYTES
+            + GROUP_BYTES
+            + GROUP_FIELD_BYTES * fields
+            + fields * value
+            + indexes
     }
 
     fn intern_group(&mut self, group: &[GroupValue<'_>]) -> u32 {
@@ -1250,6 +1289,7 @@ impl Engine {
         }
         let before = self.groups.len();
         let id = self.groups.acquire(&self.group_ids);
+        self.account_indexes();
         if self.groups.len() > before {
             self.state_bytes += self.group_bytes(group.len());
             if self.spec.kind != WindowKind::Session {
@@ -1277,8 +1317,9 @@ impl Engine {
 
     /// Drops a use of an interned value, and its bytes with its last use.
     fn release_value(&mut self, value: u32) {
-        if let Some(text) = self.values.release(value) {
-            self.state_bytes -= STRING_BYTES + text.len();
+        let bytes = STRING_BYTES + self.values.get(value).len();
+        if self.values.release(value) {
+            self.state_bytes -= bytes;
         }
     }
 
@@ -1289,13 +1330,15 @@ impl Engine {
     }
 
     fn release_group(&mut self, group: u32) {
-        if let Some(values) = self.groups.release(group) {
-            self.lists[group as usize] = EMPTY_LIST;
-            self.state_bytes -= self.group_bytes(values.len());
-            for &value in values.iter() {
-                self.release_value(value);
+        if self.groups.is_last_use(group) {
+            let fields = self.groups.get(group).len();
+            for field in 0..fields {
+                self.release_value(self.groups.get(group)[field]);
             }
+            self.lists[group as usize] = EMPTY_LIST;
+            self.state_bytes -= self.group_bytes(fields);
         }
+        self.groups.release(group);
     }
 
     /// Gives memory back once most cell slots are free: live cells move to the first chunks, lists follow.
@@ -1555,7 +1598,7 @@ mod tests {
             ]
         );
         let stats = engine.stats();
-        assert_eq!((stats.open_panes, stats.open_groups, stats.state_bytes), (0, 0, 0));
+        assert_eq!((stats.open_panes, stats.open_groups, stats.state_bytes), (0, 0, PARTIAL_CHUNKS_BYTES));
     }
 
     /// SESSION with a 10 s gap and a 20 s watermark delay: events of a group closer than the gap make one
@@ -1589,7 +1632,7 @@ mod tests {
         advance(&mut engine, at("19:02:00"), &mut rows);
         assert_eq!(rows.0[2..], [row(35, 45, "C", 1), row(45, 55, "A", 1), row(61, 71, "C", 1)]);
         let stats = engine.stats();
-        assert_eq!((stats.open_panes, stats.open_groups, stats.state_bytes), (0, 0, 0));
+        assert_eq!((stats.open_panes, stats.open_groups, stats.state_bytes), (0, 0, PARTIAL_CHUNKS_BYTES));
     }
 
     /// EMIT_EARLY every 20 s on one-minute windows: each time the watermark passes a multiple of 20 s, the
@@ -1630,7 +1673,10 @@ mod tests {
         );
         advance(&mut engine, at("19:10:00"), &mut rows);
         let stats = engine.stats();
-        assert_eq!((stats.open_panes, stats.open_groups, stats.open_strings, stats.state_bytes), (0, 0, 0, 0));
+        assert_eq!(
+            (stats.open_panes, stats.open_groups, stats.open_strings, stats.state_bytes),
+            (0, 0, 0, PARTIAL_CHUNKS_BYTES)
+        );
     }
 
     /// Regression (early_pass_resumed_mid_window): an early pass paused in one window and resumed after it
@@ -1719,10 +1765,14 @@ mod tests {
         assert_eq!(rows.0.len(), 30);
         let stats = engine.stats();
         assert_eq!((stats.open_panes, stats.open_groups, stats.open_strings), (1, 1, 1));
-        assert_eq!(
-            stats.state_bytes,
-            PANE_BYTES + CHUNK_CELLS * CELL_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 2
-        );
+        assert_eq!(stats.state_bytes, one_small_group_bytes());
+    }
+
+    /// The whole state of one group of one one-letter value in one pane, with the first indexes.
+    fn one_small_group_bytes() -> usize {
+        let indexes = Interner::<Boxed<str>>::default().growth_bytes(1) + Interner::<IdRows>::default().growth_bytes(1);
+        let group = GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 2; // 2: the tagged value ("sA")
+        PARTIAL_CHUNKS_BYTES + indexes + PANE_BYTES + CHUNK_CELLS * CELL_BYTES + group
     }
 
     #[test]
@@ -1736,12 +1786,15 @@ mod tests {
         assert!(engine.stats().open_groups == 1_000);
         advance(&mut engine, at("20:00:00"), &mut rows);
         let stats = engine.stats();
-        assert_eq!((stats.open_panes, stats.open_groups, stats.open_strings, stats.state_bytes), (0, 0, 0, 0));
+        assert_eq!(
+            (stats.open_panes, stats.open_groups, stats.open_strings, stats.state_bytes),
+            (0, 0, 0, PARTIAL_CHUNKS_BYTES)
+        );
     }
 
     #[test]
     fn the_budget_refuses_new_state_but_keeps_counting_known_groups() {
-        let one_group = PANE_BYTES + CHUNK_CELLS * CELL_BYTES + GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 2;
+        let one_group = one_small_group_bytes();
         let mut engine = Engine::new(WindowSpec::new(300_000, 10_000, 1).unwrap(), one_group);
         let mut rows = Collect::default();
         assert_eq!(observe(&mut engine, at("19:00:00"), &["A"], &mut rows), COUNTED);
@@ -1889,7 +1942,7 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(engine.stats().state_bytes, 0, "every accumulator is accounted and freed");
+        assert_eq!(engine.stats().state_bytes, PARTIAL_CHUNKS_BYTES, "every accumulator is accounted and freed");
     }
 
     /// Rows with their rank, as (window start, group, count, rank).
@@ -1947,7 +2000,11 @@ mod tests {
                 ],
                 "work share {work}"
             );
-            assert_eq!(engine.stats().state_bytes, 0, "every group, candidate and value is freed (share {work})");
+            assert_eq!(
+                engine.stats().state_bytes,
+                PARTIAL_CHUNKS_BYTES,
+                "every group, candidate and value is freed (share {work})"
+            );
         }
     }
 
@@ -1972,7 +2029,7 @@ mod tests {
             assert!(engine.stats().state_bytes <= full, "ranking grew the state");
         }
         assert_eq!(rows.0.len(), 2, "one row for each of the two windows: {:?}", rows.0);
-        assert_eq!(engine.stats().state_bytes, 0);
+        assert_eq!(engine.stats().state_bytes, PARTIAL_CHUNKS_BYTES);
     }
 
     #[test]
@@ -2013,7 +2070,7 @@ mod tests {
                 (at("19:00:10"), vec![Some(Int(2)), Some(Int(2))]),
             ]
         );
-        assert_eq!(engine.stats().state_bytes, 0, "every set and value is freed");
+        assert_eq!(engine.stats().state_bytes, PARTIAL_CHUNKS_BYTES, "every set and value is freed");
     }
 
     #[test]
@@ -2075,6 +2132,6 @@ mod tests {
                 "{count} for {exact}"
             );
         }
-        assert_eq!(engine.stats().state_bytes, 0);
+        assert_eq!(engine.stats().state_bytes, PARTIAL_CHUNKS_BYTES);
     }
 }

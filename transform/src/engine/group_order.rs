@@ -27,6 +27,8 @@ impl Engine {
     pub(super) fn begin_pass(&mut self, window: i64) -> Pass {
         debug_assert!(self.merging.is_empty() && self.merged.is_empty(), "the last pass merged them all");
         std::mem::swap(&mut self.arriving, &mut self.merging);
+        // Exactly the room the visited groups can need: no vector of them doubles.
+        self.merged = Vec::with_capacity(self.ordered.len() + self.merging.len());
         Pass { window, position: 0, from: 0, merge_at: None }
     }
 
@@ -69,8 +71,7 @@ impl Engine {
 
     /// Once every group of the pass is visited: the merged order is the order.
     pub(super) fn finish_order(&mut self) {
-        std::mem::swap(&mut self.ordered, &mut self.merged);
-        self.merged.clear();
+        self.ordered = std::mem::take(&mut self.merged);
     }
 
     /// Whether one group comes before another in the order, as the heaps take it.
