@@ -883,14 +883,14 @@ mod tests {
         let five =
             "n=count,s=sum(on_site_seconds),lo=min(on_site_seconds),hi=max(on_site_seconds),a=avg(viewed_percent)";
         for (aggregates, budget, bytes_per_group, groups) in [
-            ("event_count=count", "768KiB", 157, 4_992),
-            (five, "768KiB", 314, 2_432),
-            ("event_count=count", "1536KiB", 134, 10_861),
+            ("event_count=count", "768KiB", 151, 4_828),
+            (five, "768KiB", 319, 2_432),
+            ("event_count=count", "1536KiB", 139, 10_861),
             // Unique users: each group's one user is its own group value, stored once.
-            ("event_count=count,users=count_distinct(user_id)", "768KiB", 228, 3_445),
-            ("event_count=count,top=10", "768KiB", 473, 1_659),
-            ("event_count=count,p95=percentile(on_site_seconds, 0.95)", "768KiB", 232, 3_217),
-            ("event_count=count,users=approx_count_distinct(user_id)", "768KiB", 238, 3_301),
+            ("event_count=count,users=count_distinct(user_id)", "768KiB", 234, 3_328),
+            ("event_count=count,top=10", "768KiB", 479, 1_639),
+            ("event_count=count,p95=percentile(on_site_seconds, 0.95)", "768KiB", 237, 3_217),
+            ("event_count=count,users=approx_count_distinct(user_id)", "768KiB", 233, 3_219),
         ] {
             let (aggregates, top_n) = aggregates.split_once(",top=").unwrap_or((aggregates, ""));
             let mut settings = vec![("AGGREGATES", aggregates), ("STATE_BUDGET", budget)];

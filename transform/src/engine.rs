@@ -220,17 +220,22 @@ pub enum Admission {
 
 /// Accounted bytes of state; constants model the module's wasm32 layout (see the README's limits), where a
 /// vector that grows by doubling may hold twice its length, and the allocator puts a 4-byte header before
-/// each allocation and rounds it up to 16 bytes. The indexes that find values and groups are accounted at
-/// their size ([`Interner::index_bytes`]).
-/// An interned value beyond its text: its box's header and rounding (up to 19), the pointer to it (8) and
-/// its slot (8).
-const STRING_BYTES: usize = 35;
+/// each allocation and rounds it up to 16 bytes. The interners' slots (live or free) and indexes are
+/// accounted as they are ([`Engine::table_bytes`]).
+/// An interned value beyond its text and its slot: its box's header and rounding.
+const STRING_BYTES: usize = 19;
+/// A value's slot: its users and hash (8), the pointer to its box (8), and its share of the two chunks'
+/// headers and places in the vectors of chunks (24 bytes a chunk of 32, rounded up).
+const VALUE_SLOT_BYTES: usize = 18;
 /// The longest integer group value as text (`-9223372036854775808`).
 const MAX_INT_TEXT_BYTES: usize = 20;
-/// A group beyond its value ids: its slot (8), its cell list's ends and events (12), and its places in the
-/// group order (sorted, and merged for the next pass: 4 each, as vectors sized once a pass; new: 8, as a
-/// heap in a vector).
-const GROUP_BYTES: usize = 36;
+/// A live group beyond its slot: its places in the group order (sorted, and merged for the next pass: 4
+/// each, as vectors sized once a pass; new: 8, as a heap in a vector).
+const GROUP_BYTES: usize = 16;
+/// A group's slot beyond its value ids: its users and hash (8), its cell list's ends and events (12), and its
+/// share of three chunks' headers and places.
+const GROUP_SLOT_BYTES: usize = 23;
+/// A group value's id.
 const GROUP_FIELD_BYTES: usize = 4;
 /// The most group fields a candidate's value ids can hold (GROUP_BY's limit).
 const MAX_GROUP_FIELDS: usize = 8;
@@ -337,8 +342,10 @@ pub struct Engine {
     spec: WindowSpec,
     budget_bytes: usize,
     state_bytes: usize,
-    /// The part of `state_bytes` that is the interners' indexes.
-    index_bytes: usize,
+    /// The part of `state_bytes` that is the interners' slots and indexes ([`Engine::table_bytes`]), and
+    /// the width of every group.
+    table_bytes: usize,
+    group_fields: usize,
     restart_margin_ms: i64,
     work_per_emit: usize,
     /// The aggregates, in output order.
@@ -424,7 +431,8 @@ impl Engine {
             spec,
             budget_bytes,
             state_bytes: PARTIAL_CHUNKS_BYTES,
-            index_bytes: 0,
+            table_bytes: 0,
+            group_fields: 0,
             restart_margin_ms: 0,
             work_per_emit: WORK_PER_EMIT,
             functions: vec![Function::Count],
@@ -676,16 +684,39 @@ impl Engine {
     fn give_memory_back(&mut self) {
         self.values.shrink_when_sparse();
         self.groups.shrink_when_sparse();
-        self.account_indexes();
+        self.lists.truncate(self.groups.slot_count());
+        self.account_tables();
         self.compact_when_sparse();
     }
 
-    /// Brings the indexes' bytes in the state up to date, after values or groups were interned or the
-    /// indexes shrunk.
-    fn account_indexes(&mut self) {
-        let now = self.values.index_bytes() + self.groups.index_bytes();
-        self.state_bytes = self.state_bytes - self.index_bytes + now;
-        self.index_bytes = now;
+    /// Brings the tables' bytes in the state up to date, after values or groups were interned or the
+    /// tables shrunk.
+    fn account_tables(&mut self) {
+        let now = self.table_bytes();
+        self.state_bytes = self.state_bytes - self.table_bytes + now;
+        self.table_bytes = now;
+    }
+
+    /// The interners' slots, live or free (a group's with its cell list), and their indexes.
+    fn table_bytes(&self) -> usize {
+        let group_slot = GROUP_SLOT_BYTES + GROUP_FIELD_BYTES * self.group_fields;
+        self.values.index_bytes()
+            + self.groups.index_bytes()
+            + VALUE_SLOT_BYTES * self.values.slot_count()
+            + group_slot * self.groups.slot_count()
+    }
+
+    /// What interning `inserts` new values adds to the tables: slots where no free one is left, and a larger
+    /// index if it must grow.
+    fn value_table_growth(&self, inserts: usize) -> usize {
+        let new_slots = inserts.saturating_sub(self.values.free_slots());
+        self.values.growth_bytes(inserts) + VALUE_SLOT_BYTES * new_slots
+    }
+
+    /// What interning a new group of `fields` values adds to the tables.
+    fn group_table_growth(&self, fields: usize) -> usize {
+        let new_slot = self.groups.free_slots() == 0;
+        self.groups.growth_bytes(1) + usize::from(new_slot) * (GROUP_SLOT_BYTES + GROUP_FIELD_BYTES * fields)
     }
 
     /// Writes the group's row of `window` if it has events there, then frees its cells that no later window
@@ -974,7 +1005,7 @@ impl Engine {
         let (mut new_bytes, known_group) = self.find_group(group);
         let known_cell = known_group.and_then(|id| self.find_cell(id, pane, visible_from));
         new_bytes += self.side_state_bytes(known_cell, inputs) + self.noting_bytes(known_group, pane, visible_from);
-        new_bytes += self.values.growth_bytes(self.new_values);
+        new_bytes += self.value_table_growth(self.new_values);
         if let (Some(cell), Some(group_id)) = (known_cell, known_group) {
             // Only new distinct values, sketch buckets and notes for early rows can need new state here.
             if self.state_bytes + new_bytes > self.budget_bytes {
@@ -989,7 +1020,7 @@ impl Engine {
             new_bytes += PANE_BYTES;
         }
         if known_group.is_none() {
-            new_bytes += self.group_bytes(group.len()) + self.groups.growth_bytes(1);
+            new_bytes += self.group_bytes() + self.group_table_growth(group.len());
         }
         if self.state_bytes + new_bytes > self.budget_bytes {
             return Err(new_bytes);
@@ -1076,7 +1107,7 @@ impl Engine {
         let id = self.values.acquire(&self.tagged);
         if self.values.len() > before {
             self.state_bytes += STRING_BYTES + self.tagged.len();
-            self.account_indexes();
+            self.account_tables();
         }
         let Accumulator::Distinct(mut set) = self.cells.block(cell)[block] else { return };
         match self.distinct.insert(&mut set, id) {
@@ -1267,14 +1298,9 @@ impl Engine {
     /// `fields` values `value_bytes` long. A smaller budget might never count an event.
     pub fn state_for_first_event(fields: usize, functions: &[Function], value_bytes: usize) -> usize {
         let value = STRING_BYTES + 1 + value_bytes.max(MAX_INT_TEXT_BYTES); // 1: the type tag
-        let indexes =
-            Interner::<Boxed<str>>::default().growth_bytes(fields) + Interner::<IdRows>::default().growth_bytes(1);
-        Self::fixed_state_bytes(functions)
-            + PANE_BYTES
-            + GROUP_BYTES
-            + GROUP_FIELD_BYTES * fields
-            + fields * value
-            + indexes
+        let empty = Engine::new(WindowSpec::new(1, 1, 0).expect("a valid spec"), 0);
+        let tables = empty.value_table_growth(fields) + empty.group_table_growth(fields);
+        Self::fixed_state_bytes(functions) + PANE_BYTES + GROUP_BYTES + fields * value + tables
     }
 
     fn intern_group(&mut self, group: &[GroupValue<'_>]) -> u32 {
@@ -1289,9 +1315,10 @@ impl Engine {
         }
         let before = self.groups.len();
         let id = self.groups.acquire(&self.group_ids);
-        self.account_indexes();
+        self.group_fields = group.len();
+        self.account_tables();
         if self.groups.len() > before {
-            self.state_bytes += self.group_bytes(group.len());
+            self.state_bytes += self.group_bytes();
             if self.spec.kind != WindowKind::Session {
                 self.place_new_group(id); // sessions are put in order when they fire
             }
@@ -1323,10 +1350,10 @@ impl Engine {
         }
     }
 
-    /// An open group's bytes: its interned ids, list, places in the order, its fields, and under `TOP_N`
-    /// the reserve for its candidate.
-    fn group_bytes(&self, fields: usize) -> usize {
-        GROUP_BYTES + GROUP_FIELD_BYTES * fields + self.candidate_reserve
+    /// An open group's bytes beyond its slot: its places in the order, and under `TOP_N` the reserve for its
+    /// candidate.
+    fn group_bytes(&self) -> usize {
+        GROUP_BYTES + self.candidate_reserve
     }
 
     fn release_group(&mut self, group: u32) {
@@ -1336,7 +1363,7 @@ impl Engine {
                 self.release_value(self.groups.get(group)[field]);
             }
             self.lists[group as usize] = EMPTY_LIST;
-            self.state_bytes -= self.group_bytes(fields);
+            self.state_bytes -= self.group_bytes();
         }
         self.groups.release(group);
     }
@@ -1371,8 +1398,6 @@ impl Engine {
         }
         self.state_bytes -= (self.cells.chunks.len() - compact.chunks.len()) * CHUNK_CELLS * self.cell_bytes();
         self.cells = compact;
-        let in_use = self.lists.iter().rposition(|list| list.first != NIL).map_or(0, |last| last + 1);
-        self.lists.truncate(in_use);
     }
 }
 
@@ -1765,14 +1790,38 @@ mod tests {
         assert_eq!(rows.0.len(), 30);
         let stats = engine.stats();
         assert_eq!((stats.open_panes, stats.open_groups, stats.open_strings), (1, 1, 1));
-        assert_eq!(stats.state_bytes, one_small_group_bytes());
+        // A's slots stay, free and counted, while B's come after them.
+        let free_slots = VALUE_SLOT_BYTES + GROUP_SLOT_BYTES + GROUP_FIELD_BYTES;
+        assert_eq!(stats.state_bytes, one_small_group_bytes() + free_slots);
+    }
+
+    /// Regression (index_shrink_went_over_budget): a mostly empty index was replaced by a smaller one beside
+    /// it, added to the state without a check, and the old one stayed until enough new values arrived to
+    /// move its entries: the state went over its budget and kept both. It is now rebuilt smaller at once.
+    #[test]
+    fn a_mostly_empty_index_is_rebuilt_smaller_at_once_within_the_budget() {
+        let budget = 400_000;
+        let mut engine = Engine::new(WindowSpec::new(1_000, 1_000, 0).unwrap(), budget);
+        let mut rows = Collect::default();
+        for i in 0..2_000 {
+            observe(&mut engine, at("19:00:00") + i / 4, &[&format!("user{i}")], &mut rows);
+        }
+        let burst = engine.values.index_bytes() + engine.groups.index_bytes();
+        // One group a second from then on: no new value arrives to move entries across.
+        for second in 1..10 {
+            observe(&mut engine, at("19:00:00") + second * 1_000, &["steady"], &mut rows);
+            assert!(engine.stats().state_bytes <= budget, "{} of {budget}", engine.stats().state_bytes);
+        }
+        let now = engine.values.index_bytes() + engine.groups.index_bytes();
+        assert!(burst > 8_000 && now < 1_000, "indexes of {burst} bytes, then {now}");
     }
 
     /// The whole state of one group of one one-letter value in one pane, with the first indexes.
     fn one_small_group_bytes() -> usize {
-        let indexes = Interner::<Boxed<str>>::default().growth_bytes(1) + Interner::<IdRows>::default().growth_bytes(1);
-        let group = GROUP_BYTES + GROUP_FIELD_BYTES + STRING_BYTES + 2; // 2: the tagged value ("sA")
-        PARTIAL_CHUNKS_BYTES + indexes + PANE_BYTES + CHUNK_CELLS * CELL_BYTES + group
+        let empty = hop();
+        let tables = empty.value_table_growth(1) + empty.group_table_growth(1);
+        let group = GROUP_BYTES + STRING_BYTES + 2; // 2: the tagged value ("sA")
+        PARTIAL_CHUNKS_BYTES + tables + PANE_BYTES + CHUNK_CELLS * CELL_BYTES + group
     }
 
     #[test]
@@ -2087,7 +2136,7 @@ mod tests {
         assert_eq!(engine.observe(at("19:00:01"), &group, &[Some(Input::Text("u1"))]), COUNTED);
         assert_eq!(engine.observe(at("19:00:02"), &group, &[Some(Input::Text("u1"))]), COUNTED);
         assert_eq!(engine.observe(at("19:00:03"), &group, &[None]), COUNTED);
-        let needed = STRING_BYTES + "su2".len() + ENTRY_BYTES;
+        let needed = STRING_BYTES + "su2".len() + VALUE_SLOT_BYTES + ENTRY_BYTES;
         assert_eq!(
             engine.observe(at("19:00:04"), &group, &[Some(Input::Text("u2"))]),
             Admission::OverCapacity { needed_bytes: needed }

@@ -7,10 +7,10 @@
 //! value costs what its store keeps, an 8-byte slot and a few index entries of 4 bytes, not a second
 //! reference to it in a map. Slots and stores are kept in chunks, so they grow without being copied.
 //!
-//! The index is resized a few entries at a time: when it is half full (or mostly empty), an index of the new
-//! size (half as large again, or a quarter of it) takes its place and every later insert also moves a few entries of the old one across. An index
-//! that resized itself would rehash every entry in one insert, work that grows with the open groups and
-//! would fall on whichever record made one too many.
+//! The index grows a few entries at a time: when it is half full, an index half as large again takes its
+//! place and every later insert also moves a few entries of the old one across. An index that grew in one
+//! insert would rehash every entry there, work that grows with the open groups and would fall on whichever
+//! record made one too many. An index that is mostly empty is rebuilt smaller at once, at the end of a pass.
 
 use std::hash::{BuildHasher, Hash, RandomState};
 
@@ -225,6 +225,15 @@ impl<S: Store> Interner<S> {
         self.live == 0
     }
 
+    /// Slots, live or free: the values' room, which is given back only when the last ones are free.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn free_slots(&self) -> usize {
+        self.slots.len() - self.live
+    }
+
     /// The bytes of the index (and of the one being moved across).
     pub fn index_bytes(&self) -> usize {
         INDEX_ENTRY_BYTES * (self.index.ids.len() + self.moving.ids.len())
@@ -243,7 +252,7 @@ impl<S: Store> Interner<S> {
     /// Returns spare room to the allocator once most of it is unused.
     pub fn shrink_when_sparse(&mut self) {
         let in_use = self.slots.iter().rposition(|slot| slot.users > 0).map_or(0, |last| last + 1);
-        if in_use < self.slots.len() / 2 {
+        if 2 * in_use < self.slots.len() {
             self.slots.truncate(in_use);
             self.store.truncate(in_use);
             // The free chain again, without the slots cut off, lowest first.
@@ -256,7 +265,6 @@ impl<S: Store> Interner<S> {
             }
             self.to_move.end = self.to_move.end.min(in_use);
         }
-        // After the slots, whose number sizes the new index.
         if self.live == 0 {
             // Nothing to find: no index until the next insert.
             (self.index, self.moving, self.to_move) = (Index::default(), Index::default(), 0..0);
@@ -264,8 +272,20 @@ impl<S: Store> Interner<S> {
             && self.index.len < self.index.ids.len() / 8
             && 2 * Index::size_for(self.shrunk_room()) <= self.index.ids.len()
         {
-            self.start_moving(self.shrunk_room());
+            self.rebuild_index(self.shrunk_room());
         }
+    }
+
+    /// Replaces the index by a smaller one at once, so the large one is given back now and the state never
+    /// holds both (entries moved a few per insert would keep it until enough values arrive). The work is a
+    /// pass over the slots, once the index is under an eighth full.
+    fn rebuild_index(&mut self, entries: usize) {
+        let mut index = Index::with_room(entries);
+        for id in 0..self.slots.len() {
+            let Slot { users: 1.., hash } = self.slots[id] else { continue };
+            index.insert(hash, id as u32);
+        }
+        self.index = index;
     }
 
     /// The room of the index that replaces this one when it is full, once `before` more values are interned
@@ -275,9 +295,9 @@ impl<S: Store> Interner<S> {
         Self::room_while_moving(self.index.ids.len() * 3 / 4, self.live + before, slots)
     }
 
-    /// The room of an index that shrinks: twice its entries.
+    /// The room of an index that shrinks: twice its entries, and one event's inserts.
     fn shrunk_room(&self) -> usize {
-        Self::room_while_moving(2 * self.live, self.live, self.slots.len())
+        2 * self.live + INSERTS_PER_EVENT
     }
 
     /// At least `entries`, and room for the `live` values, every insert until the last of them has moved
@@ -286,7 +306,8 @@ impl<S: Store> Interner<S> {
         entries.max(live + slots / MOVES_PER_INSERT + 1 + INSERTS_PER_EVENT)
     }
 
-    /// Replaces the index by one with room for `entries`; the old one's entries move across a few at a time.
+    /// Replaces the full index by one with room for `entries`; the old one's entries move across a few at a
+    /// time.
     fn start_moving(&mut self, entries: usize) {
         self.moving = std::mem::replace(&mut self.index, Index::with_room(entries));
         self.to_move = 0..self.slots.len();

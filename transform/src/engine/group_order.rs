@@ -26,7 +26,8 @@ impl Engine {
     /// Starts the pass of `window`: the groups that arrived since the last one are merged into it.
     pub(super) fn begin_pass(&mut self, window: i64) -> Pass {
         debug_assert!(self.merging.is_empty() && self.merged.is_empty(), "the last pass merged them all");
-        std::mem::swap(&mut self.arriving, &mut self.merging);
+        // The emptied heap's room is given back: new groups start a heap of their own.
+        self.merging = std::mem::take(&mut self.arriving);
         // Exactly the room the visited groups can need: no vector of them doubles.
         self.merged = Vec::with_capacity(self.ordered.len() + self.merging.len());
         Pass { window, position: 0, from: 0, merge_at: None }

@@ -55,11 +55,11 @@ impl Engine {
             return Admission::Late;
         }
         new_bytes += self.side_state_bytes(touched.map(|(first, _)| first), inputs);
-        new_bytes += self.values.growth_bytes(self.new_values);
+        new_bytes += self.value_table_growth(self.new_values);
         if touched.is_none() {
             new_bytes += SESSION_BYTES + self.new_cell_bytes();
             if known_group.is_none() {
-                new_bytes += self.group_bytes(group.len()) + self.groups.growth_bytes(1);
+                new_bytes += self.group_bytes() + self.group_table_growth(group.len());
             }
         }
         if self.state_bytes + new_bytes > self.budget_bytes {
