@@ -1287,8 +1287,8 @@ impl Engine {
         cell_bytes(self.empty_accumulators.len())
     }
 
-    /// The state the first event needs before any group can be counted, whatever the budget: a chunk of
-    /// cell slots.
+    /// The state counted before any group, whatever the budget: the unused room of the last chunks, and the
+    /// chunk of cell slots the first event allocates.
     pub fn fixed_state_bytes(functions: &[Function]) -> usize {
         let reading = functions.iter().filter(|function| function.reads_a_field()).count();
         PARTIAL_CHUNKS_BYTES + CHUNK_CELLS * cell_bytes(reading)
