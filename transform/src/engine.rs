@@ -342,10 +342,8 @@ pub struct Engine {
     spec: WindowSpec,
     budget_bytes: usize,
     state_bytes: usize,
-    /// The part of `state_bytes` that is the interners' slots and indexes ([`Engine::table_bytes`]), and
-    /// the width of every group.
+    /// The part of `state_bytes` that is the interners' slots and indexes ([`Engine::table_bytes`]).
     table_bytes: usize,
-    group_fields: usize,
     restart_margin_ms: i64,
     work_per_emit: usize,
     /// The aggregates, in output order.
@@ -432,7 +430,6 @@ impl Engine {
             budget_bytes,
             state_bytes: PARTIAL_CHUNKS_BYTES,
             table_bytes: 0,
-            group_fields: 0,
             restart_margin_ms: 0,
             work_per_emit: WORK_PER_EMIT,
             functions: vec![Function::Count],
@@ -699,7 +696,7 @@ impl Engine {
 
     /// The interners' slots, live or free (a group's with its cell list), and their indexes.
     fn table_bytes(&self) -> usize {
-        let group_slot = GROUP_SLOT_BYTES + GROUP_FIELD_BYTES * self.group_fields;
+        let group_slot = GROUP_SLOT_BYTES + GROUP_FIELD_BYTES * self.groups.store().width();
         self.values.index_bytes()
             + self.groups.index_bytes()
             + VALUE_SLOT_BYTES * self.values.slot_count()
@@ -1315,7 +1312,6 @@ impl Engine {
         }
         let before = self.groups.len();
         let id = self.groups.acquire(&self.group_ids);
-        self.group_fields = group.len();
         self.account_tables();
         if self.groups.len() > before {
             self.state_bytes += self.group_bytes();

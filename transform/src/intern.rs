@@ -71,6 +71,11 @@ pub struct IdRows {
 }
 
 impl IdRows {
+    /// The ids in each row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
     fn at(&self, id: u32) -> (usize, usize) {
         (id as usize / CHUNK, id as usize % CHUNK * self.width)
     }
@@ -109,7 +114,7 @@ pub struct Interner<S: Store> {
     slots: Chunked<Slot>,
     /// The first free slot (`NONE` if none); each free slot's `hash` holds the next.
     free: u32,
-    live: usize,
+    /// Every live value's id, in `index` or, while it is resized, in `moving`.
     index: Index,
     /// While `index` is being resized: the previous index, and the slots (by id) whose values may still be
     /// in it.
@@ -144,7 +149,6 @@ impl<S: Store> Default for Interner<S> {
             store: S::default(),
             slots: Chunked::default(),
             free: NONE,
-            live: 0,
             index: Index::default(),
             moving: Index::default(),
             to_move: 0..0,
@@ -206,7 +210,6 @@ impl<S: Store> Interner<S> {
         self.store.free(id);
         self.slots[id as usize].hash = self.free;
         self.free = id;
-        self.live -= 1;
         true
     }
 
@@ -218,11 +221,15 @@ impl<S: Store> Interner<S> {
 
     /// How many distinct values are interned.
     pub fn len(&self) -> usize {
-        self.live
+        self.index.len + self.moving.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.live == 0
+        self.len() == 0
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     /// Slots, live or free: the values' room, which is given back only when the last ones are free.
@@ -231,7 +238,7 @@ impl<S: Store> Interner<S> {
     }
 
     pub fn free_slots(&self) -> usize {
-        self.slots.len() - self.live
+        self.slots.len() - self.len()
     }
 
     /// The bytes of the index (and of the one being moved across).
@@ -265,7 +272,7 @@ impl<S: Store> Interner<S> {
             }
             self.to_move.end = self.to_move.end.min(in_use);
         }
-        if self.live == 0 {
+        if self.is_empty() {
             // Nothing to find: no index until the next insert.
             (self.index, self.moving, self.to_move) = (Index::default(), Index::default(), 0..0);
         } else if self.moving.len == 0
@@ -291,13 +298,13 @@ impl<S: Store> Interner<S> {
     /// The room of the index that replaces this one when it is full, once `before` more values are interned
     /// (each in a free slot while there is one): half as many entries again (or the first).
     fn grown_room(&self, before: usize) -> usize {
-        let slots = self.slots.len() + before.saturating_sub(self.slots.len() - self.live);
-        Self::room_while_moving(self.index.ids.len() * 3 / 4, self.live + before, slots)
+        let slots = self.slots.len() + before.saturating_sub(self.free_slots());
+        Self::room_while_moving(self.index.ids.len() * 3 / 4, self.len() + before, slots)
     }
 
     /// The room of an index that shrinks: twice its entries, and one event's inserts.
     fn shrunk_room(&self) -> usize {
-        2 * self.live + INSERTS_PER_EVENT
+        2 * self.len() + INSERTS_PER_EVENT
     }
 
     /// At least `entries`, and room for the `live` values, every insert until the last of them has moved
@@ -307,13 +314,10 @@ impl<S: Store> Interner<S> {
     }
 
     /// Replaces the full index by one with room for `entries`; the old one's entries move across a few at a
-    /// time.
+    /// time (an empty one is dropped by the first [`Interner::move_some`]).
     fn start_moving(&mut self, entries: usize) {
         self.moving = std::mem::replace(&mut self.index, Index::with_room(entries));
         self.to_move = 0..self.slots.len();
-        if self.moving.len == 0 {
-            (self.moving, self.to_move) = (Index::default(), 0..0);
-        }
     }
 
     /// Moves the entries of the next few slots across, if the index is being resized.
@@ -354,7 +358,6 @@ impl<S: Store> Interner<S> {
         };
         self.slots[id as usize] = Slot { users: 1, hash };
         self.store.put(id, value);
-        self.live += 1;
         self.index.insert(hash, id);
         self.move_some();
         id
