@@ -218,12 +218,25 @@ pub enum Admission {
     OutOfRange,
 }
 
-/// Accounted bytes of state; constants model the module's wasm32 layout (see the README's limits), where a
-/// vector that grows by doubling may hold twice its length, and the allocator puts a 4-byte header before
-/// each allocation and rounds it up to 16 bytes. The interners' slots (live or free) and indexes are
-/// accounted as they are ([`Engine::table_bytes`]).
-/// An interned value beyond its text and its slot: its box's header and rounding.
-const STRING_BYTES: usize = 19;
+// Accounted bytes of state: the constants model the module's wasm32 layout (see the README's limits), where a
+// vector that grows by doubling may hold twice its length. The interners' slots (live or free) and indexes are
+// accounted as they are ([`Engine::table_bytes`]).
+
+/// The module's allocator (wasi-libc's dlmalloc on wasm32) puts a 4-byte header before each allocation,
+/// rounds it up to 16 bytes, and allocates at least 16.
+const ALLOCATION_HEADER_BYTES: usize = 4;
+const ALLOCATION_ALIGN_BYTES: usize = 16;
+const MIN_ALLOCATION_BYTES: usize = 16;
+
+/// The heap an interned text of `len` bytes takes beyond its slot: its box, with the allocator's header and
+/// rounding (an empty text takes none).
+fn text_bytes(len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    (len + ALLOCATION_HEADER_BYTES).next_multiple_of(ALLOCATION_ALIGN_BYTES).max(MIN_ALLOCATION_BYTES)
+}
+
 /// A value's slot: its users and hash (8), the pointer to its box (8), and its share of the two chunks'
 /// headers and places in the vectors of chunks (24 bytes a chunk of 32, rounded up).
 const VALUE_SLOT_BYTES: usize = 18;
@@ -1047,7 +1060,7 @@ impl Engine {
             match self.values.find(&self.tagged) {
                 Some(id) => self.group_ids.push(id),
                 None => {
-                    new_bytes += STRING_BYTES + self.tagged.len();
+                    new_bytes += text_bytes(self.tagged.len());
                     self.new_values += 1;
                 }
             }
@@ -1103,7 +1116,7 @@ impl Engine {
         let before = self.values.len();
         let id = self.values.acquire(&self.tagged);
         if self.values.len() > before {
-            self.state_bytes += STRING_BYTES + self.tagged.len();
+            self.state_bytes += text_bytes(self.tagged.len());
             self.account_tables();
         }
         let Accumulator::Distinct(mut set) = self.cells.block(cell)[block] else { return };
@@ -1186,7 +1199,7 @@ impl Engine {
                 Some(id) if self.distinct.contains(set, id) => continue,
                 Some(_) => {}
                 None => {
-                    bytes += STRING_BYTES + self.tagged.len();
+                    bytes += text_bytes(self.tagged.len());
                     self.new_values += 1;
                 }
             }
@@ -1294,7 +1307,7 @@ impl Engine {
     /// The most state the first event can need: the fixed state, its pane, its group and each of the group's
     /// `fields` values `value_bytes` long. A smaller budget might never count an event.
     pub fn state_for_first_event(fields: usize, functions: &[Function], value_bytes: usize) -> usize {
-        let value = STRING_BYTES + 1 + value_bytes.max(MAX_INT_TEXT_BYTES); // 1: the type tag
+        let value = text_bytes(1 + value_bytes.max(MAX_INT_TEXT_BYTES)); // 1: the type tag
         let empty = Engine::new(WindowSpec::new(1, 1, 0).expect("a valid spec"), 0);
         let tables = empty.value_table_growth(fields) + empty.group_table_growth(fields);
         Self::fixed_state_bytes(functions) + PANE_BYTES + GROUP_BYTES + fields * value + tables
@@ -1307,7 +1320,7 @@ impl Engine {
             let before = self.values.len();
             self.group_ids.push(self.values.acquire(&self.tagged));
             if self.values.len() > before {
-                self.state_bytes += STRING_BYTES + self.tagged.len();
+                self.state_bytes += text_bytes(self.tagged.len());
             }
         }
         let before = self.groups.len();
@@ -1340,7 +1353,7 @@ impl Engine {
 
     /// Drops a use of an interned value, and its bytes with its last use.
     fn release_value(&mut self, value: u32) {
-        let bytes = STRING_BYTES + self.values.get(value).len();
+        let bytes = text_bytes(self.values.get(value).len());
         if self.values.release(value) {
             self.state_bytes -= bytes;
         }
@@ -1816,7 +1829,7 @@ mod tests {
     fn one_small_group_bytes() -> usize {
         let empty = hop();
         let tables = empty.value_table_growth(1) + empty.group_table_growth(1);
-        let group = GROUP_BYTES + STRING_BYTES + 2; // 2: the tagged value ("sA")
+        let group = GROUP_BYTES + text_bytes(2); // 2: the tagged value ("sA")
         PARTIAL_CHUNKS_BYTES + tables + PANE_BYTES + CHUNK_CELLS * CELL_BYTES + group
     }
 
@@ -2132,7 +2145,7 @@ mod tests {
         assert_eq!(engine.observe(at("19:00:01"), &group, &[Some(Input::Text("u1"))]), COUNTED);
         assert_eq!(engine.observe(at("19:00:02"), &group, &[Some(Input::Text("u1"))]), COUNTED);
         assert_eq!(engine.observe(at("19:00:03"), &group, &[None]), COUNTED);
-        let needed = STRING_BYTES + "su2".len() + VALUE_SLOT_BYTES + ENTRY_BYTES;
+        let needed = text_bytes("su2".len()) + VALUE_SLOT_BYTES + ENTRY_BYTES;
         assert_eq!(
             engine.observe(at("19:00:04"), &group, &[Some(Input::Text("u2"))]),
             Admission::OverCapacity { needed_bytes: needed }

@@ -3,11 +3,11 @@
 //!
 //! An id's slot holds its users and its value's hash; the values themselves are kept by a [`Store`]: boxed one
 //! by one ([`Boxed`], for texts), or as rows of ids of one width side by side ([`IdRows`], for groups).
-//! Values are found through an index of ids (open addressing with linear probing, at most half full): a
-//! value costs what its store keeps, an 8-byte slot and a few index entries of 4 bytes, not a second
+//! Values are found through an index of ids (open addressing with linear probing, at most two thirds
+//! full): a value costs what its store keeps, an 8-byte slot and a few index entries of 4 bytes, not a second
 //! reference to it in a map. Slots and stores are kept in chunks, so they grow without being copied.
 //!
-//! The index grows a few entries at a time: when it is half full, an index half as large again takes its
+//! The index grows a few entries at a time: when it is two thirds full, an index half as large again takes its
 //! place and every later insert also moves a few entries of the old one across. An index that grew in one
 //! insert would rehash every entry there, work that grows with the open groups and would fall on whichever
 //! record made one too many. An index that is mostly empty is rebuilt smaller at once, at the end of a pass.
@@ -299,7 +299,7 @@ impl<S: Store> Interner<S> {
     /// (each in a free slot while there is one): half as many entries again (or the first).
     fn grown_room(&self, before: usize) -> usize {
         let slots = self.slots.len() + before.saturating_sub(self.free_slots());
-        Self::room_while_moving(self.index.ids.len() * 3 / 4, self.len() + before, slots)
+        Self::room_while_moving(self.index.ids.len(), self.len() + before, slots)
     }
 
     /// The room of an index that shrinks: twice its entries, and one event's inserts.
@@ -367,9 +367,9 @@ impl<S: Store> Interner<S> {
 /// The bytes of an index entry.
 const INDEX_ENTRY_BYTES: usize = 4;
 
-/// Ids by their values' hashes: open addressing with linear probing, at most half full, so a search meets
-/// about two entries on average. It grows by half (homes are spread over any size by multiplying the hash
-/// by it).
+/// Ids by their values' hashes: open addressing with linear probing, at most two thirds full, so a search
+/// for a value that is here meets about two entries on average, and one for a new value about five. It
+/// grows by half (homes are spread over any size by multiplying the hash by it).
 #[derive(Default)]
 struct Index {
     /// `NONE` where empty; none before the first insert.
@@ -378,9 +378,9 @@ struct Index {
 }
 
 impl Index {
-    /// The size of an index that holds `entries` at most half full.
+    /// The size of an index that holds `entries` at most two thirds full.
     fn size_for(entries: usize) -> usize {
-        (2 * entries).max(8)
+        (3 * entries).div_ceil(2).max(8)
     }
 
     fn with_room(entries: usize) -> Index {
@@ -388,7 +388,7 @@ impl Index {
     }
 
     fn has_room_for(&self, inserts: usize) -> bool {
-        2 * (self.len + inserts) <= self.ids.len()
+        3 * (self.len + inserts) <= 2 * self.ids.len()
     }
 
     fn home(&self, hash: u32) -> usize {
