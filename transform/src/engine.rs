@@ -222,19 +222,18 @@ pub enum Admission {
 // vector that grows by doubling may hold twice its length. The interners' slots (live or free) and indexes are
 // accounted as they are ([`Engine::table_bytes`]).
 
-/// The module's allocator (wasi-libc's dlmalloc on wasm32) puts a 4-byte header before each allocation,
-/// rounds it up to 16 bytes, and allocates at least 16.
+/// The module's allocator (wasi-libc's dlmalloc on wasm32) puts a 4-byte header before each allocation and
+/// rounds it up to 16 bytes (`pad_request`).
 const ALLOCATION_HEADER_BYTES: usize = 4;
 const ALLOCATION_ALIGN_BYTES: usize = 16;
-const MIN_ALLOCATION_BYTES: usize = 16;
 
 /// The heap an interned text of `len` bytes takes beyond its slot: its box, with the allocator's header and
-/// rounding (an empty text takes none).
+/// rounding (an empty text is not allocated).
 fn text_bytes(len: usize) -> usize {
     if len == 0 {
         return 0;
     }
-    (len + ALLOCATION_HEADER_BYTES).next_multiple_of(ALLOCATION_ALIGN_BYTES).max(MIN_ALLOCATION_BYTES)
+    (len + ALLOCATION_HEADER_BYTES).next_multiple_of(ALLOCATION_ALIGN_BYTES)
 }
 
 /// A value's slot: its users and hash (8), the pointer to its box (8), and its share of the two chunks'
