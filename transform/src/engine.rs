@@ -220,7 +220,7 @@ pub enum Admission {
 
 // Accounted bytes of state: the constants model the module's wasm32 layout (see the README's limits), where a
 // vector that grows by doubling may hold twice its length. The interners' slots (live or free) and indexes are
-// accounted as they are ([`Engine::table_bytes`]).
+// accounted as they are (`Engine::table_bytes`).
 
 /// The module's allocator (wasi-libc's dlmalloc on wasm32) puts a 4-byte header before each allocation and
 /// rounds it up to 16 bytes (`pad_request`).
