@@ -1064,7 +1064,6 @@ impl Engine {
                 }
             }
         }
-
         let known = if self.group_ids.len() == group.len() { self.groups.find(&self.group_ids) } else { None };
         (new_bytes, known)
     }
@@ -1352,10 +1351,10 @@ impl Engine {
 
     /// Drops a use of an interned value, and its bytes with its last use.
     fn release_value(&mut self, value: u32) {
-        let bytes = text_bytes(self.values.get(value).len());
-        if self.values.release(value) {
-            self.state_bytes -= bytes;
+        if self.values.is_last_use(value) {
+            self.state_bytes -= text_bytes(self.values.get(value).len());
         }
+        self.values.release(value);
     }
 
     /// An open group's bytes beyond its slot: its places in the order, and under `TOP_N` the reserve for its
