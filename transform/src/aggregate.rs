@@ -167,13 +167,11 @@ impl Number {
 }
 
 impl fmt::Display for Number {
-    /// Integers in decimal; floats in the shortest form that reads back to the same float, always with a
-    /// fraction or exponent (`99.0`, `0.1`, `1e16`), so a float never reads back as an integer.
+    /// As a row writes it ([`crate::json::write_number`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Number::Int(int) => fmt::Display::fmt(int, f),
-            Number::Float(float) => fmt::Debug::fmt(float, f),
-        }
+        let mut text = String::new();
+        crate::json::write_number(&mut text, *self);
+        f.write_str(&text)
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::ops::Range;
 
+use crate::aggregate::Number;
+
 /// Nesting deeper than this (the top-level object is depth 1) is refused.
 pub const MAX_DEPTH: u32 = 64;
 
@@ -448,24 +450,65 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Writes a number as a row holds it: an integer in decimal, a float as [`write_float`] does.
+#[inline]
+pub(crate) fn write_number(out: &mut String, number: Number) {
+    match number {
+        Number::Int(int) => write_int(out, int),
+        Number::Float(float) => write_float(out, float),
+    }
+}
+
+/// Writes a float as Rust's `{:?}` does: the shortest text that reads back to it, always with a fraction or
+/// an exponent (`99.0`, `0.1`, `1e16`, `1e-5`), so a float never reads back as an integer. `avg` writes a
+/// float in every row, so the common cases are quicker: a whole float below 1e16 as its integer, other floats
+/// between 1e-4 and 1e16, where both write plain decimals, by `ryu`; outside that, `ryu` would write `1e-5` as
+/// `0.00001`, so Rust's writer does. The one difference:
+/// when the float lies halfway between two shortest texts, `ryu` takes the even last digit (as Java's
+/// `Double.toString` does), where Rust rounds up.
+#[inline(never)] // so `write_number`'s integer path, the common one, stays small enough to inline
+pub(crate) fn write_float(out: &mut String, float: f64) {
+    let size = float.abs();
+    if size < 1e16 && size.fract() == 0.0 {
+        // Whole floats are common (an `avg` of equal integers): written as the integer they hold, and `.0`.
+        if float.is_sign_negative() {
+            out.push('-');
+        }
+        write_int(out, size as i64);
+        out.push_str(".0");
+    } else if (1e-4..1e16).contains(&size) {
+        out.push_str(ryu::Buffer::new().format_finite(float));
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{float:?}");
+    }
+}
+
 /// Writes an integer in decimal without the formatting machinery (rows are mostly integers).
 pub(crate) fn write_int(out: &mut String, int: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = int.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
+    // "00" to "99": two digits per division, pushed as text (no character-by-character pushes, no UTF-8 check).
+    const PAIRS: &str = "00010203040506070809101112131415161718192021222324\
+        25262728293031323334353637383940414243444546474849\
+        50515253545556575859606162636465666768697071727374\
+        75767778798081828384858687888990919293949596979899";
+    let pair = |pair: u64| &PAIRS[2 * pair as usize..2 * pair as usize + 2];
     if int < 0 {
         out.push('-');
     }
-    // Pushed as characters: a digit is one byte, and no UTF-8 check is needed as `from_utf8` would make.
-    out.extend(digits[at..].iter().map(|&digit| char::from(digit)));
+    let mut rest = int.unsigned_abs();
+    // The last pairs first; `i64::MIN` has 19 digits.
+    let mut low_pairs = [0u8; 9];
+    let mut count = 0;
+    while rest >= 100 {
+        low_pairs[count] = (rest % 100) as u8;
+        rest /= 100;
+        count += 1;
+    }
+    // The leading one or two digits, without a leading zero.
+    out.push_str(if rest < 10 { &pair(rest)[1..] } else { pair(rest) });
+    for &low in low_pairs[..count].iter().rev() {
+        out.push_str(pair(u64::from(low)));
+    }
 }
 
 fn escaped(byte: u8) -> bool {
@@ -561,6 +604,47 @@ mod tests {
             write_int(&mut out, int);
             assert_eq!(out, format!("x{int}"));
         }
+    }
+
+    #[test]
+    fn floats_are_written_as_rust_debug_writes_them_but_ties_go_to_even() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Any bit pattern; the ratios an `avg` of integers makes; decimals of a few digits at any scale; whole
+        // floats.
+        let samples = (0..200_000).flat_map(|_| {
+            let numerator = (next() % 1_000_000) as f64 - 500_000.0;
+            [
+                f64::from_bits(next()),
+                numerator / (next() % 1_000 + 1) as f64,
+                numerator / 10f64.powi((next() % 24) as i32 - 8),
+                numerator,
+                ((next() as i64) >> (next() % 64)) as f64,
+            ]
+        });
+        let edges = [0.0, -0.0, -1.0, 1e-4, 1e-4f64.next_down(), 1e-5, 1e16, 1e16f64.next_down(), 1e15, 0.1, 5e-324];
+        let (mut checked, mut ties) = (0, 0);
+        for float in samples.chain(edges).chain([f64::MIN_POSITIVE, f64::MAX, f64::MIN]).filter(|f| f.is_finite()) {
+            let mut out = String::new();
+            write_float(&mut out, float);
+            let debug = format!("{float:?}");
+            if out != debug {
+                // A tie: the float lies halfway between two shortest texts, and Rust rounds half up.
+                let (ours, theirs) = (out.as_bytes(), debug.as_bytes());
+                let last = ours.len() - 1;
+                assert!(ours.len() == theirs.len() && ours[..last] == theirs[..last], "{out} vs {debug}");
+                assert!(ours[last] % 2 == 0 && ours[last].abs_diff(theirs[last]) == 1, "{out} vs {debug}");
+                ties += 1;
+            }
+            assert_eq!(out.parse::<f64>().map(f64::to_bits), Ok(float.to_bits()), "{out}");
+            checked += 1;
+        }
+        assert!(checked > 550_000 && ties > 0 && ties * 1_000 < checked, "{ties} ties in {checked}");
     }
 
     #[test]

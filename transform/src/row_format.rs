@@ -1,9 +1,8 @@
 //! Rows as JSON: the Flink-format value, the identity key, and the header that marks incomplete rows.
 
-use crate::aggregate::Number;
 use crate::config::{Config, IncompletePolicy};
 use crate::engine::{Row, WindowKind};
-use crate::json::{write_int, write_string};
+use crate::json::{write_int, write_number, write_string};
 use crate::time::format_timestamp_ms;
 
 /// Header on rows of windows that may be missing events (see [`Row::complete`]).
@@ -89,11 +88,7 @@ impl RowFormatter {
         for (prefix, result) in self.aggregate_prefixes.iter().zip(row.values) {
             value.push_str(prefix);
             match result {
-                Some(Number::Int(int)) => write_int(value, *int),
-                Some(number) => {
-                    use std::fmt::Write;
-                    let _ = write!(value, "{number}");
-                }
+                Some(number) => write_number(value, *number),
                 None => value.push_str("null"),
             }
         }
