@@ -335,8 +335,8 @@ fn the_5_mib_sizing_with_12_000_groups_stays_inside_the_cpu_budget() {
     }
 }
 
-/// ROW_BYTES_PER_RECORD follows the output topic's max.message.bytes: at half of a 4 MiB limit, 300 groups
-/// whose values are 1 KiB write batches over 1 MiB, which that topic accepts at every latency.
+/// ROW_BYTES_PER_RECORD follows the output topic's max.message.bytes: at half of a 4 MiB limit, 2,000 groups
+/// whose values are about 300 bytes write batches over 1 MiB, which that topic accepts at every latency.
 #[test]
 fn a_larger_share_fits_an_output_topic_with_a_larger_batch_limit() {
     let limits = Limits { memory_bytes: 8 << 20, ..Limits::default() };
