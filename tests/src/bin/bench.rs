@@ -1,10 +1,13 @@
 //! `make bench`: the project's workloads through the native record handler and through the module in the
 //! harness, side by side in one table (Markdown, as the README keeps it), after the README's previous one.
 //! Numbers, not a test: nothing is asserted. Each figure is the best of three runs; the harness is the
-//! build `make demo` runs and the module the one `make build` makes. An argument runs only the workloads
-//! whose names start with it (`cargo run -p integration-tests --bin bench -- dense`).
+//! build `make demo` runs and the module the one `make build` makes. Times move with a shared machine's load;
+//! instructions, which callgrind counts for the ratio of five aggregates to the count, do not. An argument
+//! runs only the workloads whose names start with it (`cargo run -p integration-tests --bin bench -- dense`).
 
+use std::cell::OnceCell;
 use std::io::Write;
+use std::rc::Rc;
 use std::time::Instant;
 
 use clickstream_aggregation::aggregator::{Aggregator, Output};
@@ -25,11 +28,23 @@ const FIVE_AGGREGATES: &str =
 struct Workload {
     name: &'static str,
     env: Vec<(&'static str, &'static str)>,
-    values: Vec<Vec<u8>>,
+    values: Stream,
 }
 
-fn generated(events: u64, users: u32, rate_per_sec: f64) -> Vec<Vec<u8>> {
-    Generator::new(GeneratorConfig { seed: 7, events, users, rate_per_sec, ..Default::default() }).collect()
+/// Generated records, shared by the workloads that read them.
+type Stream = Rc<Vec<Vec<u8>>>;
+
+/// The seed's and the dense stream's length; the wide stream is a third as long.
+const EVENTS: u64 = 300_000;
+/// The seed stream's length when callgrind counts instructions, which runs it some fifty times slower.
+const COUNTED_EVENTS: u64 = 30_000;
+
+fn generated(events: u64, users: u32, rate_per_sec: f64) -> Stream {
+    Rc::new(Generator::new(GeneratorConfig { seed: 7, events, users, rate_per_sec, ..Default::default() }).collect())
+}
+
+fn seed_stream(events: u64) -> Stream {
+    generated(events, 10, 4.0)
 }
 
 /// The window analytics on the seed's stream: unique users, estimated unique users, the 95th percentile,
@@ -37,33 +52,33 @@ fn generated(events: u64, users: u32, rate_per_sec: f64) -> Vec<Vec<u8>> {
 const ANALYTICS: &str =
     "users=count_distinct(user_id),approx_users=approx_count_distinct(user_id),p95=percentile(on_site_seconds, 0.95)";
 
-fn workloads() -> Vec<Workload> {
-    let seed = generated(300_000, 10, 4.0);
-    let wide = generated(100_000, u32::MAX, 1_000.0);
-    let wide_with = |name, aggregates| Workload {
-        name,
-        env: vec![("STATE_BUDGET", "1536KiB"), ("AGGREGATES", aggregates)],
-        values: wide.clone(),
-    };
-    vec![
-        Workload { name: "seed (10 users, 250 ms apart)", env: vec![], values: seed.clone() },
-        Workload { name: "seed, five aggregates", env: vec![("AGGREGATES", FIVE_AGGREGATES)], values: seed.clone() },
-        Workload {
-            name: "seed, analytics by url, top 10",
-            env: vec![("GROUP_BY", "url"), ("AGGREGATES", ANALYTICS), ("TOP_N", "10")],
-            values: seed,
-        },
-        Workload {
-            name: "dense (50 groups, 1 ms apart)",
-            env: vec![("GROUP_BY", "user_id")],
-            values: generated(300_000, 50, 1_000.0),
-        },
-        Workload { name: "wide (a new user each event)", env: vec![("STATE_BUDGET", "1536KiB")], values: wide.clone() },
-        wide_with("wide, count_distinct(user_id)", "n=count,users=count_distinct(user_id)"),
-        wide_with("wide, approx_count_distinct(user_id)", "n=count,users=approx_count_distinct(user_id)"),
-        wide_with("wide, percentile(on_site_seconds, 0.95)", "n=count,p95=percentile(on_site_seconds, 0.95)"),
-        Workload { name: "wide, TOP_N=10", env: vec![("STATE_BUDGET", "1536KiB"), ("TOP_N", "10")], values: wide },
-    ]
+/// The workloads whose names start with `only`, on streams of `events` events. A stream is generated once, and
+/// only if one of them reads it.
+fn workloads(only: &str, events: u64) -> Vec<Workload> {
+    let (seed, dense, wide) = (OnceCell::new(), OnceCell::new(), OnceCell::new());
+    let seed = || Rc::clone(seed.get_or_init(|| seed_stream(events)));
+    let dense = || Rc::clone(dense.get_or_init(|| generated(events, 50, 1_000.0)));
+    let wide = || Rc::clone(wide.get_or_init(|| generated(events / 3, u32::MAX, 1_000.0)));
+    let wide_with = |aggregates| vec![("STATE_BUDGET", "1536KiB"), ("AGGREGATES", aggregates)];
+    let all: [(_, _, &dyn Fn() -> Stream); 9] = [
+        ("seed (10 users, 250 ms apart)", vec![], &seed),
+        ("seed, five aggregates", vec![("AGGREGATES", FIVE_AGGREGATES)], &seed),
+        (
+            "seed, analytics by url, top 10",
+            vec![("GROUP_BY", "url"), ("AGGREGATES", ANALYTICS), ("TOP_N", "10")],
+            &seed,
+        ),
+        ("dense (50 groups, 1 ms apart)", vec![("GROUP_BY", "user_id")], &dense),
+        ("wide (a new user each event)", vec![("STATE_BUDGET", "1536KiB")], &wide),
+        ("wide, count_distinct(user_id)", wide_with("n=count,users=count_distinct(user_id)"), &wide),
+        ("wide, approx_count_distinct(user_id)", wide_with("n=count,users=approx_count_distinct(user_id)"), &wide),
+        ("wide, percentile(on_site_seconds, 0.95)", wide_with("n=count,p95=percentile(on_site_seconds, 0.95)"), &wide),
+        ("wide, TOP_N=10", vec![("STATE_BUDGET", "1536KiB"), ("TOP_N", "10")], &wide),
+    ];
+    all.into_iter()
+        .filter(|(name, ..)| name.starts_with(only))
+        .map(|(name, env, values)| Workload { name, env, values: values() })
+        .collect()
 }
 
 /// What one run did and how long it took.
@@ -108,28 +123,26 @@ fn native(workload: &Workload) -> Run {
     let env = meta(&workload.env).environment();
     let config = Config::from_env(|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
         .expect("the bench configurations are valid");
-    best_of(|| {
-        let mut aggregator = Aggregator::new(config.clone());
-        let mut out = CountRows(0);
-        let mut widest = (0, 0);
-        let started = Instant::now();
-        for value in &workload.values {
-            aggregator.on_record(Some(value), RECORD_MS, &mut out);
-            let stats = aggregator.engine().stats();
-            if stats.open_groups > widest.0 {
-                widest = (stats.open_groups, stats.state_bytes);
-            }
+    let mut aggregator = Aggregator::new(config);
+    let mut out = CountRows(0);
+    let mut widest = (0, 0);
+    let started = Instant::now();
+    for value in workload.values.iter() {
+        aggregator.on_record(Some(value), RECORD_MS, &mut out);
+        let stats = aggregator.engine().stats();
+        if stats.open_groups > widest.0 {
+            widest = (stats.open_groups, stats.state_bytes);
         }
-        let seconds = started.elapsed().as_secs_f64();
-        Run {
-            seconds,
-            events: workload.values.len() as u64,
-            rows: aggregator.totals().rows,
-            open_groups: widest.0,
-            bytes_per_group: widest.1 / widest.0.max(1),
-            ..Run::default()
-        }
-    })
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Run {
+        seconds,
+        events: workload.values.len() as u64,
+        rows: aggregator.totals().rows,
+        open_groups: widest.0,
+        bytes_per_group: widest.1 / widest.0.max(1),
+        ..Run::default()
+    }
 }
 
 /// Writes the first output topic's values to a file, a line each, as `harness replay --output` does.
@@ -148,40 +161,50 @@ impl OutputSink for FileRows {
 
 fn in_harness(compiled: &TransformModule, workload: &Workload, partitions: u32, shards: u32) -> Run {
     let path = std::env::temp_dir().join("clickstream-bench-rows.jsonl");
-    best_of(|| {
-        let mut sink = FileRows(std::io::BufWriter::new(std::fs::File::create(&path).expect("a temporary file")));
-        let mut config = PipelineConfig { partitions, ..clickstream_config() };
-        config.broker.shards = shards;
-        let mut pipeline = Pipeline::new(compiled.clone(), meta(&workload.env), config, &mut sink);
-        pipeline.start().unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
-        // The records are made before the clock starts: their copies are the bench's work, not the harness's.
-        let records: Vec<ProducerRecord> = workload
-            .values
-            .iter()
-            .map(|value| ProducerRecord { value: Some(value.clone()), ..ProducerRecord::default() })
-            .collect();
-        let started = Instant::now();
-        for record in records {
-            pipeline.push(record).unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
-        }
-        let stats = pipeline.finish().unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
-        sink.0.flush().expect("writing the rows file");
-        Run {
-            seconds: started.elapsed().as_secs_f64(),
-            events: workload.values.len() as u64,
-            rows: stats.broker.written[0],
-            peak_memory_bytes: stats.broker.peak_memory_bytes,
-            worst_record_ms: stats.broker.max_record_fuel as f64 / FUEL_PER_MS as f64,
-            ..Run::default()
-        }
-    })
+    let mut sink = FileRows(std::io::BufWriter::new(std::fs::File::create(&path).expect("a temporary file")));
+    let mut config = PipelineConfig { partitions, ..clickstream_config() };
+    config.broker.shards = shards;
+    let mut pipeline = Pipeline::new(compiled.clone(), meta(&workload.env), config, &mut sink);
+    pipeline.start().unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
+    // The records are made before the clock starts: their copies are the bench's work, not the harness's.
+    let records: Vec<ProducerRecord> = workload
+        .values
+        .iter()
+        .map(|value| ProducerRecord { value: Some(value.clone()), ..ProducerRecord::default() })
+        .collect();
+    let started = Instant::now();
+    for record in records {
+        pipeline.push(record).unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
+    }
+    let stats = pipeline.finish().unwrap_or_else(|failure| panic!("{}: {failure}", workload.name));
+    sink.0.flush().expect("writing the rows file");
+    Run {
+        seconds: started.elapsed().as_secs_f64(),
+        events: workload.values.len() as u64,
+        rows: stats.broker.written[0],
+        peak_memory_bytes: stats.broker.peak_memory_bytes,
+        worst_record_ms: stats.broker.max_record_fuel as f64 / FUEL_PER_MS as f64,
+        ..Run::default()
+    }
 }
 
 fn millions(value: f64) -> String {
     format!("{:.2} M", value / 1e6)
 }
 
+/// The flag the bench passes to itself to run under callgrind: one native run of the named workload on a
+/// stream of `COUNTED_EVENTS` events, counted from the entry to the exit of `native`.
+const COUNT_INSTRUCTIONS: &str = "--count-instructions-of";
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, name] = &args[..] {
+        if flag == COUNT_INSTRUCTIONS {
+            let workload = workloads(name, COUNTED_EVENTS).into_iter().next().expect("a workload of that name");
+            println!("{}", native(&workload).rows);
+            return;
+        }
+    }
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap_or_default();
     let previous: Vec<&str> = readme
         .lines()
@@ -195,17 +218,15 @@ fn main() {
     let clickstream = module(Limits::default());
     let with_guard_pages = TransformModule::load_for(module_bytes(), Limits::default(), EngineProfile::GuardPages)
         .expect("the module loads");
+    let only = args.first().cloned().unwrap_or_default();
     println!("<!-- bench table -->");
     println!("| Workload | Native events/s | Native rows/s | ns/row | Module events/s | Module rows/s | Module rows/s, guard pages | Module/native | Peak memory | Slowest record |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let only = std::env::args().nth(1).unwrap_or_default();
-    let mut wide = Vec::new();
     let mut measured = Vec::new();
-    let workloads = workloads();
-    for workload in workloads.iter().filter(|workload| workload.name.starts_with(&only)) {
-        let native = native(workload);
-        let module = in_harness(&clickstream, workload, 1, 1);
-        let unchecked = in_harness(&with_guard_pages, workload, 1, 1);
+    for workload in workloads(&only, EVENTS) {
+        let native = best_of(|| native(&workload));
+        let module = best_of(|| in_harness(&clickstream, &workload, 1, 1));
+        let unchecked = best_of(|| in_harness(&with_guard_pages, &workload, 1, 1));
         println!(
             "| {} | {} | {} | {:.0} | {} | {} | {} | {:.0} % | {:.2} MiB | {:.1} ms |",
             workload.name,
@@ -219,40 +240,60 @@ fn main() {
             module.peak_memory_bytes as f64 / (1 << 20) as f64,
             module.worst_record_ms,
         );
-        if workload.name.starts_with("wide") {
-            wide.push((workload.name, native));
-        }
         measured.push((workload.name, native, module));
     }
-    let identity = "identity".starts_with(&only).then(|| identity_rows(&workloads[0]));
-    if let (Some(identity), true) = (identity, only.is_empty()) {
-        targets(&measured, identity);
+    if "identity".starts_with(&only) {
+        let identity = TransformModule::load(CopyingGuest::default().wat().as_bytes(), Limits::default())
+            .expect("the identity transform loads");
+        let seed = Workload { name: "identity", env: vec![], values: seed_stream(EVENTS) };
+        let one = best_of(|| in_harness(&identity, &seed, 2, 1));
+        let two = best_of(|| in_harness(&identity, &seed, 2, 2));
+        println!(
+            "| identity transform, harness alone (2 partitions) | | | | {} (1 shard), {} (2 shards: {:.2}×) | | | | | |",
+            millions(one.events_per_second()),
+            millions(two.events_per_second()),
+            two.events_per_second() / one.events_per_second(),
+        );
+        if only.is_empty() {
+            targets(&measured, (one, two), five_vs_count_instructions());
+        }
     }
+    let wide: Vec<_> = measured.iter().filter(|(name, ..)| name.starts_with("wide")).collect();
     if !wide.is_empty() {
         println!("\nState per open group on the wide stream at STATE_BUDGET=1536KiB (what fits a 2 MiB VM):");
-        for (name, run) in wide {
+        for (name, run, _) in wide {
             println!("- {name}: at most {} open groups, {} bytes each", run.open_groups, run.bytes_per_group);
         }
     }
 }
 
-/// The harness alone: a transform that echoes its input, on one shard and on two.
-fn identity_rows(seed: &Workload) -> (Run, Run) {
-    let identity = TransformModule::load(CopyingGuest::default().wat().as_bytes(), Limits::default())
-        .expect("the identity transform loads");
-    let one = in_harness(&identity, seed, 2, 1);
-    let two = in_harness(&identity, seed, 2, 2);
-    println!(
-        "| identity transform, harness alone (2 partitions) | | | | {} (1 shard), {} (2 shards: {:.2}×) | | | | | |",
-        millions(one.events_per_second()),
-        millions(two.events_per_second()),
-        two.events_per_second() / one.events_per_second(),
-    );
-    (one, two)
+/// Instructions per row of the native record handler for a workload, as callgrind counts them: unlike times,
+/// the same on a shared machine however busy. `None` without `valgrind` on the PATH.
+fn instructions_per_row(name: &str) -> Option<f64> {
+    let output = std::process::Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null", "--toggle-collect=*bench::native"])
+        .arg(std::env::current_exe().ok()?)
+        .args([COUNT_INSTRUCTIONS, name])
+        .output()
+        .ok()?;
+    let collected = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .find_map(|line| line.split("Collected : ").nth(1).and_then(|count| count.trim().parse::<f64>().ok()))?;
+    let rows = String::from_utf8_lossy(&output.stdout).trim().parse::<f64>().ok()?;
+    Some(collected / rows)
+}
+
+/// The ratio of five aggregates to the count, per row, in instructions (see [`instructions_per_row`]).
+fn five_vs_count_instructions() -> String {
+    eprintln!("counting instructions with callgrind");
+    match (instructions_per_row("seed, five aggregates"), instructions_per_row("seed (10 users")) {
+        (Some(five), Some(count)) => format!("{:.2}× in instructions ({five:.0} / {count:.0} a row)", five / count),
+        _ => "instructions not counted (`valgrind` missing or failed)".to_string(),
+    }
 }
 
 /// The performance issue's table: each figure when the issue was filed, its target, and this run's.
-fn targets(measured: &[(&str, Run, Run)], (one_shard, two_shards): (Run, Run)) {
+fn targets(measured: &[(&str, Run, Run)], (one_shard, two_shards): (Run, Run), five_vs_count: String) {
     let run = |name: &str| {
         let (_, native, module) = measured.iter().find(|(workload, ..)| *workload == name).expect("a bench workload");
         (*native, *module)
@@ -281,7 +322,7 @@ fn targets(measured: &[(&str, Run, Run)], (one_shard, two_shards): (Run, Run)) {
             "five aggregates vs count, per row (native)",
             "1.8–1.9×",
             "≤ 1.3×",
-            format!("{:.2}×", ns_per_row(five_native) / ns_per_row(seed_native)),
+            format!("{:.2}×; {five_vs_count}", ns_per_row(five_native) / ns_per_row(seed_native)),
         ),
         (
             "module vs native (broker's configuration)",
