@@ -171,7 +171,7 @@ impl fmt::Display for Number {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut text = String::new();
         crate::json::write_number(&mut text, *self);
-        f.write_str(&text)
+        f.pad(&text)
     }
 }
 

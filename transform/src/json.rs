@@ -465,7 +465,7 @@ pub(crate) fn write_number(out: &mut String, number: Number) {
 /// between 1e-4 and 1e16, where both write plain decimals, by `ryu`; outside that, `ryu` would write `1e-5` as
 /// `0.00001`, so Rust's writer does. The one difference:
 /// when the float lies halfway between two shortest texts, `ryu` takes the even last digit (as Java's
-/// `Double.toString` does), where Rust rounds up.
+/// `Double.toString` does since JDK 19), where Rust rounds up.
 #[inline(never)] // so `write_number`'s integer path, the common one, stays small enough to inline
 pub(crate) fn write_float(out: &mut String, float: f64) {
     let size = float.abs();

@@ -119,6 +119,7 @@ impl Output for CountRows {
     fn log(&mut self, _line: &str) {}
 }
 
+#[inline(never)] // callgrind counts the instructions between its entry and its exit
 fn native(workload: &Workload) -> Run {
     let env = meta(&workload.env).environment();
     let config = Config::from_env(|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
