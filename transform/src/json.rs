@@ -463,9 +463,8 @@ pub(crate) fn write_number(out: &mut String, number: Number) {
 /// an exponent (`99.0`, `0.1`, `1e16`, `1e-5`), so a float never reads back as an integer. `avg` writes a
 /// float in every row, so the common cases are quicker: a whole float below 1e16 as its integer, other floats
 /// between 1e-4 and 1e16, where both write plain decimals, by `ryu`; outside that, `ryu` would write `1e-5` as
-/// `0.00001`, so Rust's writer does. The one difference:
-/// when the float lies halfway between two shortest texts, `ryu` takes the even last digit (as Java's
-/// `Double.toString` does since JDK 19), where Rust rounds up.
+/// `0.00001`, so Rust's writer does. The one difference: when the float lies halfway between two shortest
+/// texts, `ryu` takes the even last digit (as Java's `Double.toString` does since JDK 19), where Rust rounds up.
 #[inline(never)] // so `write_number`'s integer path, the common one, stays small enough to inline
 pub(crate) fn write_float(out: &mut String, float: f64) {
     let size = float.abs();

@@ -287,7 +287,7 @@ fn instructions_per_row(name: &str) -> Option<f64> {
 /// The ratio of five aggregates to the count, per row, in instructions (see [`instructions_per_row`]).
 fn five_vs_count_instructions() -> String {
     eprintln!("counting instructions with callgrind");
-    match (instructions_per_row("seed, five aggregates"), instructions_per_row("seed (10 users")) {
+    match (instructions_per_row("seed, five aggregates"), instructions_per_row("seed (10 users, 250 ms apart)")) {
         (Some(five), Some(count)) => format!("{:.2}× in instructions ({five:.0} / {count:.0} a row)", five / count),
         _ => "instructions not counted (`valgrind` missing or failed)".to_string(),
     }
