@@ -417,6 +417,30 @@ mod tests {
         assert_eq!(window.result(Function::Avg), Some(Float(9.223372036854776e18 / 3.0)));
     }
 
+    /// The engine copies a row's first pane instead of merging it into the empty state: the two must agree,
+    /// down to the sign of a zero and the flags of a sum.
+    #[test]
+    fn merging_a_pane_into_the_empty_state_gives_the_pane() {
+        let panes: [&[Option<Number>]; 6] = [
+            &[],
+            &[None],
+            &[Some(Float(-0.0))],
+            &[Some(Float(0.0)), Some(Float(-0.0))],
+            &[Some(Int(3)), Some(Float(2.5)), None],
+            &[Some(Int(i64::MAX)), Some(Int(i64::MAX)), Some(Float(1e-310))],
+        ];
+        let functions = [Function::CountField, Function::Sum, Function::Avg, Function::Min, Function::Max];
+        for function in functions {
+            for pane in panes {
+                let mut state = Accumulator::empty(function).unwrap();
+                pane.iter().for_each(|value| state.add(*value));
+                let mut merged = Accumulator::empty(function).unwrap();
+                merged.merge(&state);
+                assert_eq!(format!("{merged:?}"), format!("{state:?}"), "{function:?} of {pane:?}");
+            }
+        }
+    }
+
     /// Regression (sum_of_negative_zero_printed_0_0): a sum of `-0.0` alone printed `0.0`; Flink prints `-0.0`.
     #[test]
     fn a_sum_of_negative_zeros_is_negative_zero() {

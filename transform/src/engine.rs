@@ -179,12 +179,35 @@ impl<'a> GroupText<'a> {
     }
 }
 
+/// A row's group values in `GROUP_BY` order, read where the engine keeps them: a row copies none of them.
+#[derive(Clone, Copy)]
+pub struct GroupFields<'a> {
+    values: &'a Interner<Boxed<str>>,
+    ids: &'a [u32],
+}
+
+impl<'a> GroupFields<'a> {
+    pub fn iter(self) -> impl ExactSizeIterator<Item = GroupText<'a>> {
+        self.ids.iter().map(move |&id| GroupText(self.values.get(id)))
+    }
+
+    pub fn get(self, field: usize) -> Option<GroupText<'a>> {
+        self.ids.get(field).map(|&id| GroupText(self.values.get(id)))
+    }
+}
+
+impl std::fmt::Debug for GroupFields<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// One output row: the aggregates of one group in one window.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Row<'a> {
     pub window_start_ms: i64,
     pub window_end_ms: i64,
-    pub group: &'a [GroupText<'a>],
+    pub group: GroupFields<'a>,
     /// Events counted for the group in the window.
     pub count: u64,
     /// One value per aggregate, in configuration order; `None` is JSON null.
@@ -389,7 +412,7 @@ pub struct Engine {
     /// The values an event would intern, counted while its state is sized.
     new_values: usize,
     tagged: String,
-    row_group: Vec<GroupText<'static>>,
+    /// The row being made: one state per aggregate that keeps one, from its first counted pane's.
     row_accumulators: Vec<Accumulator>,
     row_values: Vec<Option<Number>>,
     /// `count_distinct`: the sets of every group and pane, and for the row being made, each such
@@ -463,7 +486,6 @@ impl Engine {
             group_ids: Vec::new(),
             new_values: 0,
             tagged: String::new(),
-            row_group: Vec::new(),
             row_accumulators: Vec::new(),
             row_values: Vec::new(),
             distinct: DistinctSets::default(),
@@ -509,6 +531,7 @@ impl Engine {
         self.functions = functions.to_vec();
         self.empty_accumulators = functions.iter().filter_map(|f| Accumulator::empty(*f)).collect();
         self.cells = CellStore { blocks: self.empty_accumulators.len(), ..CellStore::default() };
+        self.row_accumulators = self.empty_accumulators.clone();
         let distinct = functions.iter().filter(|function| **function == Function::CountDistinct).count();
         self.row_distinct = vec![Vec::new(); distinct];
         let percentiles = functions.iter().filter(|function| matches!(function, Function::Percentile(_))).count();
@@ -775,8 +798,6 @@ impl Engine {
             return row;
         }
         let blocks = self.empty_accumulators.len();
-        self.row_accumulators.clear();
-        self.row_accumulators.extend_from_slice(&self.empty_accumulators);
         let mut count = 0u64;
         let mut work = 1;
         for values in &mut self.row_distinct {
@@ -784,10 +805,15 @@ impl Engine {
         }
         let mut at = self.lists[group as usize].first;
         let mut session_start = i64::MAX;
+        let mut first = true;
         while let Some(counted) = Some(at).filter(|&at| at != NIL).and_then(|at| span.walks(&self.cells.get(at))) {
             let cell = self.cells.get(at);
             work += 1; // every cell walked, seen by this window or not
             if counted {
+                // Merging the first counted pane into the empty state gives that pane's state: it is copied.
+                if first {
+                    self.row_accumulators.copy_from_slice(self.cells.block(at));
+                }
                 session_start = session_start.min(cell.pane);
                 count += u64::from(cell.count);
                 let mut distinct = self.row_distinct.iter_mut();
@@ -800,10 +826,12 @@ impl Engine {
                             distinct.next().expect("one per count_distinct").extend_from_slice(values);
                             work += values.len();
                         }
-                        pane_state => total.merge(pane_state),
+                        pane_state if !first => total.merge(pane_state),
+                        _ => {}
                     }
                 }
                 work += blocks;
+                first = false;
             }
             at = cell.next;
         }
@@ -905,11 +933,8 @@ impl Engine {
 
     fn write_row(&mut self, bounds: (i64, i64), group: u32, count: u64, early: bool, sink: &mut impl RowSink) -> bool {
         self.fill_row_values(count);
-        let mut fields = recycle(std::mem::take(&mut self.row_group));
-        fields.extend(self.groups.get(group).iter().map(|&value| GroupText(self.values.get(value))));
-        let go_on = sink.row(&self.row(bounds, &fields, count, &self.row_values, None, early));
-        self.row_group = recycle(fields);
-        go_on
+        let fields = self.group_fields(self.groups.get(group));
+        sink.row(&self.row(bounds, fields, count, &self.row_values, None, early))
     }
 
     fn window_span(&self, window: i64) -> Span {
@@ -921,10 +946,15 @@ impl Engine {
         (self.spec.first_pane(window) * self.spec.slide_ms, (window + 1) * self.spec.slide_ms)
     }
 
+    /// A group's values, from their ids.
+    fn group_fields<'r>(&'r self, ids: &'r [u32]) -> GroupFields<'r> {
+        GroupFields { values: &self.values, ids }
+    }
+
     fn row<'r>(
         &self,
         (window_start_ms, window_end_ms): (i64, i64),
-        group: &'r [GroupText<'r>],
+        group: GroupFields<'r>,
         count: u64,
         values: &'r [Option<Number>],
         rank: Option<u64>,
@@ -989,11 +1019,9 @@ impl Engine {
             }
             let Some((rank, candidate)) = self.top_n.as_mut().and_then(Ranking::next_ranked) else { break };
             *work += 1 + candidate.group.values.len();
-            let mut fields = recycle(std::mem::take(&mut self.row_group));
-            fields.extend(candidate.group.values.iter().map(|&value| GroupText(self.values.get(value))));
+            let fields = self.group_fields(&candidate.group.values);
             let bounds = self.window_bounds(window);
-            let go_on = sink.row(&self.row(bounds, &fields, candidate.count, &candidate.values, Some(rank), false));
-            self.row_group = recycle(fields);
+            let go_on = sink.row(&self.row(bounds, fields, candidate.count, &candidate.values, Some(rank), false));
             self.drop_candidate(candidate);
             if !go_on {
                 return false;
@@ -1497,12 +1525,6 @@ fn counted_cells(cells: &CellStore, first: u32, span: Span) -> impl Iterator<Ite
         .filter_map(|(at, counted)| counted.then_some(at))
 }
 
-/// An emptied vector's allocation, for group values that borrow from elsewhere.
-fn recycle<'b>(mut values: Vec<GroupText<'_>>) -> Vec<GroupText<'b>> {
-    values.clear();
-    values.into_iter().map(|_| GroupText("")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1675,7 +1697,9 @@ mod tests {
         struct Marked(Vec<(i64, String, u64, bool)>);
         impl RowSink for Marked {
             fn row(&mut self, row: &Row<'_>) -> bool {
-                let GroupValue::Text(group) = row.group[0].value() else { panic!("text groups") };
+                let GroupValue::Text(group) = row.group.get(0).expect("one group field").value() else {
+                    panic!("text groups")
+                };
                 self.0.push((row.window_start_ms, group.to_string(), row.count, row.early));
                 true
             }
@@ -1719,7 +1743,9 @@ mod tests {
         struct Early(Vec<(i64, String)>);
         impl RowSink for Early {
             fn row(&mut self, row: &Row<'_>) -> bool {
-                let GroupValue::Text(group) = row.group[0].value() else { panic!("text groups") };
+                let GroupValue::Text(group) = row.group.get(0).expect("one group field").value() else {
+                    panic!("text groups")
+                };
                 if row.early {
                     self.0.push((row.window_end_ms, group.to_string()));
                 }
@@ -1946,7 +1972,7 @@ mod tests {
         impl RowSink for Json<'_> {
             fn row(&mut self, row: &Row<'_>) -> bool {
                 let mut text = String::new();
-                row.group[0].write_json(&mut text);
+                row.group.get(0).expect("one group field").write_json(&mut text);
                 self.0.push(text);
                 true
             }

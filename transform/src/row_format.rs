@@ -77,7 +77,7 @@ impl RowFormatter {
         let RowFormatter { key, value, .. } = self;
         key.truncate(self.key_head);
         value.truncate(self.value_head);
-        for (prefix, field) in self.group_prefixes.iter().zip(row.group) {
+        for (prefix, field) in self.group_prefixes.iter().zip(row.group.iter()) {
             key.push(',');
             value.push_str(prefix);
             let start = value.len();
