@@ -3,7 +3,6 @@
 use std::cmp::Ordering;
 
 use serde_json::Value;
-use transform_host::producer::Scalar;
 
 /// Keeps the rows of the latest window seen (by `window_end`, then `window_start`: cumulating windows share
 /// their start), to rank them at the end by the first
@@ -42,17 +41,15 @@ impl TopGroups {
 
     /// Takes one output value; values that are not aggregate rows are ignored.
     pub fn add(&mut self, value: &[u8]) {
-        let field = |name| match transform_host::producer::top_field(value, name) {
-            Some(Scalar::Text(text)) => Some(text.into_owned()),
-            _ => None,
+        let (Some(end), Some(start)) = transform_host::producer::top_texts(value, "window_end", "window_start") else {
+            return;
         };
-        let (Some(end), Some(start)) = (field("window_end"), field("window_start")) else { return };
-        let window = (end, start);
-        match &self.window {
-            Some(latest) if window < *latest => return,
-            Some(latest) if window == *latest => {}
+        let latest = self.window.as_ref().map(|(end, start)| (end.as_str(), start.as_str()));
+        match latest.map(|latest| (end.as_ref(), start.as_ref()).cmp(&latest)) {
+            Some(Ordering::Less) => return,
+            Some(Ordering::Equal) => {}
             _ => {
-                self.window = Some(window);
+                self.window = Some((end.into_owned(), start.into_owned()));
                 self.rows.clear();
                 self.ends.clear();
             }

@@ -445,9 +445,14 @@ impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
     }
 }
 
-/// The value of one top-level member of a JSON object, reading nothing else whole.
-pub fn top_field<'a>(value: &'a [u8], name: &str) -> Option<Scalar<'a>> {
-    TopFields::read(value, Some(name), None)?.time
+/// The texts of two top-level members of a JSON object, read in one pass and nothing else whole (`None` for a
+/// member that is missing or not a string).
+pub fn top_texts<'a>(value: &'a [u8], first: &str, second: &str) -> (Option<Cow<'a, str>>, Option<Cow<'a, str>>) {
+    match TopFields::read(value, Some(first), Some(second)) {
+        Some(TopFields { time: Some(Scalar::Text(first)), key, .. }) => (Some(first), key),
+        Some(TopFields { key, .. }) => (None, key),
+        None => (None, None),
+    }
 }
 
 /// Which of the producer's fields a member name is, compared without copying it.
