@@ -44,7 +44,8 @@ impl TopGroups {
         let (Some(end), Some(start)) = transform_host::producer::top_texts(value, "window_end", "window_start") else {
             return;
         };
-        let latest = self.window.as_ref().map(|(end, start)| (end.as_str(), start.as_str()));
+        let latest =
+            self.window.as_ref().map(|(latest_end, latest_start)| (latest_end.as_str(), latest_start.as_str()));
         match latest.map(|latest| (end.as_ref(), start.as_ref()).cmp(&latest)) {
             Some(Ordering::Less) => return,
             Some(Ordering::Equal) => {}

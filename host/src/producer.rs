@@ -445,11 +445,12 @@ impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
     }
 }
 
-/// The texts of two top-level members of a JSON object, read in one pass and nothing else whole (`None` for a
-/// member that is missing or not a string).
+/// The texts of two differently named top-level members of a JSON object, read in one pass and nothing else
+/// whole: `None` for a member that is missing or not a string, both when `value` is not one JSON object. A
+/// repeated member: the last one counts.
 pub fn top_texts<'a>(value: &'a [u8], first: &str, second: &str) -> (Option<Cow<'a, str>>, Option<Cow<'a, str>>) {
     match TopFields::read(value, Some(first), Some(second)) {
-        Some(TopFields { time: Some(Scalar::Text(first)), key, .. }) => (Some(first), key),
+        Some(TopFields { time: Some(Scalar::Text(text)), key, .. }) => (Some(text), key),
         Some(TopFields { key, .. }) => (None, key),
         None => (None, None),
     }
@@ -524,6 +525,22 @@ pub fn murmur2(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_texts_reads_two_string_members_or_none() {
+        let texts = |value: &str| {
+            let (end, start) = top_texts(value.as_bytes(), "window_end", "window_start");
+            (end.map(Cow::into_owned), start.map(Cow::into_owned))
+        };
+        let both = (Some("b".to_string()), Some("a".to_string()));
+        assert_eq!(texts(r#"{"window_start":"a","n":[1],"window_end":"b"}"#), both);
+        assert_eq!(texts(r#"{"window_end":"x","window_start":"a","window_end":"b"}"#), both, "the last one counts");
+        assert_eq!(texts(r#"{"window_start":"a","window_end":7}"#), (None, Some("a".into())), "not a string");
+        assert_eq!(texts(r#"{"window_end":"b"}"#), (Some("b".into()), None));
+        for not_one_object in ["[1]", r#"{"window_end":"b","window_start":"a"} {}"#, "{"] {
+            assert_eq!(texts(not_one_object), (None, None), "{not_one_object}");
+        }
+    }
 
     #[test]
     fn top_fields_read_what_a_full_parse_reads() {

@@ -179,7 +179,7 @@ impl<'a> GroupText<'a> {
     }
 }
 
-/// A row's group values in `GROUP_BY` order, read where the engine keeps them: a row copies none of them.
+/// A row's group values in `GROUP_BY` order, read by id where the engine keeps them (none is gathered per row).
 #[derive(Clone, Copy)]
 pub struct GroupFields<'a> {
     values: &'a Interner<Boxed<str>>,
@@ -189,10 +189,6 @@ pub struct GroupFields<'a> {
 impl<'a> GroupFields<'a> {
     pub fn iter(self) -> impl ExactSizeIterator<Item = GroupText<'a>> {
         self.ids.iter().map(move |&id| GroupText(self.values.get(id)))
-    }
-
-    pub fn get(self, field: usize) -> Option<GroupText<'a>> {
-        self.ids.get(field).map(|&id| GroupText(self.values.get(id)))
     }
 }
 
@@ -412,7 +408,8 @@ pub struct Engine {
     /// The values an event would intern, counted while its state is sized.
     new_values: usize,
     tagged: String,
-    /// The row being made: one state per aggregate that keeps one, from its first counted pane's.
+    /// The row being made: one state per aggregate that keeps one, from its first counted pane's (see
+    /// [`Engine::combine`]; left as the last row made when a walk counts no pane, as no row is made then).
     row_accumulators: Vec<Accumulator>,
     row_values: Vec<Option<Number>>,
     /// `count_distinct`: the sets of every group and pane, and for the row being made, each such
@@ -792,7 +789,7 @@ impl Engine {
 
     /// Combines the group's cells that `span` counts into the row buffers (`row_accumulators`, the distinct
     /// counts, `row_sketches`, `row_hll_counts`). Returns the events counted, the row's window bounds and
-    /// the work done.
+    /// the work done. With no event counted the buffers do not describe a row, and none may be made.
     fn combine(&mut self, group: u32, span: Span) -> (u64, (i64, i64), usize) {
         if let Some(row) = self.count_of_whole_list(group, span) {
             return row;
@@ -810,7 +807,9 @@ impl Engine {
             let cell = self.cells.get(at);
             work += 1; // every cell walked, seen by this window or not
             if counted {
-                // Merging the first counted pane into the empty state gives that pane's state: it is copied.
+                // The first counted pane's block is copied: for the kinds merged below, that is what merging it
+                // into the empty state gives; the kinds combined elsewhere (sets, sketches, HyperLogLogs) are
+                // never read from `row_accumulators`.
                 if first {
                     self.row_accumulators.copy_from_slice(self.cells.block(at));
                 }
@@ -868,6 +867,7 @@ impl Engine {
 
     /// The row's aggregate values, from its count and `row_accumulators`, into `row_values`.
     fn fill_row_values(&mut self, count: u64) {
+        debug_assert!(count > 0, "a row counts at least one pane, copied into `row_accumulators`");
         self.row_values.clear();
         let mut accumulators = self.row_accumulators.iter();
         let mut distinct_counts = self.row_distinct_counts.iter();
@@ -1697,7 +1697,7 @@ mod tests {
         struct Marked(Vec<(i64, String, u64, bool)>);
         impl RowSink for Marked {
             fn row(&mut self, row: &Row<'_>) -> bool {
-                let GroupValue::Text(group) = row.group.get(0).expect("one group field").value() else {
+                let GroupValue::Text(group) = row.group.iter().next().expect("one group field").value() else {
                     panic!("text groups")
                 };
                 self.0.push((row.window_start_ms, group.to_string(), row.count, row.early));
@@ -1743,7 +1743,7 @@ mod tests {
         struct Early(Vec<(i64, String)>);
         impl RowSink for Early {
             fn row(&mut self, row: &Row<'_>) -> bool {
-                let GroupValue::Text(group) = row.group.get(0).expect("one group field").value() else {
+                let GroupValue::Text(group) = row.group.iter().next().expect("one group field").value() else {
                     panic!("text groups")
                 };
                 if row.early {
@@ -1972,7 +1972,7 @@ mod tests {
         impl RowSink for Json<'_> {
             fn row(&mut self, row: &Row<'_>) -> bool {
                 let mut text = String::new();
-                row.group.get(0).expect("one group field").write_json(&mut text);
+                row.group.iter().next().expect("one group field").write_json(&mut text);
                 self.0.push(text);
                 true
             }
