@@ -113,9 +113,9 @@ impl Input<'_> {
             Input::Text(text) => GroupText::write(&GroupValue::Text(text), out),
             Input::Number(Number::Int(int)) => GroupText::write(&GroupValue::Int(int), out),
             Input::Number(float) => {
-                use std::fmt::Write;
                 out.clear();
-                let _ = write!(out, "f{float}");
+                out.push('f');
+                crate::json::write_number(out, float);
             }
         }
     }
