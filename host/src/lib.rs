@@ -4,7 +4,7 @@
 //!
 //! Layers, each using only those above it: the batch types, the core's clock, log rules and wire forms;
 //! guest memory access; the import families (`transform_abi`, `wasi`, `schema_registry`); the VM (`vm`);
-//! the broker and producer models; the pipeline joining them.
+//! the broker and producer models (the producer reads values with `top_fields`); the pipeline joining them.
 
 mod batch;
 pub mod broker;
@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod producer;
 pub mod record_batch;
 pub mod schema_registry;
+mod top_fields;
 mod transform_abi;
 mod vm;
 mod wasi;

@@ -2,12 +2,13 @@
 //! records by a value field, partitions them as the default partitioner does, stamps them with a record
 //! time, sends heartbeats to every partition, and batches per partition by `batch.size` and `linger.ms`.
 
-use std::borrow::Cow;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::batch::BatchRecord;
+use crate::top_fields::TopFields;
+pub use crate::top_fields::{top_texts, Scalar};
 use crate::wire::{encode_payload, Header, Payload};
 
 /// A record as a producer sends it; unset fields are filled the way a Kafka producer would.
@@ -316,185 +317,6 @@ impl Producer {
     }
 }
 
-/// What the producer reads of a JSON value: the time field, the key field (a string) and how many other
-/// members it has, without building the whole value. A repeated time or key field: the last one counts.
-#[derive(Debug, Default, PartialEq)]
-struct TopFields<'a> {
-    time: Option<Scalar<'a>>,
-    key: Option<Cow<'a, str>>,
-    others: usize,
-}
-
-/// A member's value as far as the producer reads it: text (borrowed unless it has escapes), a number, or
-/// anything else (skipped).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Scalar<'a> {
-    Text(Cow<'a, str>),
-    Number(serde_json::Number),
-    Other,
-}
-
-impl<'a> TopFields<'a> {
-    /// `None` unless `value` is one JSON object.
-    fn read(value: &'a [u8], time_field: Option<&str>, key_field: Option<&str>) -> Option<TopFields<'a>> {
-        use serde::de::DeserializeSeed;
-        let mut reader = serde_json::Deserializer::from_slice(value);
-        let fields = FieldsSeed { time_field, key_field }.deserialize(&mut reader).ok()?;
-        reader.end().ok()?;
-        Some(fields)
-    }
-}
-
-struct FieldsSeed<'a> {
-    time_field: Option<&'a str>,
-    key_field: Option<&'a str>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
-    type Value = TopFields<'de>;
-
-    /// Anything but an object is an error (of serde's own), which `TopFields::read` turns into `None`.
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
-    type Value = TopFields<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = TopFields::default();
-        let names = NameSeed { time_field: self.time_field, key_field: self.key_field };
-        while let Some(name) = map.next_key_seed(names)? {
-            match name {
-                Name::Time => fields.time = Some(map.next_value()?),
-                Name::Key => {
-                    fields.key = match map.next_value()? {
-                        Scalar::Text(text) => Some(text),
-                        _ => None,
-                    };
-                    fields.others += 1;
-                }
-                Name::Other => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                    fields.others += 1;
-                }
-            }
-        }
-        Ok(fields)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Scalar<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ScalarVisitor)
-    }
-}
-
-struct ScalarVisitor;
-
-impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
-    type Value = Scalar<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Text(Cow::Borrowed(text)))
-    }
-
-    fn visit_str<E>(self, text: &str) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Text(Cow::Owned(text.to_string())))
-    }
-
-    fn visit_i64<E>(self, number: i64) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Number(number.into()))
-    }
-
-    fn visit_u64<E>(self, number: u64) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Number(number.into()))
-    }
-
-    fn visit_f64<E>(self, number: f64) -> Result<Scalar<'de>, E> {
-        Ok(serde_json::Number::from_f64(number).map_or(Scalar::Other, Scalar::Number))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Other)
-    }
-
-    fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Other)
-    }
-
-    /// A container is read whole, as a full parse reads it (serde's skipping checks less: numbers out of
-    /// range, for one), so a time or key field holding a malformed one leaves the value unread as before.
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
-        while seq.next_element::<serde_json::Value>()?.is_some() {}
-        Ok(Scalar::Other)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
-        while map.next_entry::<String, serde_json::Value>()?.is_some() {}
-        Ok(Scalar::Other)
-    }
-}
-
-/// The texts of two differently named top-level members of a JSON object, read in one pass and nothing else
-/// whole: `None` for a member that is missing or not a string, both when `value` is not one JSON object. A
-/// repeated member: the last one counts.
-pub fn top_texts<'a>(value: &'a [u8], first: &str, second: &str) -> (Option<Cow<'a, str>>, Option<Cow<'a, str>>) {
-    match TopFields::read(value, Some(first), Some(second)) {
-        Some(TopFields { time: Some(Scalar::Text(text)), key, .. }) => (Some(text), key),
-        Some(TopFields { key, .. }) => (None, key),
-        None => (None, None),
-    }
-}
-
-/// Which of the producer's fields a member name is, compared without copying it.
-#[derive(Clone, Copy)]
-struct NameSeed<'a> {
-    time_field: Option<&'a str>,
-    key_field: Option<&'a str>,
-}
-
-enum Name {
-    Time,
-    Key,
-    Other,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for NameSeed<'_> {
-    type Value = Name;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Name, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl serde::de::Visitor<'_> for NameSeed<'_> {
-    type Value = Name;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a member name")
-    }
-
-    fn visit_str<E>(self, name: &str) -> Result<Name, E> {
-        Ok(if Some(name) == self.time_field {
-            Name::Time
-        } else if Some(name) == self.key_field {
-            Name::Key
-        } else {
-            Name::Other
-        })
-    }
-}
-
 /// Kafka's murmur2 (the Java client's `Utils.murmur2`, seed 0x9747b28c).
 pub fn murmur2(data: &[u8]) -> u32 {
     const M: u32 = 0x5bd1_e995;
@@ -525,56 +347,6 @@ pub fn murmur2(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn top_texts_reads_two_string_members_or_none() {
-        let texts = |value: &str| {
-            let (end, start) = top_texts(value.as_bytes(), "window_end", "window_start");
-            (end.map(Cow::into_owned), start.map(Cow::into_owned))
-        };
-        let both = (Some("b".to_string()), Some("a".to_string()));
-        assert_eq!(texts(r#"{"window_start":"a","n":[1],"window_end":"b"}"#), both);
-        assert_eq!(texts(r#"{"window_end":"x","window_start":"a","window_end":"b"}"#), both, "the last one counts");
-        assert_eq!(texts(r#"{"window_start":"a","window_end":7}"#), (None, Some("a".into())), "not a string");
-        assert_eq!(texts(r#"{"window_end":"b"}"#), (Some("b".into()), None));
-        for not_one_object in ["[1]", r#"{"window_end":"b","window_start":"a"} {}"#, "{"] {
-            assert_eq!(texts(not_one_object), (None, None), "{not_one_object}");
-        }
-    }
-
-    #[test]
-    fn top_fields_read_what_a_full_parse_reads() {
-        fn read(value: &str) -> Option<TopFields<'_>> {
-            TopFields::read(value.as_bytes(), Some("t"), Some("k"))
-        }
-        let fields = read(r#"{"t":"2020-01-01 00:00:00","k":"u1","x":[1,{"t":2}],"y":null}"#).unwrap();
-        assert_eq!(fields.time, Some(Scalar::Text("2020-01-01 00:00:00".into())));
-        assert_eq!((fields.key.as_deref(), fields.others), (Some("u1"), 3));
-        // A repeated time field is no other member; the last value counts.
-        let repeated = read(r#"{"t":1,"t":2}"#).unwrap();
-        assert_eq!((repeated.time, repeated.others), (Some(Scalar::Number(2.into())), 0));
-        assert_eq!(read(r#"{"k":7}"#).unwrap().key, None, "a key that is not a string is no key");
-        assert_eq!(read(r#"{"k":"u\"1\u00e9"}"#).unwrap().key.as_deref(), Some("u\"1é"), "escapes are decoded");
-        let malformed_inside_the_time = [r#"{"k":"u1","t":[1e400]}"#, r#"{"k":"u1","t":{"a":1e400}}"#];
-        for not_one_object in [r#"[1,2]"#, r#""t""#, "12", "null", r#"{"t":1} {}"#, r#"{"t":"#]
-            .into_iter()
-            .chain(malformed_inside_the_time)
-        {
-            assert_eq!(read(not_one_object), None, "{not_one_object}");
-        }
-        // The time field's value as a full parse reads it, whatever its type.
-        for time in [r#""a\tb""#, "-3", "18446744073709551615", "1.5e3", "0.1", "true", "null", "[1,[2]]", r#"{"t":1}"#]
-        {
-            let value = format!(r#"{{"t":{time},"k":"u"}}"#);
-            let full: serde_json::Value = serde_json::from_str(time).unwrap();
-            let expected = match full {
-                serde_json::Value::String(text) => Scalar::Text(text.into()),
-                serde_json::Value::Number(number) => Scalar::Number(number),
-                _ => Scalar::Other,
-            };
-            assert_eq!(read(&value).unwrap().time, Some(expected), "{value}");
-        }
-    }
 
     fn producer(time_field: TimeField, partitions: u32) -> Producer {
         let config = ProducerConfig { time_field, record_time: RecordTime::Event, ..ProducerConfig::default() };
