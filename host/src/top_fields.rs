@@ -189,10 +189,14 @@ impl serde::de::Visitor<'_> for NameSeed<'_> {
     }
 }
 
-/// A flat object read without serde_json: members whose values are strings without escapes or control
-/// characters, `true`, `false`, `null` or numbers (the time and key fields' only when plain integers of at
-/// most 18 digits, which serde_json reads as the same `u64`). `None` for anything else, including every
-/// malformed value: serde_json then decides, so this never takes what serde_json refuses.
+/// A flat object read without serde_json. It takes members whose values are:
+/// - strings without escapes or control characters (the time and key fields' must be UTF-8);
+/// - `true`, `false` or `null`;
+/// - numbers (the time and key fields' only unsigned integers of at most 18 digits, which serde_json reads as
+///   the same `u64`).
+///
+/// Anything else, every malformed value included, gives `None`: serde_json then decides, so this never takes
+/// what serde_json refuses.
 fn read_flat<'a>(value: &'a [u8], time_field: Option<&str>, key_field: Option<&str>) -> Option<TopFields<'a>> {
     let mut reader = FlatReader { bytes: value, at: 0 };
     let mut fields = TopFields::default();
@@ -203,11 +207,11 @@ fn read_flat<'a>(value: &'a [u8], time_field: Option<&str>, key_field: Option<&s
         loop {
             reader.expect(b'"')?;
             let name = reader.string_body()?;
-            let is = |field: Option<&str>| field.is_some_and(|field| field.as_bytes() == name);
-            let (is_time, is_key) = (is(time_field), is(key_field));
-            // serde_json checks a member name is UTF-8 (an ignored string value it does not); a field's
-            // name is.
-            if !(is_time || is_key || name.is_ascii() || std::str::from_utf8(name).is_ok()) {
+            let names = |field: Option<&str>| field.is_some_and(|field| field.as_bytes() == name);
+            let (is_time, is_key) = (names(time_field), names(key_field));
+            // A name equal to a field's is UTF-8 already; any other must be, as serde_json checks names (its
+            // reading of an ignored string value does not).
+            if !(is_time || is_key || std::str::from_utf8(name).is_ok()) {
                 return None;
             }
             reader.expect(b':')?;
@@ -237,8 +241,9 @@ fn read_flat<'a>(value: &'a [u8], time_field: Option<&str>, key_field: Option<&s
 fn string_stop(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_le_bytes([1; 8]);
     const HIGH_BITS: u64 = ONES << 7;
-    /// The high bit of each byte of `word` below `limit` (at most 128) is set, and perhaps of bytes after
-    /// one that is: the lowest set bit is exact.
+    /// The high bit of each byte of `word` below `limit` (at most 128) is set (the trick serde_json's own
+    /// string scan uses). A byte's subtraction borrows from the next only when that byte is below `limit`,
+    /// so a false flag only ever follows a true one: the lowest set bit is exact.
     fn below(word: u64, limit: u8) -> u64 {
         word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGH_BITS
     }
@@ -259,7 +264,8 @@ fn string_stop(bytes: &[u8]) -> Option<usize> {
 /// A member's value as the flat reader found it.
 enum FlatValue<'a> {
     Text(&'a [u8]),
-    Integer(&'a [u8]),
+    /// An integer without a sign, fraction or exponent.
+    Unsigned(&'a [u8]),
     /// Any other number.
     Number,
     /// `true`, `false` or `null`.
@@ -272,11 +278,11 @@ impl<'a> FlatValue<'a> {
     fn scalar(self) -> Option<Scalar<'a>> {
         match self {
             FlatValue::Text(bytes) => std::str::from_utf8(bytes).ok().map(|text| Scalar::Text(Cow::Borrowed(text))),
-            FlatValue::Integer(digits) if digits.len() <= 18 => {
+            FlatValue::Unsigned(digits) if digits.len() <= 18 => {
                 let number = digits.iter().fold(0u64, |number, digit| number * 10 + u64::from(digit - b'0'));
                 Some(Scalar::Number(number.into()))
             }
-            FlatValue::Integer(_) | FlatValue::Number => None,
+            FlatValue::Unsigned(_) | FlatValue::Number => None,
             FlatValue::Literal => Some(Scalar::Other),
         }
     }
@@ -349,21 +355,21 @@ impl<'a> FlatReader<'a> {
         if digits == 0 || (digits > 1 && self.bytes[integer] == b'0') {
             return None;
         }
-        let mut plain = !negative;
+        let mut unsigned = !negative;
         if self.eat(b'.') {
             if self.digits() == 0 {
                 return None;
             }
-            plain = false;
+            unsigned = false;
         }
         if self.eat(b'e') || self.eat(b'E') {
             let _sign = self.eat(b'+') || self.eat(b'-');
             if self.digits() == 0 {
                 return None;
             }
-            plain = false;
+            unsigned = false;
         }
-        Some(if plain { FlatValue::Integer(&self.bytes[integer..self.at]) } else { FlatValue::Number })
+        Some(if unsigned { FlatValue::Unsigned(&self.bytes[integer..self.at]) } else { FlatValue::Number })
     }
 
     fn eat(&mut self, wanted: u8) -> bool {
@@ -450,11 +456,33 @@ mod tests {
         assert_eq!(epoch.and_then(|fields| fields.time), Some(Scalar::Number(1_714_557_600_250u64.into())));
         let row = r#"{"window_start":"2024-05-01 10:00:00","window_end":"2024-05-01 10:05:00","n":3,"avg":-0.5}"#;
         assert!(read_flat(row.as_bytes(), Some("window_end"), Some("window_start")).is_some());
+        // Every form the flat reader takes, each read as serde_json reads it.
+        let flat_objects: [&[u8]; 5] = [
+            b"{}",
+            b" {\n\t\"t\" : 0 , \"k\" :\"\xc3\xa9\" } \r\n",
+            b"{\"t\":\"x\",\"t\":true,\"k\":\"a\",\"k\":null,\"x\":-1.5e3,\"y\":\"\xff\",\"z\":0e1}",
+            b"{\"k\":123456789012345678,\"t\":false,\"\":\"abcdefghijklmnopqrstuvwxyz\"}",
+            b"{\"\xc3\xa9\":-0,\"x\":12345678901234567890123,\"t\":null}",
+        ];
+        for json in flat_objects {
+            let flat = read_flat(json, Some("t"), Some("k"));
+            assert!(flat.is_some(), "{}", String::from_utf8_lossy(json));
+            assert_eq!(flat, TopFields::read_full(json, Some("t"), Some("k")));
+        }
     }
 
     /// Pieces of JSON, well-formed and not, that the flat reader must take or leave exactly as serde_json.
-    const NAMES: &[&[u8]] =
-        &[b"\"t\"", b"\"k\"", b"\"x\"", b"\"\"", "\"é\"".as_bytes(), b"\"\xff\"", b"\"t\\u0041\"", b"t"];
+    const NAMES: &[&[u8]] = &[
+        b"\"t\"",
+        b"\"k\"",
+        b"\"x\"",
+        b"\"\"",
+        "\"é\"".as_bytes(),
+        b"\"a_rather_long_name\"",
+        b"\"\xff\"",
+        b"\"t\\u0041\"",
+        b"t",
+    ];
     const VALUES: &[&[u8]] = &[
         b"\"a\"",
         b"\"2020-01-01 00:00:00\"",
@@ -463,11 +491,19 @@ mod tests {
         b"\"a\x01\"",
         b"\"\"",
         b"\"open",
+        "\"é\"".as_bytes(),
+        b"\"abcdefghijklmnopq\"",
+        b"\"0123456789abcdef\xff\"",
+        b"\"abcdefghij\\n\"",
+        b"\"abcdefghijklmnop\x01\"",
+        b"\"a\"b",
         b"0",
         b"-0",
         b"01",
         b"12",
         b"-3",
+        b"-01",
+        b"1x",
         b"123456789012345678",
         b"1234567890123456789",
         b"18446744073709551616",
@@ -479,6 +515,7 @@ mod tests {
         b"-1E-3",
         b"2e+",
         b"true",
+        b"truex",
         b"tru",
         b"null",
         b"false",
@@ -488,7 +525,8 @@ mod tests {
         b"{\"t\":1}",
         b"",
     ];
-    /// JSON whitespace, and a form feed, which is not.
+    /// JSON whitespace, and a form feed, which is not; none and one space are listed more than once, so they
+    /// are the likeliest.
     const SPACES: &[&[u8]] = &[b"", b" ", b"\n\t\r ", b"", b" ", b"", b" ", b"\x0c"];
 
     /// Objects made of those pieces, most of them well-formed around their members, some with a wrong
@@ -508,11 +546,12 @@ mod tests {
                     if index > 0 {
                         json.push(if wrong_separator && index == 1 { b';' } else { b',' });
                     }
-                    json.extend(
-                        [SPACES[before], NAMES[name], SPACES[after], b":", SPACES[before], VALUES[value]].concat(),
-                    );
+                    let member = [SPACES[before], NAMES[name], SPACES[after], b":", SPACES[before], VALUES[value]];
+                    json.extend(member.concat());
+                    json.extend(SPACES[after]);
                 }
                 json.extend(end);
+                json.extend(SPACES[space]);
                 if let Some((at, byte)) = mutation {
                     let at = at.index(json.len());
                     json[at] = byte;
@@ -535,7 +574,9 @@ mod tests {
 
         #[test]
         fn the_flat_reader_takes_only_what_serde_json_takes_and_reads_it_alike(json in json_ish()) {
-            for (time_field, key_field) in [(Some("t"), Some("k")), (None, Some("t")), (Some("x"), None)] {
+            // Fields apart, time only, key only, one name for both, and names that are not ASCII or empty.
+            let fields = [(Some("t"), Some("k")), (None, Some("t")), (Some("x"), None), (Some("t"), Some("t")), (Some("é"), Some(""))];
+            for (time_field, key_field) in fields {
                 if let Some(flat) = read_flat(&json, time_field, key_field) {
                     prop_assert_eq!(Some(flat), TopFields::read_full(&json, time_field, key_field));
                 }
