@@ -23,6 +23,15 @@ pub enum Scalar<'a> {
     Other,
 }
 
+impl<'a> Scalar<'a> {
+    fn into_text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Scalar::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
 impl<'a> TopFields<'a> {
     /// `None` unless `value` is one JSON object. A flat object, what producers send, is read by
     /// [`read_flat`]; anything it does not take is read by serde_json, which decides.
@@ -67,10 +76,7 @@ impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
             match name {
                 Name::Time => fields.time = Some(map.next_value()?),
                 Name::Key => {
-                    fields.key = match map.next_value()? {
-                        Scalar::Text(text) => Some(text),
-                        _ => None,
-                    };
+                    fields.key = map.next_value::<Scalar>()?.into_text();
                     fields.others += 1;
                 }
                 Name::Other => {
@@ -143,11 +149,8 @@ impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
 /// whole: `None` for a member that is missing or not a string, both when `value` is not one JSON object. A
 /// repeated member: the last one counts.
 pub fn top_texts<'a>(value: &'a [u8], first: &str, second: &str) -> (Option<Cow<'a, str>>, Option<Cow<'a, str>>) {
-    match TopFields::read(value, Some(first), Some(second)) {
-        Some(TopFields { time: Some(Scalar::Text(text)), key, .. }) => (Some(text), key),
-        Some(TopFields { key, .. }) => (None, key),
-        None => (None, None),
-    }
+    TopFields::read(value, Some(first), Some(second))
+        .map_or((None, None), |fields| (fields.time.and_then(Scalar::into_text), fields.key))
 }
 
 /// Which of the producer's fields a member name is, compared without copying it.
@@ -161,6 +164,20 @@ enum Name {
     Time,
     Key,
     Other,
+}
+
+impl Name {
+    /// Which field `name` is; a name both fields have is the time field's.
+    fn of(name: &[u8], time_field: Option<&str>, key_field: Option<&str>) -> Name {
+        let names = |field: Option<&str>| field.is_some_and(|field| field.as_bytes() == name);
+        if names(time_field) {
+            Name::Time
+        } else if names(key_field) {
+            Name::Key
+        } else {
+            Name::Other
+        }
+    }
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for NameSeed<'_> {
@@ -179,13 +196,7 @@ impl serde::de::Visitor<'_> for NameSeed<'_> {
     }
 
     fn visit_str<E>(self, name: &str) -> Result<Name, E> {
-        Ok(if Some(name) == self.time_field {
-            Name::Time
-        } else if Some(name) == self.key_field {
-            Name::Key
-        } else {
-            Name::Other
-        })
+        Ok(Name::of(name.as_bytes(), self.time_field, self.key_field))
     }
 }
 
@@ -206,26 +217,22 @@ fn read_flat<'a>(value: &'a [u8], time_field: Option<&str>, key_field: Option<&s
     } else {
         loop {
             reader.expect(b'"')?;
-            let name = reader.string_body()?;
-            let names = |field: Option<&str>| field.is_some_and(|field| field.as_bytes() == name);
-            let (is_time, is_key) = (names(time_field), names(key_field));
+            let name_bytes = reader.string_body()?;
+            let name = Name::of(name_bytes, time_field, key_field);
             // A name equal to a field's is UTF-8 already; any other must be, as serde_json checks names (its
             // reading of an ignored string value does not).
-            if !(is_time || is_key || std::str::from_utf8(name).is_ok()) {
+            if matches!(name, Name::Other) && std::str::from_utf8(name_bytes).is_err() {
                 return None;
             }
             reader.expect(b':')?;
             let member = reader.value()?;
-            if is_time {
-                fields.time = Some(member.scalar()?);
-            } else {
-                if is_key {
-                    fields.key = match member.scalar()? {
-                        Scalar::Text(text) => Some(text),
-                        _ => None,
-                    };
+            match name {
+                Name::Time => fields.time = Some(member.scalar()?),
+                Name::Key => {
+                    fields.key = member.scalar()?.into_text();
+                    fields.others += 1;
                 }
-                fields.others += 1;
+                Name::Other => fields.others += 1,
             }
             match reader.next_past_space()? {
                 b',' => {}
@@ -469,6 +476,13 @@ mod tests {
             assert!(flat.is_some(), "{}", String::from_utf8_lossy(json));
             assert_eq!(flat, TopFields::read_full(json, Some("t"), Some("k")));
         }
+    }
+
+    /// Both readers classify names with `Name::of`, so the property test below cannot see its order.
+    #[test]
+    fn a_name_both_fields_have_is_the_time_field() {
+        let fields = TopFields::read(br#"{"t":"a","x":1}"#, Some("t"), Some("t")).expect("an object");
+        assert_eq!((fields.time, fields.key, fields.others), (Some(Scalar::Text("a".into())), None, 1));
     }
 
     /// Pieces of JSON, well-formed and not, that the flat reader must take or leave exactly as serde_json.
